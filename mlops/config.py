@@ -1,0 +1,165 @@
+"""Typed configuration: the dataset spec, model settings and the platform settings.
+
+The dataset spec is configuration, so any tabular dataset with an entity key and an event
+timestamp runs without code changes. Settings are the only place that reads the
+environment (prefix ``MLOPS_``).
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SPECS_DIR = Path(__file__).parent / "specs"
+DEFAULT_SPEC = SPECS_DIR / "wage_panel.yaml"
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+class ConfigError(ValueError):
+    """A configuration file or value that cannot be used; the message names the problem."""
+
+
+class TaskType(StrEnum):
+    classification = "classification"
+    regression = "regression"
+
+
+class ColumnRule(BaseModel):
+    """An extra validation rule declared in the spec for one column."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    column: str
+    min: float | None = Field(None, description="Smallest allowed value (inclusive).")
+    max: float | None = Field(None, description="Largest allowed value (inclusive).")
+    allowed: list[float | int | str] | None = Field(None, description="The only allowed values.")
+    not_null: bool = Field(False, description="The column may hold no nulls.")
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> ColumnRule:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"rule for {self.column!r}: min {self.min} > max {self.max}")
+        return self
+
+
+class DatasetSpec(BaseModel):
+    """Where a dataset is and what its columns mean."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Dataset and model name: lower case, digits, underscores.")
+    path: str = Field(
+        description="Parquet or CSV file (local path or URI such as s3://...), "
+        "or builtin://<name> for a dataset shipped with a package."
+    )
+    entity: str = Field(description="Entity key column.")
+    timestamp: str = Field(description="Event timestamp column.")
+    features: list[str] = Field(min_length=1, description="Numeric feature columns.")
+    label: str = Field(description="Label column.")
+    task: TaskType = Field(description="classification (binary label) or regression.")
+    rules: list[ColumnRule] = Field(default_factory=list, description="Extra validation rules.")
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(f"name {value!r} must match {_NAME.pattern}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_columns(self) -> DatasetSpec:
+        keys = [self.entity, self.timestamp, self.label]
+        if len(set(keys)) != 3:
+            raise ValueError("entity, timestamp and label must be three different columns")
+        if len(set(self.features)) != len(self.features):
+            raise ValueError("features contain duplicates")
+        clash = set(self.features) & set(keys)
+        if clash:
+            raise ValueError(f"features must not include entity/timestamp/label: {sorted(clash)}")
+        return self
+
+    @property
+    def columns(self) -> list[str]:
+        return [self.entity, self.timestamp, *self.features, self.label]
+
+
+class ModelSettings(BaseModel):
+    """The MLP and how it is trained."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hidden: list[int] = Field(default=[64, 32], description="Hidden layer sizes.")
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    epochs: int = Field(default=40, ge=1, le=10_000, description="Most epochs to train.")
+    batch_size: int = Field(default=256, ge=1, le=1_000_000)
+    learning_rate: float = Field(default=1e-3, gt=0.0, le=1.0)
+    patience: int = Field(default=5, ge=1, description="Early stopping: epochs without gain.")
+    seed: int = Field(default=42, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto")
+    val_fraction: float = Field(default=0.15, gt=0.0, lt=0.5)
+    test_fraction: float = Field(default=0.15, gt=0.0, lt=0.5)
+
+    @field_validator("hidden")
+    @classmethod
+    def _check_hidden(cls, value: list[int]) -> list[int]:
+        if not value or any(size < 1 for size in value):
+            raise ValueError("hidden must list one or more positive layer sizes")
+        return value
+
+
+class Settings(BaseSettings):
+    """Platform settings from ``MLOPS_*`` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="MLOPS_", extra="ignore")
+
+    profile: Literal["local"] = "local"
+    data_dir: Path = Path("data")
+    serve_host: str = "127.0.0.1"
+    serve_port: int = Field(default=8080, ge=1, le=65535)
+    tracking_uri: str | None = None
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def tracking(self) -> str:
+        """MLflow tracking URI: SQLite under the data directory unless set."""
+        return self.tracking_uri or f"sqlite:///{self.data_dir / 'mlflow.db'}"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "mlartifacts"
+
+    def stage_dir(self, stage: str) -> Path:
+        """The folder one stage writes under, created on demand."""
+        path = self.data_dir / stage
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def load_spec(path: str | Path) -> DatasetSpec:
+    """Read a dataset spec from YAML; every problem is named in one ConfigError."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"dataset spec not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"dataset spec {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"dataset spec {path} must be a mapping of keys to values")
+    try:
+        return DatasetSpec.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, err['loc'])) or 'spec'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"dataset spec {path} is invalid: {problems}") from None
