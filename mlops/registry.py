@@ -1,0 +1,236 @@
+"""MLflow tracking and the model registry: the only module that talks to MLflow.
+
+A version is registered with its sha256 and lineage as tags at creation, re-read from the
+store and verified, and only then gets its aliases; any failure on the way deletes the
+version, so a run never leaves a half-registered model behind.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from pydantic import BaseModel
+
+log = logging.getLogger(__name__)
+CHALLENGER, CHAMPION = "challenger", "champion"
+MODEL_FILE = "model.onnx"
+
+
+class RegistryError(RuntimeError):
+    """A model could not be registered or fetched; the message says which and why."""
+
+
+class RegistrationResult(BaseModel):
+    name: str
+    version: str
+    run_id: str
+    model_uri: str
+    sha256: str
+    aliases: list[str]
+    champion: bool
+    previous_champion: str | None
+    primary_metric: str
+    metric_value: float
+
+
+class FetchedModel(BaseModel):
+    name: str
+    version: str
+    path: str
+    sha256: str | None
+
+
+class Lineage(BaseModel):
+    """What a model version was made from, stored as run and version tags."""
+
+    dataset: str
+    dataset_uri: str
+    dataset_hash: str
+    feature_service: str
+    git_commit: str
+    team: str
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def current_git_commit(path: str | Path = ".") -> str:
+    """The checkout's commit, or 'unknown' outside a git repository."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True,
+                             text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip()
+
+
+def should_promote(candidate: float, champion: float | None, higher_is_better: bool) -> bool:
+    """The first model becomes champion; later ones only when strictly better."""
+    if champion is None:
+        return True
+    return candidate > champion if higher_is_better else candidate < champion
+
+
+@contextmanager
+def registry_lock(lock_path: Path) -> Iterator[None]:
+    """Serialises registration on this machine, so alias moves never interleave."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _client(tracking_uri: str):  # noqa: ANN202 - MlflowClient is imported lazily
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def _experiment_id(client, name: str, artifacts_dir: Path) -> str:  # noqa: ANN001
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = (artifacts_dir / name).resolve().as_uri()
+    return client.create_experiment(name, artifact_location=location)
+
+
+def _signature(n_features: int):  # noqa: ANN202
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype("float32"), (-1, n_features), "features")]),
+        outputs=Schema([TensorSpec(np.dtype("float32"), (-1,), "prediction")]),
+    )
+
+
+def champion_metric(client, name: str, metric: str) -> tuple[str | None, float | None]:  # noqa: ANN001
+    """The current champion's version and its value of ``metric`` (None when none)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None, None
+    value = client.get_run(version.run_id).data.metrics.get(metric)
+    return str(version.version), value
+
+
+def register_model(tracking_uri: str, artifacts_dir: Path, onnx_path: str, sha256: str,
+                   params: dict[str, object], metrics: dict[str, float], primary_metric: str,
+                   higher_is_better: bool, lineage: Lineage) -> RegistrationResult:
+    """Log a run, register its ONNX model as a new version, and move the aliases."""
+    import mlflow
+    import onnx
+
+    if sha256_file(onnx_path) != sha256:
+        raise RegistryError(f"{onnx_path}: file sha256 differs from the exported {sha256}")
+    if primary_metric not in metrics:
+        raise RegistryError(f"primary metric {primary_metric!r} missing from {sorted(metrics)}")
+    client = _client(tracking_uri)
+    name = lineage.dataset
+    experiment_id = _experiment_id(client, name, artifacts_dir)
+    model = onnx.load(onnx_path)
+    n_features = model.graph.input[0].type.tensor_type.shape.dim[1].dim_value
+    with registry_lock(artifacts_dir / ".registry.lock"):
+        with mlflow.start_run(experiment_id=experiment_id) as run:
+            mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+            mlflow.log_metrics(metrics)
+            mlflow.set_tags({f"lineage.{k}": v for k, v in lineage.model_dump().items()})
+            mlflow.set_tag("mlflow.source.git.commit", lineage.git_commit)
+            info = mlflow.onnx.log_model(model, name="model", signature=_signature(n_features),
+                                         save_as_external_data=False)
+            version = _create_verified_version(client, name, info.model_uri, run.info.run_id,
+                                               sha256, lineage)
+            try:
+                return _move_aliases(client, name, version, run.info.run_id, info.model_uri,
+                                     sha256, metrics[primary_metric], primary_metric,
+                                     higher_is_better)
+            except BaseException:
+                client.delete_model_version(name, version)
+                raise
+
+
+def _create_verified_version(client, name: str, source: str, run_id: str, sha256: str,  # noqa: ANN001
+                             lineage: Lineage) -> str:
+    """Create the version with its tags, then prove the stored file is the exported one."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description=f"Models trained on {name}.")
+    tags = {"sha256": sha256, **{f"lineage.{k}": v for k, v in lineage.model_dump().items()}}
+    version = str(client.create_model_version(name, source, run_id=run_id, tags=tags).version)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            fetched = fetch_model(client.tracking_uri, f"models:/{name}/{version}", Path(tmp))
+            if sha256_file(fetched.path) != sha256:
+                raise RegistryError(f"{name} v{version}: stored file differs from sha256 tag")
+    except BaseException:
+        client.delete_model_version(name, version)
+        raise
+    return version
+
+
+def _move_aliases(client, name: str, version: str, run_id: str, model_uri: str, sha256: str,  # noqa: ANN001
+                  value: float, metric: str, higher_is_better: bool) -> RegistrationResult:
+    previous, champion_value = champion_metric(client, name, metric)
+    promote = should_promote(value, champion_value, higher_is_better)
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    if promote:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    log.info("%s v%s: %s=%.4f vs champion %s (%s) -> %s", name, version, metric, value,
+             previous, champion_value, "champion" if promote else "challenger only")
+    return RegistrationResult(
+        name=name, version=version, run_id=run_id, model_uri=model_uri, sha256=sha256,
+        aliases=[CHALLENGER, CHAMPION] if promote else [CHALLENGER], champion=promote,
+        previous_champion=previous, primary_metric=metric, metric_value=value,
+    )
+
+
+def fetch_model(tracking_uri: str, model_uri: str, dest: Path) -> FetchedModel:
+    """Download ``models:/name@alias`` or ``models:/name/version`` and its sha256 tag."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    if not model_uri.startswith("models:/"):
+        raise RegistryError(f"model URI {model_uri!r} must look like models:/<name>@<alias>")
+    client = _client(tracking_uri)
+    ref = model_uri.removeprefix("models:/")
+    try:
+        if "@" in ref:
+            name, alias = ref.split("@", 1)
+            version = client.get_model_version_by_alias(name, alias)
+        else:
+            name, number = ref.rsplit("/", 1)
+            version = client.get_model_version(name, number)
+        folder = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{name}/{version.version}", dst_path=str(dest),
+            tracking_uri=tracking_uri)
+    except MlflowException as exc:
+        raise RegistryError(f"cannot fetch {model_uri}: {exc.message}") from None
+    files = sorted(Path(folder).rglob("*.onnx"))
+    if not files:
+        raise RegistryError(f"{model_uri}: no .onnx file in the registered model")
+    return FetchedModel(name=name, version=str(version.version), path=str(files[0]),
+                        sha256=version.tags.get("sha256"))
