@@ -1,0 +1,1 @@
+"""Prefect flows: composition of stage tasks only."""

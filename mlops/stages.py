@@ -1,0 +1,132 @@
+"""The pipeline's stages as plain Python, each taking and returning small typed results.
+
+Each function is what one Prefect task wraps; ``run_pipeline`` chains them without Prefect
+(the baseline of the orchestration-overhead benchmark). Results carry paths and hashes,
+never live objects, so any stage can run in another process or be retried alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+from pydantic import BaseModel, Field
+
+from mlops.config import DatasetSpec, ModelSettings, Settings
+
+if TYPE_CHECKING:  # the stage modules import heavy libraries; load them only when run
+    from mlops.deploy import ServiceInfo
+    from mlops.export import ExportResult
+    from mlops.features import FeatureSetResult
+    from mlops.registry import RegistrationResult
+    from mlops.training import TrainResult
+
+log = logging.getLogger(__name__)
+
+
+class PipelineParams(BaseModel):
+    """What one training-pipeline run trains, on what, for whom."""
+
+    spec: DatasetSpec = Field(description="The dataset: location, entity, timestamp, columns.")
+    model: ModelSettings = Field(default_factory=ModelSettings, description="MLP and training.")
+    team: str = Field(default="default", pattern=r"^[a-z][a-z0-9-]{0,39}$",
+                      description="The team the run is accounted to.")
+    deploy: bool = Field(default=True, description="Start the inference service on champion.")
+
+
+class ValidatedData(BaseModel):
+    """A validated dataset, frozen as a content-addressed parquet snapshot."""
+
+    snapshot_path: str
+    dataset_hash: str
+    rows: int
+    report_path: str
+    docs_path: str | None
+
+
+def validate_stage(spec: DatasetSpec, settings: Settings) -> ValidatedData:
+    """Load and validate; a failing batch is quarantined and raises ValidationFailed."""
+    from mlops.data import load_dataset
+    from mlops.validation import require_valid, validate_dataset
+
+    frame = load_dataset(spec)
+    out_dir = settings.stage_dir(f"validation/{spec.name}")
+    report = validate_dataset(frame, spec, out_dir, settings.stage_dir("quarantine"))
+    require_valid(report)
+    snapshot = settings.stage_dir(f"datasets/{spec.name}") / f"{report.dataset_hash[:16]}.parquet"
+    if not snapshot.exists():
+        _write_parquet(frame[spec.columns], snapshot)
+    return ValidatedData(snapshot_path=str(snapshot), dataset_hash=report.dataset_hash,
+                         rows=report.rows, report_path=report.report_path,
+                         docs_path=report.docs_path)
+
+
+def features_stage(data: ValidatedData, spec: DatasetSpec, settings: Settings) -> FeatureSetResult:
+    """Feast: apply the repo, point-in-time training set, materialise online."""
+    from mlops.features import prepare_features
+
+    return prepare_features(pd.read_parquet(data.snapshot_path), spec, settings.data_dir)
+
+
+def train_stage(training_path: str, spec: DatasetSpec, model: ModelSettings,
+                settings: Settings) -> TrainResult:
+    from mlops.training import train_model
+
+    return train_model(training_path, spec, model, settings.stage_dir(f"training/{spec.name}"))
+
+
+def export_stage(model_path: str, test_path: str, spec: DatasetSpec,
+                 settings: Settings) -> ExportResult:
+    from mlops.export import export_onnx
+
+    return export_onnx(model_path, test_path, settings.stage_dir(f"models/{spec.name}"))
+
+
+def register_stage(params: PipelineParams, data: ValidatedData, features: FeatureSetResult,
+                   trained: TrainResult, exported: ExportResult,
+                   settings: Settings) -> RegistrationResult:
+    """Log the run with its lineage; the version becomes champion only if it is better."""
+    from mlops.registry import Lineage, current_git_commit, register_model
+    from mlops.training import primary_metric
+
+    metric, higher_is_better = primary_metric(params.spec.task)
+    lineage = Lineage(dataset=params.spec.name, dataset_uri=params.spec.path,
+                      dataset_hash=data.dataset_hash, feature_service=features.feature_service,
+                      git_commit=current_git_commit(Path(__file__).parent), team=params.team)
+    model_params = {**params.model.model_dump(), "task": params.spec.task.value,
+                    "features": ",".join(params.spec.features), "device": trained.device,
+                    "precision": trained.precision, "onnx_opset": exported.opset,
+                    "parity_max_abs_diff": exported.max_abs_diff}
+    return register_model(settings.tracking, settings.artifacts_dir, exported.onnx_path,
+                          exported.sha256, model_params, trained.metrics, metric,
+                          higher_is_better, lineage)
+
+
+def deploy_stage(spec: DatasetSpec, settings: Settings) -> ServiceInfo:
+    """(Re)start the CPU inference service on the registry's champion."""
+    from mlops.deploy import start_service
+
+    return start_service(spec, settings)
+
+
+def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def run_pipeline(params: PipelineParams, settings: Settings):  # noqa: ANN201
+    """All stages in this process, without Prefect: the orchestration benchmark's baseline."""
+    from mlops.summary import build_summary
+
+    spec = params.spec
+    data = validate_stage(spec, settings)
+    features = features_stage(data, spec, settings)
+    trained = train_stage(features.training_path, spec, params.model, settings)
+    exported = export_stage(trained.model_path, trained.test_path, spec, settings)
+    registered = register_stage(params, data, features, trained, exported, settings)
+    service = deploy_stage(spec, settings) if params.deploy else None
+    return build_summary(params, data, features, trained, exported, registered, service)

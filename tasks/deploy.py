@@ -1,0 +1,13 @@
+from prefect import get_run_logger, task
+from prefect.cache_policies import NONE
+
+from mlops.config import DatasetSpec, Settings
+from mlops.stages import deploy_stage
+
+
+@task(name="deploy-service", cache_policy=NONE, tags=["stage:deploy"])
+def deploy(spec: DatasetSpec, settings: Settings):  # noqa: ANN201
+    """(Re)start the ONNX Runtime service on the champion and wait until it is ready."""
+    result = deploy_stage(spec, settings)
+    get_run_logger().info("serving %s v%s at %s", spec.name, result.model_version, result.url)
+    return result

@@ -1,0 +1,14 @@
+from prefect import get_run_logger, task
+from prefect.cache_policies import NONE
+
+from mlops.config import DatasetSpec, Settings
+from mlops.stages import export_stage
+
+
+@task(name="export-onnx", cache_policy=NONE, tags=["stage:export"])
+def export(model_path: str, test_path: str, spec: DatasetSpec, settings: Settings):  # noqa: ANN201
+    """ONNX export with a parity check against torch; a miss fails the run."""
+    result = export_stage(model_path, test_path, spec, settings)
+    get_run_logger().info("ONNX opset %s, parity max |diff| %.2e, sha256 %s", result.opset,
+                          result.max_abs_diff, result.sha256[:12])
+    return result

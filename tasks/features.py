@@ -1,0 +1,15 @@
+from prefect import get_run_logger, task
+from prefect.cache_policies import NONE
+
+from mlops.config import DatasetSpec, Settings
+from mlops.stages import ValidatedData, features_stage
+from tasks.policy import IO_RETRIES
+
+
+@task(name="build-features", cache_policy=NONE, tags=["stage:features"], **IO_RETRIES)
+def build_features(data: ValidatedData, spec: DatasetSpec, settings: Settings):  # noqa: ANN201
+    """Feast apply, point-in-time training set, online materialisation."""
+    result = features_stage(data, spec, settings)
+    get_run_logger().info("feature service %s: %d training rows at %s",
+                          result.feature_service, result.rows, result.training_path)
+    return result

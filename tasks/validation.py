@@ -1,0 +1,15 @@
+from prefect import get_run_logger, task
+from prefect.cache_policies import NONE
+
+from mlops.config import DatasetSpec, Settings
+from mlops.stages import ValidatedData, validate_stage
+from tasks.policy import IO_RETRIES
+
+
+@task(name="validate-data", cache_policy=NONE, tags=["stage:validation"], **IO_RETRIES)
+def validate_data(spec: DatasetSpec, settings: Settings) -> ValidatedData:
+    """Great Expectations on the dataset; a failing batch stops the run here."""
+    result = validate_stage(spec, settings)
+    get_run_logger().info("%s: %d rows valid (sha256 %s), report %s", spec.name, result.rows,
+                          result.dataset_hash[:12], result.report_path)
+    return result
