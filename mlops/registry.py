@@ -123,6 +123,13 @@ def _signature(n_features: int):  # noqa: ANN202
     )
 
 
+def _serving_requirements() -> list[str]:
+    """What loading the model needs, stated rather than inferred (inference costs ~7 s)."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in ("onnx", "onnxruntime", "numpy")]
+
+
 def champion_metric(client, name: str, metric: str) -> tuple[str | None, float | None]:  # noqa: ANN001
     """The current champion's version and its value of ``metric`` (None when none)."""
     from mlflow.exceptions import MlflowException
@@ -158,7 +165,8 @@ def register_model(tracking_uri: str, artifacts_dir: Path, onnx_path: str, sha25
             mlflow.set_tags({f"lineage.{k}": v for k, v in lineage.model_dump().items()})
             mlflow.set_tag("mlflow.source.git.commit", lineage.git_commit)
             info = mlflow.onnx.log_model(model, name="model", signature=_signature(n_features),
-                                         save_as_external_data=False)
+                                         save_as_external_data=False,
+                                         pip_requirements=_serving_requirements())
             version = _create_verified_version(client, name, info.model_uri, run.info.run_id,
                                                sha256, lineage)
             try:

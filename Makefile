@@ -1,0 +1,55 @@
+# Two commands set everything up: `make run` and `make test`. Each creates .venv first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SPEC ?= mlops/specs/wage_panel.yaml
+EPOCHS ?= 40
+DATA_DIR ?= data
+
+export MLOPS_DATA_DIR ?= $(abspath $(DATA_DIR))
+export PREFECT_HOME ?= $(MLOPS_DATA_DIR)/prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_LOGGING_LEVEL ?= INFO
+export GX_ANALYTICS_ENABLED := False
+export MLFLOW_ENABLE_ASYNC_LOGGING := false
+export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
+export DO_NOT_TRACK := true
+export PYTHONUNBUFFERED := 1
+
+.PHONY: venv run stop test test-fast bench gpu-check lint clean
+
+venv: $(VENV)/.installed
+
+# torch first, pinned, so that pip takes the CPU build on this machine's disk and no
+# other torch (a multi-GB CUDA build) is resolved for the project.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+run: venv
+	$(PY) -m mlops.cli run --spec $(SPEC) --epochs $(EPOCHS)
+
+stop: venv
+	$(PY) -m mlops.cli stop
+
+test: venv
+	$(PY) -m pytest tests
+
+test-fast: venv
+	$(PY) -m pytest tests -m "not slow"
+
+bench: venv
+	$(PY) benchmarks/bench_pipeline.py
+
+gpu-check: venv
+	$(PY) benchmarks/gpu_check.py
+
+lint: venv
+	$(PY) -m ruff check mlops tasks flows feature_repo tests benchmarks
+
+clean: stop
+	rm -rf $(MLOPS_DATA_DIR) .pytest_cache .ruff_cache

@@ -1,0 +1,90 @@
+"""The registry against a real MLflow SQLite tracking store."""
+
+from pathlib import Path
+
+import onnx
+import pytest
+from mlflow import MlflowClient
+from onnx import TensorProto, helper
+
+from mlops.registry import (
+    Lineage,
+    RegistryError,
+    fetch_model,
+    register_model,
+    sha256_file,
+    should_promote,
+)
+
+
+def _tiny_onnx(path: Path, n_features: int = 3) -> Path:
+    features = helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", n_features])
+    prediction = helper.make_tensor_value_info("prediction", TensorProto.FLOAT, ["batch"])
+    node = helper.make_node("ReduceMean", ["features"], ["prediction"], keepdims=0, axes=[1])
+    graph = helper.make_graph([node], "mean", [features], [prediction])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("registry")
+    model = _tiny_onnx(root / "model.onnx")
+    return {"uri": f"sqlite:///{root / 'mlflow.db'}", "artifacts": root / "artifacts",
+            "model": str(model), "sha": sha256_file(model), "root": root}
+
+
+def _register(store: dict, auc: float, sha: str | None = None, name: str = "toy"):
+    lineage = Lineage(dataset=name, dataset_uri="builtin://toy", dataset_hash="ab" * 32,
+                      feature_service=f"{name}_v1", git_commit="deadbeef", team="alpha")
+    return register_model(store["uri"], store["artifacts"], store["model"], sha or store["sha"],
+                          {"hidden": [8]}, {"test_auc": auc, "test_accuracy": 0.5}, "test_auc",
+                          True, lineage)
+
+
+def test_should_promote_first_and_only_when_strictly_better() -> None:
+    assert should_promote(0.1, None, higher_is_better=True)
+    assert should_promote(0.8, 0.7, higher_is_better=True)
+    assert not should_promote(0.7, 0.7, higher_is_better=True)
+    assert should_promote(1.0, 2.0, higher_is_better=False)
+    assert not should_promote(3.0, 2.0, higher_is_better=False)
+
+
+def test_champion_moves_only_on_a_better_metric(store: dict) -> None:
+    first = _register(store, 0.70)
+    assert first.champion and first.aliases == ["challenger", "champion"]
+    worse = _register(store, 0.60)
+    assert not worse.champion and worse.previous_champion == first.version
+    better = _register(store, 0.75)
+    assert better.champion and better.previous_champion == first.version
+    client = MlflowClient(tracking_uri=store["uri"], registry_uri=store["uri"])
+    assert str(client.get_model_version_by_alias("toy", "champion").version) == better.version
+    assert str(client.get_model_version_by_alias("toy", "challenger").version) == better.version
+
+
+def test_version_carries_sha256_signature_and_lineage(store: dict) -> None:
+    result = _register(store, 0.5, name="lineage")
+    client = MlflowClient(tracking_uri=store["uri"], registry_uri=store["uri"])
+    version = client.get_model_version("lineage", result.version)
+    assert version.tags["sha256"] == store["sha"]
+    assert version.tags["lineage.dataset_hash"] == "ab" * 32
+    assert version.tags["lineage.feature_service"] == "lineage_v1"
+    run = client.get_run(result.run_id)
+    assert run.data.tags["lineage.git_commit"] == "deadbeef"
+    assert run.data.metrics["test_auc"] == 0.5
+    fetched = fetch_model(store["uri"], "models:/lineage@champion", store["root"] / "dl")
+    assert fetched.sha256 == store["sha"] == sha256_file(fetched.path)
+
+
+def test_a_hash_mismatch_registers_nothing(store: dict) -> None:
+    with pytest.raises(RegistryError, match="sha256"):
+        _register(store, 0.9, sha="0" * 64, name="broken")
+    client = MlflowClient(tracking_uri=store["uri"], registry_uri=store["uri"])
+    assert client.search_model_versions("name='broken'") == []
+
+
+def test_fetch_names_a_missing_model(store: dict) -> None:
+    with pytest.raises(RegistryError, match="nosuchmodel"):
+        fetch_model(store["uri"], "models:/nosuchmodel@champion", store["root"] / "x")
+    with pytest.raises(RegistryError, match="models:/"):
+        fetch_model(store["uri"], "runs:/abc/model", store["root"] / "x")
