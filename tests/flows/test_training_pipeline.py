@@ -1,0 +1,82 @@
+"""The training-pipeline flow on a real (temporary) Prefect server, end to end."""
+
+from pathlib import Path
+
+import httpx
+import pytest
+from mlflow import MlflowClient
+
+from mlops.config import ModelSettings, Settings, TaskType
+from mlops.deploy import stop_service
+from mlops.stages import PipelineParams
+from mlops.synthetic import generate_panel, synthetic_spec
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def platform(tmp_path: Path, port: int, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("MLOPS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("MLOPS_SERVE_PORT", str(port))
+    settings = Settings()
+    yield settings
+    stop_service(settings)
+
+
+def _params(tmp_path: Path, frame, name: str = "panel") -> PipelineParams:
+    path = tmp_path / f"{name}.parquet"
+    frame.to_parquet(path, index=False)
+    spec = synthetic_spec(str(path), TaskType.classification, name=name)
+    return PipelineParams(spec=spec, model=ModelSettings(epochs=4, hidden=[16]), team="alpha")
+
+
+def _versions(settings: Settings, name: str) -> list:
+    client = MlflowClient(tracking_uri=settings.tracking, registry_uri=settings.tracking)
+    return client.search_model_versions(f"name='{name}'")
+
+
+def test_pipeline_serves_the_champion_and_reports(prefect_server: None, platform: Settings,
+                                                  tmp_path: Path) -> None:
+    from prefect import get_client
+
+    from flows.training_pipeline import training_pipeline
+
+    params = _params(tmp_path, generate_panel(n_entities=60, n_periods=8, seed=1))
+    state = training_pipeline(params, return_state=True)
+    assert state.is_completed(), state.message
+    summary = state.result()
+    assert summary.aliases == ["challenger", "champion"] and summary.model_version == "1"
+    assert summary.metrics["test_auc"] > 0.7
+    assert [v.tags["sha256"] for v in _versions(platform, "panel")] == [summary.onnx_sha256]
+    answer = httpx.post(f"{summary.endpoint}/v1/predict/entity", json={"entity_ids": [1, 2]})
+    assert answer.status_code == 200 and len(answer.json()["predictions"]) == 2
+
+    async def artifact_and_tasks():
+        async with get_client() as client:
+            artifact = await client.read_latest_artifacts()
+            runs = await client.read_task_runs()
+            return artifact, runs
+
+    import asyncio
+
+    artifacts, task_runs = asyncio.run(artifact_and_tasks())
+    report = next(a for a in artifacts if a.key == "training-panel")
+    assert "panel` v1" in report.data and "test_auc" in report.data
+    flow_tasks = {r.name.rsplit("-", 1)[0] for r in task_runs if r.flow_run_id == state.state_details.flow_run_id}
+    assert {"validate-data", "build-features", "train-model", "export-onnx",
+            "register-model", "deploy-service", "report-run"} <= flow_tasks
+
+
+def test_bad_data_stops_the_flow_before_training(prefect_server: None, platform: Settings,
+                                                 tmp_path: Path) -> None:
+    from flows.training_pipeline import training_pipeline
+
+    frame = generate_panel(n_entities=30, n_periods=6, seed=2)
+    frame.loc[3, "entity_id"] = None
+    state = training_pipeline(_params(tmp_path, frame, name="corrupt"), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(Exception, match="entity_id"):
+        state.result()
+    assert not (platform.data_dir / "training" / "corrupt").exists()
+    assert _versions(platform, "corrupt") == []
+    assert not (platform.data_dir / "service" / "service.pid").exists()
