@@ -2,9 +2,9 @@
 
 The suite is built from the spec alone (required columns, types, nulls, finiteness, label
 domain, unique entity-timestamp pairs, no future events) plus the spec's declared rules, so
-any dataset runs without code changes. A passing batch is written for the next stage; a
-failing batch is quarantined with its report and the run stops with a message naming the
-failed expectations. Great Expectations is imported lazily: it costs ~5 s to import.
+any dataset runs without code changes. ``validate_dataset`` writes the report and a Data
+Docs page and quarantines a failing batch; ``require_valid`` then stops the run with a
+message naming the failed expectations. Great Expectations is imported lazily (~5 s).
 """
 
 from __future__ import annotations
@@ -16,15 +16,16 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from pydantic import BaseModel
 
-from mlops.config import DatasetSpec, TaskType
-from mlops.data import dataset_hash, load_dataset
+from mlops.config import DatasetSpec
+from mlops.data import dataset_hash
+from mlops.expectations import build_expectations
 
 if TYPE_CHECKING:
     from great_expectations.core import ExpectationSuiteValidationResult
@@ -32,12 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-NUMERIC_TYPES = [
-    "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-    "float16", "float32", "float64",
-]
-# Finite means inside float64's range; NaN is a null and is checked separately.
-FLOAT_MAX = 1.7976931348623157e308
 EXAMPLES = 5
 # GE keeps its current context in a process-wide project manager: one run at a time.
 _GX_LOCK = threading.Lock()
@@ -75,121 +70,67 @@ def _short(value: Any, limit: int = 60) -> str:
 
 
 class ValidationReport(BaseModel):
-    """What validating one batch found."""
+    """What validating one batch found and, once written, where its files are."""
 
     dataset: str
-    data_hash: str
-    n_rows: int
+    dataset_hash: str
+    rows: int
     success: bool
     evaluated: int
     failed: list[FailedExpectation]
     seconds: float
+    report_path: str | None = None
+    docs_path: str | None = None
+    quarantine_path: str | None = None
 
     def summary(self) -> str:
         """The failed expectations, one per line, or a line saying all passed."""
         head = f"dataset {self.dataset!r}: {len(self.failed)} of {self.evaluated} expectations"
         if self.success:
-            return f"{head} failed ({self.n_rows} rows passed)"
-        return "\n".join([f"{head} failed:", *(f"- {f.describe()}" for f in self.failed)])
-
-
-class ValidationResult(BaseModel):
-    """The stage's hand-over: the validated batch and its report, by path and hash."""
-
-    dataset: str
-    data_hash: str
-    n_rows: int
-    evaluated: int
-    data_path: str
-    report_path: str
-    seconds: float
+            return f"{head} failed ({self.rows} rows passed)"
+        lines = [f"{head} failed:", *(f"- {f.describe()}" for f in self.failed)]
+        if self.quarantine_path:
+            lines.append(f"batch quarantined at {self.quarantine_path}")
+        return "\n".join(lines)
 
 
 class ValidationFailed(ValueError):
     """A batch failed its suite; the message names every failed expectation."""
 
-    def __init__(self, message: str, report: ValidationReport, quarantine_dir: str) -> None:
+    def __init__(self, message: str, report: ValidationReport) -> None:
         super().__init__(message)
         self.report = report
-        self.quarantine_dir = quarantine_dir
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Keeps the exception picklable, so it can cross process boundaries intact.
-        return (type(self), (str(self), self.report, self.quarantine_dir))
-
-
-def build_expectations(spec: DatasetSpec, now: datetime | None = None) -> list[Expectation]:
-    """The suite for a spec: schema and domain checks first, then the declared rules.
-
-    ``now`` bounds the event timestamps (no events from the future); it defaults to the
-    current UTC time and is a parameter so that suites are reproducible in tests.
-    """
-    import great_expectations.expectations as gxe
-
-    now = now or datetime.now(UTC)
-    rule_columns = [rule.column for rule in spec.rules if rule.column not in spec.columns]
-    suite: list[Expectation] = [gxe.ExpectTableRowCountToBeBetween(min_value=1)]
-    suite += [gxe.ExpectColumnToExist(column=c) for c in [*spec.columns, *rule_columns]]
-    suite += [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in spec.columns]
-    suite += [
-        gxe.ExpectCompoundColumnsToBeUnique(column_list=[spec.entity, spec.timestamp]),
-        # Pandas reports tz-aware datetime columns as Timestamp, naive ones as datetime64.
-        gxe.ExpectColumnValuesToBeOfType(column=spec.timestamp, type_="Timestamp"),
-        gxe.ExpectColumnMaxToBeBetween(column=spec.timestamp, max_value=now),
-    ]
-    numeric = list(spec.features) if spec.task == TaskType.classification else [
-        *spec.features, spec.label]
-    for column in numeric:
-        suite += [
-            gxe.ExpectColumnValuesToBeInTypeList(column=column, type_list=NUMERIC_TYPES),
-            gxe.ExpectColumnValuesToBeBetween(column=column, min_value=-FLOAT_MAX,
-                                              max_value=FLOAT_MAX),
-        ]
-    if spec.task == TaskType.classification:
-        suite += [
-            gxe.ExpectColumnValuesToBeInSet(column=spec.label, value_set=[0, 1]),
-            gxe.ExpectColumnUniqueValueCountToBeBetween(column=spec.label, min_value=2),
-        ]
-    return suite + _rule_expectations(spec)
-
-
-def _rule_expectations(spec: DatasetSpec) -> list[Expectation]:
-    import great_expectations.expectations as gxe
-
-    suite: list[Expectation] = []
-    for rule in spec.rules:
-        if rule.min is not None or rule.max is not None:
-            suite.append(gxe.ExpectColumnValuesToBeBetween(
-                column=rule.column, min_value=rule.min, max_value=rule.max))
-        if rule.allowed is not None:
-            suite.append(gxe.ExpectColumnValuesToBeInSet(
-                column=rule.column, value_set=rule.allowed))
-        if rule.not_null:
-            suite.append(gxe.ExpectColumnValuesToNotBeNull(column=rule.column))
-    return suite
+        return (type(self), (str(self), self.report))
 
 
 def validate_frame(frame: pd.DataFrame, spec: DatasetSpec,
                    now: datetime | None = None) -> ValidationReport:
     """Run the spec's suite on a frame in an in-memory GE context; writes nothing."""
+    return _validate(frame, spec, now)[0]
+
+
+def _validate(frame: pd.DataFrame, spec: DatasetSpec, now: datetime | None
+              ) -> tuple[ValidationReport, ExpectationSuiteValidationResult | None]:
     start = time.perf_counter()
     duplicated = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
-    if duplicated:
+    if duplicated:  # GE cannot address a column whose name is not unique
+        result = None
         failed = [FailedExpectation(expectation="expect_unique_column_names",
                                     kwargs={}, observed=f"duplicated columns {duplicated}")]
-        evaluated = 1
     else:
         result = _run_suite(frame, build_expectations(spec, now), spec.name)
         failed = _explain_missing([_to_failure(r) for r in result.results if not r.success])
-        evaluated = len(result.results)
     report = ValidationReport(
-        dataset=spec.name, data_hash=_safe_hash(frame), n_rows=len(frame),
-        success=not failed, evaluated=evaluated, failed=failed,
+        dataset=spec.name, dataset_hash=_safe_hash(frame), rows=len(frame),
+        success=not failed, evaluated=len(result.results) if result else 1, failed=failed,
         seconds=round(time.perf_counter() - start, 4),
     )
     log.info("validated %s: %d rows, %d/%d expectations failed in %.2fs", spec.name,
-             report.n_rows, len(failed), evaluated, report.seconds)
-    return report
+             report.rows, len(failed), report.evaluated, report.seconds)
+    return report, result
 
 
 def _run_suite(frame: pd.DataFrame, expectations: list[Expectation],
@@ -265,32 +206,59 @@ def _safe_hash(frame: pd.DataFrame) -> str:
         return hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()
 
 
-def run_validation(spec: DatasetSpec, out_dir: Path,
-                   frame: pd.DataFrame | None = None) -> ValidationResult:
-    """Validate the spec's dataset (or the given frame) and hand over or quarantine it.
+def validate_dataset(frame: pd.DataFrame, spec: DatasetSpec, out_dir: Path,
+                     quarantine_dir: Path, now: datetime | None = None) -> ValidationReport:
+    """Validate a batch; write its report (JSON) and Data Docs page (HTML) to out_dir.
 
-    On success the batch goes to ``out_dir/validated/`` and its report to
-    ``out_dir/reports/``. On failure batch and report go to ``out_dir/quarantine/<name>-
-    <hash>/`` and ValidationFailed is raised; nothing is written to ``validated/``.
+    Files are named by the batch's content hash, so a retry rewrites the same files. A
+    failing batch is also written, with its report and page, to ``quarantine_dir/<name>-
+    <hash>/``. Nothing is raised here: ``require_valid`` decides, so callers may inspect.
     """
-    frame = load_dataset(spec) if frame is None else frame
-    report = validate_frame(frame, spec)
-    stem = f"{spec.name}-{report.data_hash[:12]}"
+    report, result = _validate(frame, spec, now)
+    stem = f"{spec.name}-{report.dataset_hash[:16]}"
+    docs = _render_docs(result) if result is not None else None
+    report_path = Path(out_dir) / f"{stem}.json"
+    docs_path = Path(out_dir) / f"{stem}.html"
+    quarantine = Path(quarantine_dir) / stem
+    report = report.model_copy(update={
+        "report_path": str(report_path),
+        "docs_path": str(docs_path) if docs else None,
+        "quarantine_path": None if report.success else str(quarantine),
+    })
     if not report.success:
-        quarantine = Path(out_dir) / "quarantine" / stem
-        _write_batch(frame, quarantine / "batch")
-        _write_json(report, quarantine / "report.json")
-        log.error("quarantined %s at %s", spec.name, quarantine)
-        raise ValidationFailed(f"{report.summary()}\nquarantined at {quarantine}", report,
-                               str(quarantine))
-    data_path = _write_batch(frame, Path(out_dir) / "validated" / stem)
-    report_path = Path(out_dir) / "reports" / f"{stem}.json"
-    _write_json(report, report_path)
-    return ValidationResult(
-        dataset=spec.name, data_hash=report.data_hash, n_rows=report.n_rows,
-        evaluated=report.evaluated, data_path=str(data_path), report_path=str(report_path),
-        seconds=report.seconds,
-    )
+        _quarantine(frame, report, docs, quarantine)
+        log.error("%s failed validation; batch quarantined at %s", spec.name, quarantine)
+    if docs:
+        _write_text(docs_path, docs)
+    _write_text(report_path, report.model_dump_json(indent=2))
+    return report
+
+
+def require_valid(report: ValidationReport) -> ValidationReport:
+    """The report unchanged when the batch passed, else ValidationFailed naming failures."""
+    if not report.success:
+        raise ValidationFailed(report.summary(), report)
+    return report
+
+
+def _quarantine(frame: pd.DataFrame, report: ValidationReport, docs: str | None,
+                folder: Path) -> None:
+    _write_batch(frame, folder / "batch")
+    if docs:
+        _write_text(folder / "docs.html", docs)
+    _write_text(folder / "report.json", report.model_dump_json(indent=2))  # last: complete
+
+
+def _render_docs(result: ExpectationSuiteValidationResult) -> str | None:
+    """GE's Data Docs page for one result (its styles load from CDNs when viewed)."""
+    from great_expectations.render.renderer import ValidationResultsPageRenderer
+    from great_expectations.render.view import DefaultJinjaPageView
+
+    try:
+        return DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(result))
+    except Exception:  # the page is a convenience: never let it hide the verdict
+        log.warning("could not render the Data Docs page", exc_info=True)
+        return None
 
 
 def _write_batch(frame: pd.DataFrame, stem: Path) -> Path:
@@ -306,9 +274,9 @@ def _write_batch(frame: pd.DataFrame, stem: Path) -> Path:
     return target
 
 
-def _write_json(report: ValidationReport, path: Path) -> None:
+def _write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic(path, lambda tmp: tmp.write_text(report.model_dump_json(indent=2)))
+    _atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def _atomic(path: Path, write: Callable[[Path], object]) -> None:

@@ -11,10 +11,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops.config import ColumnRule, DatasetSpec, TaskType, load_spec
+from mlops.config import ColumnRule, DatasetSpec, Settings, TaskType, load_spec
 from mlops.data import load_dataset
 from mlops.synthetic import generate_panel, synthetic_spec
-from mlops.validation import ValidationFailed, ValidationReport, run_validation, validate_frame
+from mlops.validation import (
+    ValidationFailed,
+    ValidationReport,
+    require_valid,
+    validate_dataset,
+    validate_frame,
+)
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +96,7 @@ def test_clean_panel_passes(spec, clean):
     report = validate_frame(clean, spec)
     pd.testing.assert_frame_equal(clean, before)  # validation never mutates its input
     assert report.success, report.summary()
-    assert report.failed == [] and report.n_rows == len(clean) and report.evaluated > 20
+    assert report.failed == [] and report.rows == len(clean) and report.evaluated > 20
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -119,52 +125,72 @@ def test_default_dataset_passes_its_spec():
     spec = load_spec("mlops/specs/wage_panel.yaml")
     report = validate_frame(load_dataset(spec), spec)
     assert report.success, report.summary()
-    assert report.n_rows == 4360
+    assert report.rows == 4360
 
 
-def test_runner_hands_over_a_passing_batch(spec, clean, tmp_path):
-    result = run_validation(spec, tmp_path, clean)
-    assert Path(result.data_path).parent == tmp_path / "validated"
-    pd.testing.assert_frame_equal(pd.read_parquet(result.data_path), clean)
-    report = ValidationReport.model_validate_json(Path(result.report_path).read_text())
-    assert report.success and report.data_hash == result.data_hash
-    assert result.n_rows == len(clean) and result.evaluated == report.evaluated
+def test_runner_writes_report_and_docs_of_a_passing_batch(spec, clean, tmp_path):
+    report = validate_dataset(clean, spec, tmp_path / "out", tmp_path / "quarantine")
+    assert require_valid(report) is report
+    saved = ValidationReport.model_validate_json(Path(report.report_path).read_text())
+    assert saved == report and saved.success and report.quarantine_path is None
+    assert Path(report.report_path).name == f"synthetic-{report.dataset_hash[:16]}.json"
+    html = Path(report.docs_path).read_text()
+    assert html.lstrip().lower().startswith("<!doctype html") and "segment" in html
     assert not (tmp_path / "quarantine").exists()
     assert not list(tmp_path.rglob(".*.tmp"))
-    # Same data, same hand-over: the stage can be retried without piling up copies.
-    again = run_validation(spec, tmp_path, clean)
-    assert again.data_path == result.data_path
-    assert len(list((tmp_path / "validated").iterdir())) == 1
+    # Same data, same files: the stage can be retried without piling up copies.
+    again = validate_dataset(clean, spec, tmp_path / "out", tmp_path / "quarantine")
+    assert again.report_path == report.report_path
+    assert len(list((tmp_path / "out").iterdir())) == 2
 
 
 def test_runner_quarantines_a_failing_batch_and_names_the_failures(spec, clean, tmp_path):
     bad = _set("f1", np.nan)(_set("label", 5, slice(3, 4))(clean))
+    report = validate_dataset(bad, spec, tmp_path / "out", tmp_path / "quarantine")
     with pytest.raises(ValidationFailed) as info:
-        run_validation(spec, tmp_path, bad)
+        require_valid(report)
     message = str(info.value)
     assert "expect_column_values_to_not_be_null(column='f1'): 2 unexpected" in message
     assert "expect_column_values_to_be_in_set(column='label', value_set=[0, 1])" in message
-    quarantine = Path(info.value.quarantine_dir)
+    quarantine = Path(report.quarantine_path)
     assert quarantine.parent == tmp_path / "quarantine" and str(quarantine) in message
+    assert sorted(p.name for p in quarantine.iterdir()) == [
+        "batch.parquet", "docs.html", "report.json"]
     pd.testing.assert_frame_equal(pd.read_parquet(quarantine / "batch.parquet"), bad)
     saved = json.loads((quarantine / "report.json").read_text())
     assert saved["success"] is False and len(saved["failed"]) == 2
-    assert not (tmp_path / "validated").exists() and not (tmp_path / "reports").exists()
+    assert saved == json.loads(Path(report.report_path).read_text())
 
 
 def test_runner_quarantines_a_batch_parquet_cannot_hold_as_csv(spec, clean, tmp_path):
     bad = clean.astype({"f0": object})
     bad.loc[0, "f0"] = "oops"  # mixed str/float object column: pyarrow refuses it
-    with pytest.raises(ValidationFailed, match="expect_column_values_to_be_in_type_list"):
-        run_validation(spec, tmp_path, bad)
-    (quarantine,) = (tmp_path / "quarantine").iterdir()
-    assert sorted(p.name for p in quarantine.iterdir()) == ["batch.csv", "report.json"]
+    report = validate_dataset(bad, spec, tmp_path / "out", tmp_path / "quarantine")
+    assert ("expect_column_values_to_be_in_type_list", "f0") in _names(report)
+    quarantine = Path(report.quarantine_path)
+    assert (quarantine / "batch.csv").is_file() and not (quarantine / "batch.parquet").exists()
     assert len(pd.read_csv(quarantine / "batch.csv")) == len(bad)
 
 
-def test_runner_loads_the_dataset_named_by_the_spec(tmp_path):
+def test_runner_quarantines_duplicated_columns_without_docs(spec, clean, tmp_path):
+    bad = pd.concat([clean, clean[["f1"]]], axis=1)
+    report = validate_dataset(bad, spec, tmp_path / "out", tmp_path / "quarantine")
+    assert not report.success and report.docs_path is None
+    assert "duplicated columns ['f1']" in report.summary()
+    assert (Path(report.quarantine_path) / "report.json").is_file()
+
+
+def test_pipeline_validate_stage_uses_this_stage(tmp_path):
+    """mlops.stages.validate_stage: a good file is snapshotted, a bad one stops the run."""
+    from mlops.stages import validate_stage
+
+    settings = Settings(data_dir=tmp_path / "data")
     path = tmp_path / "panel.parquet"
     generate_panel(n_entities=10, n_periods=3, seed=1).to_parquet(path)
-    spec = synthetic_spec(str(path))
-    result = run_validation(spec, tmp_path / "out", frame=None)
-    assert result.n_rows == 30 and Path(result.data_path).is_file()
+    data = validate_stage(synthetic_spec(str(path)), settings)
+    assert data.rows == 30 and Path(data.snapshot_path).is_file()
+    assert Path(data.report_path).is_file() and Path(data.docs_path).is_file()
+    generate_panel(n_entities=10, n_periods=3, seed=1, corruption=0.2).to_parquet(path)
+    with pytest.raises(ValidationFailed, match="expect_column_values_to_not_be_null"):
+        validate_stage(synthetic_spec(str(path)), settings)
+    assert len(list((tmp_path / "data" / "quarantine").iterdir())) == 1

@@ -8,13 +8,13 @@ from datetime import UTC, datetime
 import pytest
 
 from mlops.config import ColumnRule, TaskType, load_spec
+from mlops.expectations import NUMERIC_TYPES, build_expectations
 from mlops.synthetic import synthetic_spec
 from mlops.validation import (
-    NUMERIC_TYPES,
     FailedExpectation,
     ValidationFailed,
     ValidationReport,
-    build_expectations,
+    require_valid,
 )
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
@@ -107,7 +107,7 @@ def test_failed_expectation_describe_names_expectation_column_and_evidence():
 
 
 def _report(failed: list[FailedExpectation]) -> ValidationReport:
-    return ValidationReport(dataset="d", data_hash="h" * 64, n_rows=5, success=not failed,
+    return ValidationReport(dataset="d", dataset_hash="h" * 64, rows=5, success=not failed,
                             evaluated=4, failed=failed, seconds=0.1)
 
 
@@ -120,12 +120,24 @@ def test_report_summary_lists_each_failure_on_its_own_line():
     assert _report([]).summary() == "dataset 'd': 0 of 4 expectations failed (5 rows passed)"
 
 
+def test_report_summary_points_to_the_quarantined_batch():
+    failed = [FailedExpectation(expectation="expect_x", kwargs={})]
+    report = _report(failed).model_copy(update={"quarantine_path": "/q/d-1"})
+    assert report.summary().splitlines()[-1] == "batch quarantined at /q/d-1"
+
+
+def test_require_valid_passes_good_reports_and_raises_naming_failures():
+    good = _report([])
+    assert require_valid(good) is good
+    bad = _report([FailedExpectation(expectation="expect_x", kwargs={"column": "a"})])
+    with pytest.raises(ValidationFailed, match=r"- expect_x\(column='a'\)") as info:
+        require_valid(bad)
+    assert info.value.report == bad
+
+
 def test_validation_failed_survives_pickling_with_its_report():
     report = _report([FailedExpectation(expectation="expect_x", kwargs={"column": "a"})])
-    exc = ValidationFailed("bad batch", report, "/q/d-1")
+    exc = ValidationFailed("bad batch", report)
     clone = pickle.loads(pickle.dumps(exc))
     assert isinstance(clone, ValidationFailed) and isinstance(clone, ValueError)
-    assert str(clone) == "bad batch"
-    assert clone.report == report and clone.quarantine_dir == "/q/d-1"
-    with pytest.raises(ValueError, match="bad batch"):
-        raise clone
+    assert str(clone) == "bad batch" and clone.report == report

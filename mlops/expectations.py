@@ -1,0 +1,73 @@
+"""The expectation suite for a dataset spec: pure, so it can be inspected and tested alone.
+
+Spec-derived checks come first (schema, nulls, types, finiteness, label domain, unique
+entity-timestamp pairs, no future events), then the rules the spec declares.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from mlops.config import DatasetSpec, TaskType
+
+if TYPE_CHECKING:
+    from great_expectations.expectations import Expectation
+
+NUMERIC_TYPES = [
+    "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+    "float16", "float32", "float64",
+]
+# Finite means inside float64's range; NaN is a null and is checked separately.
+FLOAT_MAX = 1.7976931348623157e308
+
+
+def build_expectations(spec: DatasetSpec, now: datetime | None = None) -> list[Expectation]:
+    """The suite for a spec: schema and domain checks first, then the declared rules.
+
+    ``now`` bounds the event timestamps (no events from the future); it defaults to the
+    current UTC time and is a parameter so that suites are reproducible in tests.
+    """
+    import great_expectations.expectations as gxe
+
+    now = now or datetime.now(UTC)
+    rule_columns = [rule.column for rule in spec.rules if rule.column not in spec.columns]
+    suite: list[Expectation] = [gxe.ExpectTableRowCountToBeBetween(min_value=1)]
+    suite += [gxe.ExpectColumnToExist(column=c) for c in [*spec.columns, *rule_columns]]
+    suite += [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in spec.columns]
+    suite += [
+        gxe.ExpectCompoundColumnsToBeUnique(column_list=[spec.entity, spec.timestamp]),
+        # Pandas reports tz-aware datetime columns as Timestamp, naive ones as datetime64.
+        gxe.ExpectColumnValuesToBeOfType(column=spec.timestamp, type_="Timestamp"),
+        gxe.ExpectColumnMaxToBeBetween(column=spec.timestamp, max_value=now),
+    ]
+    numeric = list(spec.features) if spec.task == TaskType.classification else [
+        *spec.features, spec.label]
+    for column in numeric:
+        suite += [
+            gxe.ExpectColumnValuesToBeInTypeList(column=column, type_list=NUMERIC_TYPES),
+            gxe.ExpectColumnValuesToBeBetween(column=column, min_value=-FLOAT_MAX,
+                                              max_value=FLOAT_MAX),
+        ]
+    if spec.task == TaskType.classification:
+        suite += [
+            gxe.ExpectColumnValuesToBeInSet(column=spec.label, value_set=[0, 1]),
+            gxe.ExpectColumnUniqueValueCountToBeBetween(column=spec.label, min_value=2),
+        ]
+    return suite + _rule_expectations(spec)
+
+
+def _rule_expectations(spec: DatasetSpec) -> list[Expectation]:
+    import great_expectations.expectations as gxe
+
+    suite: list[Expectation] = []
+    for rule in spec.rules:
+        if rule.min is not None or rule.max is not None:
+            suite.append(gxe.ExpectColumnValuesToBeBetween(
+                column=rule.column, min_value=rule.min, max_value=rule.max))
+        if rule.allowed is not None:
+            suite.append(gxe.ExpectColumnValuesToBeInSet(
+                column=rule.column, value_set=rule.allowed))
+        if rule.not_null:
+            suite.append(gxe.ExpectColumnValuesToNotBeNull(column=rule.column))
+    return suite
