@@ -1,0 +1,356 @@
+"""The features stage: Feast apply, point-in-time training sets, online materialisation.
+
+The only module that talks to Feast. Feast takes seconds to import, so it is imported
+inside the functions that need it: importing this module (for its result model or
+``UnknownEntity``) stays cheap for the CLI and the inference service.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import string
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from contextlib import redirect_stdout
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, Field
+
+from mlops.config import DatasetSpec
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+log = logging.getLogger(__name__)
+_ROW = "__mlops_row"  # request-order tiebreaker carried through the historical join
+
+
+class FeatureError(ValueError):
+    """Feature data or a feature store that cannot be used; the message names the problem."""
+
+
+class UnknownEntity(LookupError):
+    """Entity ids with no values in the online store."""
+
+    def __init__(self, ids: Sequence[Any]) -> None:
+        self.ids = list(ids)
+        super().__init__(f"unknown entity id(s), no online features: {self.ids}")
+
+
+class FeatureSetResult(BaseModel):
+    """What the features stage hands over: paths, names and sizes, no live objects."""
+
+    feature_service: str
+    repo_path: str = Field(description="The per-dataset Feast repo under the data directory.")
+    source_path: str = Field(description="Offline source parquet: entity, timestamp, features.")
+    training_path: str = Field(description="Training parquet: entity, timestamp, features, label.")
+    rows: int
+    materialized_until: str = Field(description="ISO time the online store is loaded up to.")
+    timings: dict[str, float] = Field(default_factory=dict, description="Seconds per step.")
+
+
+def feature_dir(spec: DatasetSpec, data_dir: str | Path) -> Path:
+    """Where one dataset's Feast repo, registry, online store and parquet files live."""
+    return Path(data_dir).resolve() / "features" / spec.name
+
+
+# ---- pure helpers ------------------------------------------------------------------
+
+
+def _utc(series: pd.Series, column: str) -> pd.Series:
+    if isinstance(series.dtype, pd.DatetimeTZDtype):
+        return series.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+    try:
+        return pd.to_datetime(series, utc=True).astype("datetime64[ns, UTC]")
+    except (ValueError, TypeError, OverflowError):
+        raise FeatureError(f"timestamp column {column!r} is not a datetime") from None
+
+
+def _feature_column(series: pd.Series, column: str) -> pd.Series:
+    """int64 for integer or boolean columns (float64 if they hold nulls), float64 for floats."""
+    if pd.api.types.is_bool_dtype(series) or pd.api.types.is_integer_dtype(series):
+        return series.astype("float64" if series.isna().any() else "int64")
+    if pd.api.types.is_float_dtype(series):
+        return series.astype("float64")
+    raise FeatureError(f"feature {column!r} has dtype {series.dtype}; features must be numeric")
+
+
+def _entity_column(series: pd.Series, column: str) -> pd.Series:
+    if series.isna().any():
+        raise FeatureError(f"entity column {column!r} has {int(series.isna().sum())} null(s)")
+    if pd.api.types.is_integer_dtype(series):
+        return series.astype("int64")
+    if series.map(lambda value: isinstance(value, str)).all():
+        return series.astype(object)
+    raise FeatureError(f"entity column {column!r} has dtype {series.dtype}; use int or str")
+
+
+def _require(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    missing = [column for column in columns if column not in frame.columns]
+    if missing:
+        raise FeatureError(f"{what} is missing column(s) {missing}")
+
+
+def source_frame(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+    """The offline source rows: entity, UTC timestamp, typed features; never the label.
+
+    One row per (entity, timestamp), else the point-in-time join would be ambiguous.
+    """
+    _require(frame, [spec.entity, spec.timestamp, *spec.features], "feature frame")
+    out = pd.DataFrame({
+        spec.entity: _entity_column(frame[spec.entity], spec.entity),
+        spec.timestamp: _utc(frame[spec.timestamp], spec.timestamp),
+    })
+    if out[spec.timestamp].isna().any():
+        raise FeatureError(f"timestamp column {spec.timestamp!r} has null values")
+    for column in spec.features:
+        out[column] = _feature_column(frame[column], column)
+    duplicated = out.duplicated([spec.entity, spec.timestamp])
+    if duplicated.any():
+        first = out.loc[duplicated, [spec.entity, spec.timestamp]].iloc[0].tolist()
+        raise FeatureError(
+            f"{int(duplicated.sum())} duplicate ({spec.entity}, {spec.timestamp}) row(s), "
+            f"e.g. {first}"
+        )
+    return out.reset_index(drop=True)
+
+
+def render_store_yaml(spec: DatasetSpec, directory: Path) -> str:
+    """feature_repo's feature_store.yaml template with this dataset's project and paths."""
+    from feature_repo.repo import TEMPLATE
+
+    return string.Template(TEMPLATE.read_text()).substitute(
+        project=json.dumps(spec.name),
+        registry_path=json.dumps(str(directory / "registry.db")),
+        online_path=json.dumps(str(directory / "online.db")),
+    )
+
+
+def training_frame(entities: pd.DataFrame, found: pd.DataFrame,
+                   spec: DatasetSpec) -> pd.DataFrame:
+    """Label rows with their point-in-time features, ordered by time, entity, input row.
+
+    Features depend only on (entity, timestamp), so they are joined back onto every label
+    row: Feast's Dask store drops rows that share a key and time (feast#6787) and rows
+    whose entity has values only after the label time; those get the shared or NaN values.
+    """
+    keys = [spec.entity, spec.timestamp]
+    _require(found, [*keys, *spec.features], "historical retrieval result")
+    found = found[[*keys, *spec.features]].assign(
+        **{spec.timestamp: _utc(found[spec.timestamp], spec.timestamp)}).drop_duplicates(keys)
+    joined = entities.merge(found, on=keys, how="left", validate="many_to_one")
+    ordered = joined.sort_values([spec.timestamp, spec.entity, _ROW], kind="mergesort")
+    return ordered[spec.columns].reset_index(drop=True)
+
+
+# ---- runners (I/O) -----------------------------------------------------------------
+
+
+def _write_atomic(path: Path, write: Any) -> None:
+    """Call write(tmp_path) then move the temp file over path, so no reader sees half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_source(frame: pd.DataFrame, spec: DatasetSpec, data_dir: str | Path) -> Path:
+    """Write the validated features (no label) as the offline source parquet."""
+    rows = source_frame(frame, spec)
+    path = feature_dir(spec, data_dir) / "source.parquet"
+    _write_atomic(path, lambda tmp: rows.to_parquet(tmp, index=False))
+    log.info("wrote %d feature rows of %s to %s", len(rows), spec.name, path)
+    return path
+
+
+def store_for(spec: DatasetSpec, data_dir: str | Path) -> FeatureStore:
+    """The dataset's FeatureStore: renders its feature_store.yaml (if changed) and opens it."""
+    from feast import FeatureStore
+
+    directory = feature_dir(spec, data_dir)
+    config = directory / "feature_store.yaml"
+    text = render_store_yaml(spec, directory)
+    if not config.is_file() or config.read_text() != text:
+        _write_atomic(config, lambda tmp: tmp.write_text(text))
+    return FeatureStore(repo_path=str(directory))
+
+
+def apply_definitions(store: FeatureStore, spec: DatasetSpec, source_path: str | Path) -> None:
+    """Register the dataset's entity, source, feature view and service (idempotent)."""
+    from feature_repo.repo import definitions
+
+    try:
+        objects = definitions(spec, source_path)
+    except ValueError as exc:
+        raise FeatureError(str(exc)) from None
+    store.apply(objects)
+    log.info("applied %s to the Feast registry of project %s", [o.name for o in objects],
+             store.project)
+
+
+def build_training_set(store: FeatureStore, spec: DatasetSpec,
+                       entity_df: pd.DataFrame) -> pd.DataFrame:
+    """Point-in-time join: each label row gets the latest features at or before its time.
+
+    Returns one row per label row. A label earlier than every feature value of its
+    entity gets NaN features; callers decide whether to drop such rows.
+    """
+    from feature_repo.feature_services import feature_service_name
+
+    _require(entity_df, [spec.entity, spec.timestamp, spec.label], "entity dataframe")
+    entities = pd.DataFrame({
+        spec.entity: _entity_column(entity_df[spec.entity], spec.entity),
+        spec.timestamp: _utc(entity_df[spec.timestamp], spec.timestamp),
+        spec.label: entity_df[spec.label].to_numpy(),
+        _ROW: range(len(entity_df)),
+    })
+    service = store.get_feature_service(feature_service_name(spec))
+    keys = entities[[spec.entity, spec.timestamp]].drop_duplicates()
+    found = store.get_historical_features(entity_df=keys, features=service).to_df()
+    training = training_frame(entities, found, spec)
+    early = int(training[spec.features].isna().all(axis=1).sum())
+    if early:
+        log.warning("%d label row(s) precede every feature value of their entity: NaN features",
+                    early)
+    return training
+
+
+def materialize(store: FeatureStore, end: datetime, start: datetime | None = None) -> None:
+    """Load the latest feature values up to end into the online store.
+
+    start defaults to end minus the feature ttl, i.e. every value a lookup may serve.
+    """
+    from feature_repo.feature_views import FEATURE_TTL
+
+    end = end if end.tzinfo else end.replace(tzinfo=UTC)
+    start = start or end - FEATURE_TTL
+    with redirect_stdout(io.StringIO()) as printed:  # Feast prints progress to stdout
+        store.materialize(start_date=start, end_date=end)
+    log.debug("feast materialize: %s", printed.getvalue().strip())
+
+
+def prepare_features(frame: pd.DataFrame, spec: DatasetSpec,
+                     data_dir: str | Path) -> FeatureSetResult:
+    """The whole stage: source, apply, point-in-time training set, online store."""
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+    source = write_source(frame, spec, data_dir)
+    store = store_for(spec, data_dir)
+    apply_definitions(store, spec, source)
+    timings["apply"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    training = build_training_set(store, spec, frame[[spec.entity, spec.timestamp, spec.label]])
+    training_path = feature_dir(spec, data_dir) / "training.parquet"
+    _write_atomic(training_path, lambda tmp: training.to_parquet(tmp, index=False))
+    timings["training_set"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    end = _utc(frame[spec.timestamp], spec.timestamp).max().to_pydatetime() + timedelta(seconds=1)
+    materialize(store, end)
+    timings["materialize"] = time.perf_counter() - clock
+    log.info("features of %s ready: %d training rows, timings %s", spec.name, len(training),
+             {key: round(value, 3) for key, value in timings.items()})
+    from feature_repo.feature_services import feature_service_name
+
+    return FeatureSetResult(
+        feature_service=feature_service_name(spec), repo_path=str(feature_dir(spec, data_dir)),
+        source_path=str(source), training_path=str(training_path), rows=len(training),
+        materialized_until=end.isoformat(), timings=timings,
+    )
+
+
+class OnlineFeatures:
+    """Entity ids -> latest online feature values, for predict-by-entity.
+
+    Holds one open store and the resolved feature service; each call is one Feast
+    get_online_features. Thread safe (the SQLite connection is shared, so calls are
+    serialised by a lock).
+    """
+
+    def __init__(self, store: FeatureStore, spec: DatasetSpec) -> None:
+        from feast import ValueType
+
+        from feature_repo.feature_services import feature_service_name
+
+        self.spec = spec
+        self._store = store
+        self._service = store.get_feature_service(feature_service_name(spec))
+        self._int_keys = store.get_entity(spec.entity).value_type == ValueType.INT64
+        self._lock = threading.Lock()
+        try:  # the first online read imports and connects; pay that here, not per request
+            self([0 if self._int_keys else ""])
+        except UnknownEntity:
+            pass
+
+    def _key(self, entity_id: Any) -> Any:
+        """The join key value for a requested id, or None when it cannot be one."""
+        if not self._int_keys:
+            return entity_id if isinstance(entity_id, str) else None
+        if isinstance(entity_id, str) and entity_id.strip().lstrip("-").isdigit():
+            return int(entity_id)
+        if isinstance(entity_id, int | np.integer) and not isinstance(entity_id, bool):
+            return int(entity_id)  # bool is an int subclass but never an id
+        return None
+
+    def __call__(self, entity_ids: Sequence[Any]) -> pd.DataFrame:
+        """Features indexed by entity id in request order; UnknownEntity names any lacking."""
+        ids = list(entity_ids)
+        keys = [self._key(entity_id) for entity_id in ids]
+        rows = [row for row, key in enumerate(keys) if key is not None]
+        values = np.full((len(ids), len(self.spec.features)), np.nan)
+        present = np.zeros(len(ids), dtype=bool)
+        if rows:
+            with self._lock:
+                response = self._store.get_online_features(
+                    features=self._service,
+                    entity_rows={self.spec.entity: [keys[row] for row in rows]})
+            self._fill(response, rows, values, present)
+        missing = [ids[row] for row in range(len(ids)) if not present[row]]
+        if missing:
+            raise UnknownEntity(missing)
+        return pd.DataFrame(values, index=pd.Index(ids, name=self.spec.entity),
+                            columns=self.spec.features)
+
+    def _fill(self, response: Any, rows: list[int], values: np.ndarray,
+              present: np.ndarray) -> None:
+        """Copy the response into values (nulls stay NaN); mark rows with any value found."""
+        from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
+
+        names, not_found = list(response.proto.metadata.feature_names.val), FieldStatus.NOT_FOUND
+        for column, name in enumerate(self.spec.features):
+            result = response.proto.results[names.index(name)]
+            for row, status, value in zip(rows, result.statuses, result.values, strict=True):
+                if status == not_found:
+                    continue
+                present[row] = True
+                kind = value.WhichOneof("val")
+                if kind and kind != "null_val":
+                    values[row, column] = float(getattr(value, kind))
+
+
+def online_lookup(spec: DatasetSpec, data_dir: str | Path) -> OnlineFeatures:
+    """Open the dataset's feature store once and return its online lookup."""
+    directory = feature_dir(spec, data_dir)
+    if not (directory / "registry.db").is_file():
+        raise FeatureError(f"no Feast registry for {spec.name} under {directory}; "
+                           "run the features stage first")
+    store = store_for(spec, data_dir)
+    try:
+        return OnlineFeatures(store, spec)
+    except Exception as exc:  # Feast raises its own not-found types per object kind
+        raise FeatureError(f"feature store of {spec.name} cannot serve online: {exc}") from None

@@ -1,0 +1,89 @@
+"""Predict-by-entity against a real Feast online store built by mlops.features."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from onnx_models import FEATURES, expected_scores
+
+from mlops.features import UnknownEntity, online_lookup, prepare_features
+from mlops.serving import OnnxPredictor, create_app
+from mlops.synthetic import generate_panel, synthetic_spec
+
+INCOMPLETE = 20  # this entity's latest row has a null f2
+
+
+@pytest.fixture(scope="module")
+def panel(tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame, TestClient]:
+    data_dir = tmp_path_factory.mktemp("feast")
+    spec = synthetic_spec(str(data_dir / "panel.parquet"), n_features=len(FEATURES))
+    frame = generate_panel(n_entities=INCOMPLETE, n_periods=4, seed=3)
+    last = frame.index[frame["entity_id"] == INCOMPLETE][-1]
+    frame.loc[last, "f2"] = np.nan
+    prepare_features(frame, spec, data_dir)
+    return frame, online_lookup(spec, data_dir)
+
+
+@pytest.fixture(scope="module")
+def entity_client(panel: tuple[pd.DataFrame, object],
+                  predictor: OnnxPredictor) -> TestClient:
+    return TestClient(create_app(predictor, panel[1], max_batch=50))
+
+
+def _latest(frame: pd.DataFrame, ids: list[int]) -> np.ndarray:
+    latest = frame.sort_values("event_timestamp").groupby("entity_id").last()
+    return latest.loc[ids, FEATURES].to_numpy()
+
+
+def test_predict_by_entity_uses_the_latest_stored_features(
+        entity_client: TestClient, panel: tuple[pd.DataFrame, object]) -> None:
+    ids = [7, 2, 7, 13]
+    response = entity_client.post("/v1/predict/entity", json={"entity_ids": ids})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["entity_ids"] == ids
+    expected = expected_scores(_latest(panel[0], ids))
+    np.testing.assert_allclose(body["predictions"], expected, rtol=1e-5)
+    assert body["labels"] == (expected >= 0.5).astype(int).tolist()
+    assert body["predictions"][0] == body["predictions"][2]
+
+
+def test_unknown_entity_is_404_naming_it(entity_client: TestClient) -> None:
+    response = entity_client.post("/v1/predict/entity", json={"entity_ids": [1, 999, "x"]})
+    assert response.status_code == 404
+    detail = response.json()["detail"]
+    assert "999" in detail and "'x'" in detail and "[1," not in detail
+
+
+def test_entity_with_null_stored_feature_is_422(entity_client: TestClient) -> None:
+    response = entity_client.post("/v1/predict/entity", json={"entity_ids": [INCOMPLETE]})
+    assert response.status_code == 422
+    assert f"entity {INCOMPLETE}" in response.json()["detail"]
+    assert "'f2'" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(("body", "status", "named"), [
+    ({"entity_ids": []}, 400, "entity_ids is empty"),
+    ({"entity_ids": list(range(1, 52))}, 413, "51 ids"),
+    ({"entity_ids": [1.5]}, 422, "entity_ids"),
+    ({"entity_ids": [True]}, 422, "entity_ids"),
+    ({"ids": [1]}, 422, "entity_ids"),
+])
+def test_bad_entity_requests(entity_client: TestClient, body: dict, status: int,
+                             named: str) -> None:
+    response = entity_client.post("/v1/predict/entity", json=body)
+    assert response.status_code == status
+    assert named in response.json()["detail"]
+
+
+def test_lookup_returns_request_order_and_raises_for_unknown(
+        panel: tuple[pd.DataFrame, object]) -> None:
+    frame, lookup = panel
+    result = lookup([5, 3])
+    assert list(result.index) == [5, 3] and list(result.columns) == FEATURES
+    np.testing.assert_allclose(result.to_numpy(), _latest(frame, [5, 3]))
+    with pytest.raises(UnknownEntity) as info:
+        lookup([3, 4242])
+    assert info.value.ids == [4242]
