@@ -27,7 +27,8 @@ def _params(tmp_path: Path, frame, name: str = "panel") -> PipelineParams:
     path = tmp_path / f"{name}.parquet"
     frame.to_parquet(path, index=False)
     spec = synthetic_spec(str(path), TaskType.classification, name=name)
-    return PipelineParams(spec=spec, model=ModelSettings(epochs=4, hidden=[16]), team="alpha")
+    model = ModelSettings(epochs=30, hidden=[16], batch_size=32, learning_rate=0.01)
+    return PipelineParams(spec=spec, model=model, team="alpha")
 
 
 def _versions(settings: Settings, name: str) -> list:
@@ -51,7 +52,7 @@ def test_pipeline_serves_the_champion_and_reports(prefect_server: None, platform
     answer = httpx.post(f"{summary.endpoint}/v1/predict/entity", json={"entity_ids": [1, 2]})
     assert answer.status_code == 200 and len(answer.json()["predictions"]) == 2
 
-    async def artifact_and_tasks():
+    async def artifacts_and_task_runs():
         async with get_client() as client:
             artifact = await client.read_latest_artifacts()
             runs = await client.read_task_runs()
@@ -59,10 +60,11 @@ def test_pipeline_serves_the_champion_and_reports(prefect_server: None, platform
 
     import asyncio
 
-    artifacts, task_runs = asyncio.run(artifact_and_tasks())
+    artifacts, task_runs = asyncio.run(artifacts_and_task_runs())
     report = next(a for a in artifacts if a.key == "training-panel")
     assert "panel` v1" in report.data and "test_auc" in report.data
-    flow_tasks = {r.name.rsplit("-", 1)[0] for r in task_runs if r.flow_run_id == state.state_details.flow_run_id}
+    run_id = state.state_details.flow_run_id
+    flow_tasks = {r.name.rsplit("-", 1)[0] for r in task_runs if r.flow_run_id == run_id}
     assert {"validate-data", "build-features", "train-model", "export-onnx",
             "register-model", "deploy-service", "report-run"} <= flow_tasks
 
