@@ -20,6 +20,7 @@ export PYTHONUNBUFFERED := 1
 .PHONY: venv run stop test test-fast bench gpu-check lint clean
 
 venv: $(VENV)/.installed
+	@mkdir -p $(PREFECT_HOME)
 
 # torch first, pinned, so that pip takes the CPU build on this machine's disk and no
 # other torch (a multi-GB CUDA build) is resolved for the project.

@@ -3,13 +3,12 @@
 The contract serving relies on: one input "features" (float32, [batch, n_features] in the
 spec's feature order, dynamic batch), one output "prediction" (float32, [batch]: the
 probability of class 1 or the regression value), and metadata_props naming the features,
-task, label, dataset and opset. torch is imported inside the functions so that
-``sha256_file`` stays cheap to import for serving and the registry.
+task, label, dataset and opset. torch is imported inside the functions, so importing this
+module stays cheap.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -19,6 +18,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import BaseModel
+
+from mlops.data import sha256_file
 
 if TYPE_CHECKING:
     import onnx
@@ -30,7 +31,6 @@ log = logging.getLogger(__name__)
 OPSET = 18
 INPUT_NAME = "features"
 OUTPUT_NAME = "prediction"
-_CHUNK = 1 << 20
 
 
 class ExportError(ValueError):
@@ -55,14 +55,6 @@ class ExportResult(BaseModel):
     output_name: str
     export_seconds: float
 
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def export_onnx(model_path: str, test_path: str, out_dir: Path,

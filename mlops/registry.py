@@ -8,7 +8,6 @@ version, so a run never leaves a half-registered model behind.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import logging
 import subprocess
 import tempfile
@@ -17,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from pydantic import BaseModel
+
+from mlops.data import sha256_file
 
 log = logging.getLogger(__name__)
 CHALLENGER, CHAMPION = "challenger", "champion"
@@ -57,13 +58,6 @@ class Lineage(BaseModel):
     git_commit: str
     team: str
 
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def current_git_commit(path: str | Path = ".") -> str:

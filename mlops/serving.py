@@ -60,14 +60,6 @@ class NotReady(RuntimeError):
     """No model loaded, or no feature store configured for the route."""
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def session_options(threads: int | None = None) -> ort.SessionOptions:
     """Options for a small CPU box: full graph optimisation, few threads, no spinning.
 

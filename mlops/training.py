@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from torch import nn
 
 from mlops.config import DatasetSpec, ModelSettings, TaskType
-from mlops.export import sha256_file
+from mlops.data import sha256_file
 from mlops.model import (
     MLP,
     ModelArch,
@@ -419,8 +419,14 @@ def read_training_set(path: str, spec: DatasetSpec) -> pd.DataFrame:
     missing = [c for c in spec.columns if c not in frame.columns]
     if missing:
         raise TrainingError(f"{path}: training set lacks columns {missing}")
+    # A label older than every feature value of its entity has no point-in-time features.
+    unmatched = frame[spec.features].isna().any(axis=1)
+    if unmatched.any():
+        log.warning("%s: dropping %d label rows with no feature values at or before their "
+                    "timestamp", path, int(unmatched.sum()))
+        frame = frame[~unmatched].reset_index(drop=True)
     if len(frame) == 0:
-        raise TrainingError(f"{path}: training set has no rows")
+        raise TrainingError(f"{path}: training set has no rows with features")
     if not isinstance(frame[spec.timestamp].dtype, pd.DatetimeTZDtype):
         frame[spec.timestamp] = pd.to_datetime(frame[spec.timestamp], utc=True)
     return frame

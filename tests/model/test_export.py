@@ -13,13 +13,13 @@ import pytest
 import torch
 
 from mlops.config import ModelSettings, TaskType
+from mlops.data import sha256_file
 from mlops.export import (
     ExportError,
     ExportResult,
     ParityError,
     check_parity,
     export_onnx,
-    sha256_file,
 )
 from mlops.model import Predictor, load_model
 from mlops.synthetic import generate_panel, synthetic_spec

@@ -7,12 +7,12 @@ import pytest
 from mlflow import MlflowClient
 from onnx import TensorProto, helper
 
+from mlops.data import sha256_file
 from mlops.registry import (
     Lineage,
     RegistryError,
     fetch_model,
     register_model,
-    sha256_file,
     should_promote,
 )
 

@@ -202,15 +202,29 @@ def test_non_binary_label_is_refused(tmp_path: Path) -> None:
 def test_missing_values_and_columns_are_named(tmp_path: Path) -> None:
     path, spec = write_panel(tmp_path / "train.parquet")
     frame = pd.read_parquet(path)
-    frame.loc[3, "f2"] = np.nan
+    frame.loc[3, "f2"] = np.inf
     frame.to_parquet(path)
     with pytest.raises(TrainingError, match=r"NaN or infinite values: \['f2'\]"):
+        train_model(path, spec, FAST, tmp_path / "out")
+    frame["f2"] = np.nan  # no feature values at all at or before the label timestamps
+    frame.to_parquet(path)
+    with pytest.raises(TrainingError, match="no rows with features"):
         train_model(path, spec, FAST, tmp_path / "out")
     frame.drop(columns=["f1"]).to_parquet(path)
     with pytest.raises(TrainingError, match=r"lacks columns \['f1'\]"):
         train_model(path, spec, FAST, tmp_path / "out")
     with pytest.raises(TrainingError, match="training set not found"):
         train_model(str(tmp_path / "nope.parquet"), spec, FAST, tmp_path / "out")
+
+
+def test_labels_without_point_in_time_features_are_dropped(tmp_path: Path) -> None:
+    path, spec = write_panel(tmp_path / "train.parquet")
+    frame = pd.read_parquet(path)
+    first = frame["event_timestamp"].min()
+    frame.loc[frame["event_timestamp"] == first, ["f0", "f1"]] = np.nan
+    frame.to_parquet(path)
+    result = train_model(path, spec, FAST, tmp_path / "out")
+    assert result.train_rows + result.val_rows + result.test_rows == len(frame) - 60
 
 
 def test_small_models_train_on_one_cpu_thread() -> None:
