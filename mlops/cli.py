@@ -63,7 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("mlops").setLevel(logging.INFO)
+    # The ONNX exporter reports every optional op library it skips (torchvision, ...).
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     try:
         return args.handler(args)
     except ConfigError as exc:

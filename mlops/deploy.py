@@ -97,7 +97,7 @@ def _wait_ready(url: str, process: subprocess.Popen, log_path: Path) -> dict:
                 return httpx.get(f"{url}/v1/model", timeout=5.0).json()
         except (httpx.HTTPError, json.JSONDecodeError):
             pass
-        time.sleep(0.5)
+        time.sleep(0.1)
     raise DeployError(f"service not ready after {READY_TIMEOUT_S:.0f} s:\n{_tail(log_path)}")
 
 

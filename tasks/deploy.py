@@ -5,7 +5,7 @@ from mlops.config import DatasetSpec, Settings
 from mlops.stages import deploy_stage
 
 
-@task(name="deploy-service", cache_policy=NONE, tags=["stage:deploy"])
+@task(name="deploy-service", cache_policy=NONE)
 def deploy(spec: DatasetSpec, settings: Settings):  # noqa: ANN201
     """(Re)start the ONNX Runtime service on the champion and wait until it is ready."""
     result = deploy_stage(spec, settings)

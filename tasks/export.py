@@ -5,7 +5,7 @@ from mlops.config import DatasetSpec, Settings
 from mlops.stages import export_stage
 
 
-@task(name="export-onnx", cache_policy=NONE, tags=["stage:export"])
+@task(name="export-onnx", cache_policy=NONE)
 def export(model_path: str, test_path: str, spec: DatasetSpec, settings: Settings):  # noqa: ANN201
     """ONNX export with a parity check against torch; a miss fails the run."""
     result = export_stage(model_path, test_path, spec, settings)

@@ -6,7 +6,7 @@ from mlops.stages import ValidatedData, features_stage
 from tasks.policy import IO_RETRIES
 
 
-@task(name="build-features", cache_policy=NONE, tags=["stage:features"], **IO_RETRIES)
+@task(name="build-features", cache_policy=NONE, **IO_RETRIES)
 def build_features(data: ValidatedData, spec: DatasetSpec, settings: Settings):  # noqa: ANN201
     """Feast apply, point-in-time training set, online materialisation."""
     result = features_stage(data, spec, settings)

@@ -6,7 +6,7 @@ from mlops.stages import PipelineParams, ValidatedData, register_stage
 from tasks.policy import IO_RETRIES
 
 
-@task(name="register-model", cache_policy=NONE, tags=["stage:registry"], **IO_RETRIES)
+@task(name="register-model", cache_policy=NONE, **IO_RETRIES)
 def register(params: PipelineParams, data: ValidatedData, features, trained,  # noqa: ANN001,ANN201
              exported, settings: Settings):
     """MLflow run with lineage, model version, challenger/champion aliases."""

@@ -6,7 +6,7 @@ from mlops.stages import train_stage
 
 
 # No retries: training resumes from its own checkpoint when the run is started again.
-@task(name="train-model", cache_policy=NONE, tags=["stage:training", "pool:gpu"])
+@task(name="train-model", cache_policy=NONE)
 def train(training_path: str, spec: DatasetSpec, model: ModelSettings,  # noqa: ANN201
           settings: Settings):
     """Torch training on the best device here, checkpointed every epoch."""
