@@ -22,8 +22,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from mlops.config import ModelSettings, TaskType  # noqa: E402
-from mlops.model import ModelArch, build_mlp, column_stats  # noqa: E402
-from mlops.training import (  # noqa: E402
+from mlops.loop import (  # noqa: E402
     choose_precision,
     cpu_threads,
     fit,
@@ -31,6 +30,7 @@ from mlops.training import (  # noqa: E402
     resolve_device,
     seed_everything,
 )
+from mlops.model import ModelArch, build_mlp, column_stats  # noqa: E402
 
 HIDDEN = [512, 256]
 
