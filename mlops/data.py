@@ -73,15 +73,6 @@ def _parse_timestamp(frame: pd.DataFrame, column: str) -> pd.DataFrame:
     return frame.assign(**{column: parsed})
 
 
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes, read in chunks: the identity of a model or data file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def dataset_hash(frame: pd.DataFrame) -> str:
     """sha256 of the frame's content and schema, independent of row index."""
     digest = hashlib.sha256()

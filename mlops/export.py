@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import BaseModel
 
-from mlops.data import sha256_file
+from mlops.files import sha256_file
 
 if TYPE_CHECKING:
     import onnx

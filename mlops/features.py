@@ -10,9 +10,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import string
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -26,6 +24,7 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from mlops.config import DatasetSpec
+from mlops.files import write_atomic
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -155,24 +154,11 @@ def training_frame(entities: pd.DataFrame, found: pd.DataFrame,
 # ---- runners (I/O) -----------------------------------------------------------------
 
 
-def _write_atomic(path: Path, write: Any) -> None:
-    """Call write(tmp_path) then move the temp file over path, so no reader sees half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_source(frame: pd.DataFrame, spec: DatasetSpec, data_dir: str | Path) -> Path:
     """Write the validated features (no label) as the offline source parquet."""
     rows = source_frame(frame, spec)
     path = feature_dir(spec, data_dir) / "source.parquet"
-    _write_atomic(path, lambda tmp: rows.to_parquet(tmp, index=False))
+    write_atomic(path, lambda tmp: rows.to_parquet(tmp, index=False))
     log.info("wrote %d feature rows of %s to %s", len(rows), spec.name, path)
     return path
 
@@ -185,7 +171,7 @@ def store_for(spec: DatasetSpec, data_dir: str | Path) -> FeatureStore:
     config = directory / "feature_store.yaml"
     text = render_store_yaml(spec, directory)
     if not config.is_file() or config.read_text() != text:
-        _write_atomic(config, lambda tmp: tmp.write_text(text))
+        write_atomic(config, lambda tmp: tmp.write_text(text))
     return FeatureStore(repo_path=str(directory))
 
 
@@ -256,7 +242,7 @@ def prepare_features(frame: pd.DataFrame, spec: DatasetSpec,
     clock = time.perf_counter()
     training = build_training_set(store, spec, frame[[spec.entity, spec.timestamp, spec.label]])
     training_path = feature_dir(spec, data_dir) / "training.parquet"
-    _write_atomic(training_path, lambda tmp: training.to_parquet(tmp, index=False))
+    write_atomic(training_path, lambda tmp: training.to_parquet(tmp, index=False))
     timings["training_set"] = time.perf_counter() - clock
 
     clock = time.perf_counter()

@@ -7,8 +7,6 @@ the exported ONNX graph takes raw feature values and serving needs no preprocess
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from mlops.config import TaskType
+from mlops.files import write_atomic
 
 log = logging.getLogger(__name__)
 MODEL_FORMAT = 1
@@ -141,15 +140,7 @@ def load_model(path: str | Path) -> tuple[MLP, ModelArch]:
 
 def atomic_torch_save(payload: Any, path: Path) -> None:
     """torch.save to a temp file in the same folder, then rename: never half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda tmp: torch.save(payload, tmp))
 
 
 @torch.no_grad()

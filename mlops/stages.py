@@ -8,7 +8,6 @@ never live objects, so any stage can run in another process or be retried alone.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +15,7 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from mlops.config import DatasetSpec, ModelSettings, Settings
+from mlops.files import write_atomic
 
 if TYPE_CHECKING:  # the stage modules import heavy libraries; load them only when run
     from mlops.deploy import ServiceInfo
@@ -58,7 +58,7 @@ def validate_stage(spec: DatasetSpec, settings: Settings) -> ValidatedData:
     require_valid(report)
     snapshot = settings.stage_dir(f"datasets/{spec.name}") / f"{report.dataset_hash[:16]}.parquet"
     if not snapshot.exists():
-        _write_parquet(frame[spec.columns], snapshot)
+        write_atomic(snapshot, lambda tmp: frame[spec.columns].to_parquet(tmp, index=False))
     return ValidatedData(snapshot_path=str(snapshot), dataset_hash=report.dataset_hash,
                          rows=report.rows, report_path=report.report_path,
                          docs_path=report.docs_path)
@@ -111,11 +111,6 @@ def deploy_stage(spec: DatasetSpec, settings: Settings) -> ServiceInfo:
 
     return start_service(spec, settings)
 
-
-def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
 
 
 def run_pipeline(params: PipelineParams, settings: Settings):  # noqa: ANN201

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import torch
 from pydantic import BaseModel
 
 from mlops.config import DatasetSpec, ModelSettings, TaskType
-from mlops.data import sha256_file
+from mlops.files import sha256_file, write_atomic
 from mlops.loop import (
     CHECKPOINT_FORMAT,
     LoopState,
@@ -184,7 +183,7 @@ def train_model(training_path: str, spec: DatasetSpec, settings: ModelSettings, 
     metrics = _split_metrics(state, spec.task, (x_va, y_va), (x_te, y_te))
     run_dir = Path(out_dir) / "models" / key
     save_model_file(run_dir / "model.pt", state.mlp, arch)
-    write_parquet_atomic(splits[2], run_dir / "test.parquet")
+    write_atomic(run_dir / "test.parquet", lambda tmp: splits[2].to_parquet(tmp, index=False))
     name, higher = primary_metric(spec.task)
     seconds = sum(h["seconds"] for h in state.history)
     return TrainResult(
@@ -218,17 +217,6 @@ def read_training_set(path: str, spec: DatasetSpec) -> pd.DataFrame:
     if not isinstance(frame[spec.timestamp].dtype, pd.DatetimeTZDtype):
         frame[spec.timestamp] = pd.to_datetime(frame[spec.timestamp], utc=True)
     return frame
-
-
-def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
-    """Write parquet to a temp name, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _initial_mlp(arch: ModelArch, x: np.ndarray, y: np.ndarray) -> MLP:

@@ -12,10 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import threading
 import time
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +24,7 @@ from pydantic import BaseModel
 from mlops.config import DatasetSpec
 from mlops.data import dataset_hash
 from mlops.expectations import build_expectations
+from mlops.files import write_atomic
 
 if TYPE_CHECKING:
     from great_expectations.core import ExpectationSuiteValidationResult
@@ -266,24 +265,14 @@ def _write_batch(frame: pd.DataFrame, stem: Path) -> Path:
     stem.parent.mkdir(parents=True, exist_ok=True)
     target = stem.with_suffix(".parquet")
     try:
-        _atomic(target, lambda tmp: frame.to_parquet(tmp, index=False))
+        write_atomic(target, lambda tmp: frame.to_parquet(tmp, index=False))
     except (ValueError, TypeError) as exc:  # pyarrow's ArrowInvalid / ArrowTypeError
         log.warning("batch not writable as parquet (%s); writing CSV", exc)
         target = stem.with_suffix(".csv")
-        _atomic(target, lambda tmp: frame.to_csv(tmp, index=False))
+        write_atomic(target, lambda tmp: frame.to_csv(tmp, index=False))
     return target
 
 
 def _write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
-def _atomic(path: Path, write: Callable[[Path], object]) -> None:
-    """Write through a temporary file in the same folder, then rename over the target."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))

@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from mlops.config import ModelSettings, TaskType
-from mlops.data import sha256_file
 from mlops.export import (
     ExportError,
     ExportResult,
@@ -21,6 +20,7 @@ from mlops.export import (
     check_parity,
     export_onnx,
 )
+from mlops.files import sha256_file
 from mlops.model import Predictor, load_model
 from mlops.synthetic import generate_panel, synthetic_spec
 from mlops.training import TrainResult, train_model
