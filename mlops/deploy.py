@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +15,7 @@ import yaml
 from pydantic import BaseModel
 
 from mlops.config import DatasetSpec, Settings
+from mlops.processes import start_background, stop_background, tail
 from mlops.registry import CHAMPION
 
 log = logging.getLogger(__name__)
@@ -52,12 +51,8 @@ def start_service(spec: DatasetSpec, settings: Settings) -> ServiceInfo:
                "--tracking-uri", settings.tracking, "--spec", str(spec_path),
                "--data-dir", str(settings.data_dir), "--host", settings.serve_host,
                "--port", str(settings.serve_port)]
-    log_path = folder / "service.log"
-    with open(log_path, "ab") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
-    pid_path = folder / "service.pid"
-    pid_path.write_text(str(process.pid))
+    log_path, pid_path = folder / "service.log", folder / "service.pid"
+    process = start_background(command, log_path, pid_path)
     url = f"http://{settings.serve_host}:{settings.serve_port}"
     try:
         model = _wait_ready(url, process, log_path)
@@ -72,18 +67,7 @@ def start_service(spec: DatasetSpec, settings: Settings) -> ServiceInfo:
 
 def stop_service(settings: Settings, timeout_s: float = 15.0) -> bool:
     """Stop the service named by the pid file; True when one was running."""
-    pid_path = service_dir(settings) / "service.pid"
-    if not pid_path.exists():
-        return False
-    pid = int(pid_path.read_text().strip() or 0)
-    running = _signal(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while running and _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if running and _alive(pid):
-        _signal(pid, signal.SIGKILL)
-    pid_path.unlink(missing_ok=True)
-    return running
+    return stop_background(service_dir(settings) / "service.pid", timeout_s)
 
 
 def _wait_ready(url: str, process: subprocess.Popen, log_path: Path) -> dict:
@@ -91,14 +75,14 @@ def _wait_ready(url: str, process: subprocess.Popen, log_path: Path) -> dict:
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise DeployError(f"service exited with code {process.returncode}:\n"
-                              f"{_tail(log_path)}")
+                              f"{tail(log_path)}")
         try:
             if httpx.get(f"{url}/ready", timeout=2.0).status_code == 200:
                 return httpx.get(f"{url}/v1/model", timeout=5.0).json()
         except (httpx.HTTPError, json.JSONDecodeError):
             pass
         time.sleep(0.1)
-    raise DeployError(f"service not ready after {READY_TIMEOUT_S:.0f} s:\n{_tail(log_path)}")
+    raise DeployError(f"service not ready after {READY_TIMEOUT_S:.0f} s:\n{tail(log_path)}")
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -109,31 +93,3 @@ def _check_port_free(host: str, port: int) -> None:
         except OSError:
             raise DeployError(f"port {host}:{port} is in use by another process; "
                               "stop it or set MLOPS_SERVE_PORT") from None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        waited, _ = os.waitpid(pid, os.WNOHANG)  # reap our own child if it exited
-        if waited == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def _signal(pid: int, sig: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.killpg(pid, sig)  # the service leads its own session and process group
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
