@@ -18,7 +18,7 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 export DO_NOT_TRACK := true
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv run stop test test-fast bench gpu-check lint clean
+.PHONY: venv run stop test test-fast bench gpu-check lint clean up down status provision deploy
 
 venv: $(VENV)/.installed
 	@mkdir -p $(PREFECT_HOME)
@@ -38,6 +38,22 @@ run: venv
 stop: venv
 	$(PY) -m mlops.cli stop
 
+# Platform mode: Prefect server, MLflow server, pools/queues/limits, one worker per pool.
+up: venv
+	$(PY) -m infra.services up
+
+down: venv
+	$(PY) -m infra.services down
+
+status: venv
+	$(PY) -m infra.services status
+
+provision: venv
+	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:4200/api} $(PY) -m infra.provision
+
+deploy: venv
+	$(PY) -m infra.deploy
+
 test: venv
 	$(PY) -m pytest tests
 
@@ -51,7 +67,7 @@ gpu-check: venv
 	$(PY) benchmarks/gpu_check.py
 
 lint: venv
-	$(PY) -m ruff check mlops tasks flows feature_repo tests benchmarks
+	$(PY) -m ruff check mlops tasks flows feature_repo infra tests benchmarks
 
-clean: stop
+clean: stop down
 	rm -rf $(MLOPS_DATA_DIR) .pytest_cache .ruff_cache

@@ -123,6 +123,10 @@ class Settings(BaseSettings):
     serve_host: str = "127.0.0.1"
     serve_port: int = Field(default=8080, ge=1, le=65535)
     tracking_uri: str | None = None
+    # Platform mode (`make up`): the shared Prefect and MLflow servers on this machine.
+    platform_host: str = "127.0.0.1"
+    prefect_port: int = Field(default=4200, ge=1, le=65535)
+    mlflow_port: int = Field(default=5000, ge=1, le=65535)
 
     @field_validator("data_dir")
     @classmethod
@@ -137,6 +141,14 @@ class Settings(BaseSettings):
     @property
     def artifacts_dir(self) -> Path:
         return self.data_dir / "mlartifacts"
+
+    @property
+    def prefect_api_url(self) -> str:
+        return f"http://{self.platform_host}:{self.prefect_port}/api"
+
+    @property
+    def mlflow_url(self) -> str:
+        return f"http://{self.platform_host}:{self.mlflow_port}"
 
     def stage_dir(self, stage: str) -> Path:
         """The folder one stage writes under, created on demand."""
