@@ -1,0 +1,1 @@
+"""On what the platform runs: work pools, queues and limits as code, and their provisioning."""

@@ -1,0 +1,230 @@
+"""Apply the teams file to Prefect: ``python -m infra.provision [--file F] [--dry-run]``.
+
+Reads the pools, queues and global concurrency limits that the server holds, plans the
+creates and updates that ``infra/teams.yaml`` implies (``mlops.teams``), applies them and
+prints each one; a second run prints ``no changes``. Nothing is ever deleted: queues and
+``team:`` limits the file does not declare are printed as unmanaged. An invalid file is
+refused with every problem listed (exit 2) before the server is touched.
+
+The server is PREFECT_API_URL, or Prefect's embedded server when that is unset (it may take
+~20 s to start on a busy machine: PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=120).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlops.teams import (
+    Change,
+    CurrentState,
+    DesiredState,
+    LimitState,
+    PoolState,
+    QueueState,
+    TeamsConfig,
+    TeamsConfigError,
+    desired_state,
+    find_unmanaged,
+    load_teams,
+    plan_changes,
+)
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import PrefectClient
+
+DEFAULT_FILE = Path(__file__).with_name("teams.yaml")
+_PAGE = 200
+# Prefect shifts a queue whose priority another queue takes; a second round puts back any
+# managed queue that was shifted, a third would mean something else is changing the server.
+_MAX_ROUNDS = 3
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProvisionResult:
+    """What a run changed (or would change, when not applied) and what it left alone."""
+
+    changes: list[Change]
+    unmanaged: list[str]
+    applied: bool
+
+    def lines(self) -> list[str]:
+        """The report a person reads: one line per change, a summary, the unmanaged."""
+        if not self.changes:
+            return ["no changes", *self.unmanaged]
+        count = f"{len(self.changes)} change(s)"
+        summary = f"{count} applied" if self.applied else f"dry run: {count} planned, none applied"
+        return [str(change) for change in self.changes] + [summary, *self.unmanaged]
+
+
+async def provision(config: TeamsConfig, dry_run: bool = False) -> ProvisionResult:
+    """Plan the file against the server and, unless ``dry_run``, apply it until they agree."""
+    from prefect.client.orchestration import get_client
+
+    desired = desired_state(config)
+    async with get_client() as client:
+        current = await read_current_state(client, desired)
+        changes, unmanaged = plan_changes(desired, current), find_unmanaged(desired, current)
+        if dry_run:
+            return ProvisionResult(changes, unmanaged, applied=False)
+        done: list[Change] = []
+        for _ in range(_MAX_ROUNDS):
+            if not changes:
+                return ProvisionResult(done, unmanaged, applied=True)
+            await apply_changes(client, changes)
+            done += changes
+            changes = plan_changes(desired, await read_current_state(client, desired))
+    raise RuntimeError("the server still differs from the file after "
+                       f"{_MAX_ROUNDS} rounds: {'; '.join(map(str, changes))}")
+
+
+async def read_current_state(client: PrefectClient, desired: DesiredState) -> CurrentState:
+    """The declared pools that exist, all their queues, and every global concurrency limit."""
+    from prefect.exceptions import ObjectNotFound
+
+    pools: list[PoolState] = []
+    queues: list[QueueState] = []
+    for want in desired.pools:
+        try:
+            pool = await client.read_work_pool(want.name)
+        except ObjectNotFound:
+            continue
+        pools.append(PoolState(pool.name, pool.type, pool.concurrency_limit))
+        found = await _read_all(lambda offset, name=want.name: client.read_work_queues(
+            work_pool_name=name, limit=_PAGE, offset=offset))
+        queues += [QueueState(want.name, q.name, q.concurrency_limit, q.priority) for q in found]
+    found = await _read_all(lambda offset: client.read_global_concurrency_limits(
+        limit=_PAGE, offset=offset))
+    limits = [LimitState(limit.name, limit.limit, limit.active) for limit in found]
+    return CurrentState(tuple(pools), tuple(queues), tuple(limits))
+
+
+async def _read_all(read_page: Callable[[int], Awaitable[list[Any]]]) -> list[Any]:
+    """Every item of a paged listing."""
+    items: list[Any] = []
+    while True:
+        page = await read_page(len(items))
+        items += page
+        if len(page) < _PAGE:
+            return items
+
+
+async def apply_changes(client: PrefectClient, changes: list[Change]) -> None:
+    """Apply changes in the order given (pools, then queues by priority, then limits)."""
+    appliers = {"pool": _apply_pool, "queue": _apply_queue, "limit": _apply_limit}
+    for change in changes:
+        await appliers[change.kind](client, change)
+        log.info("applied: %s", change)
+
+
+async def _apply_pool(client: PrefectClient, change: Change) -> None:
+    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    pool = change.target
+    assert isinstance(pool, PoolState)
+    if change.action == "create":
+        try:
+            await client.create_work_pool(WorkPoolCreate(
+                name=pool.name, type=pool.type, concurrency_limit=pool.concurrency_limit,
+                base_job_template=_default_job_template(pool.type)))
+            return
+        except ObjectAlreadyExists:  # created meanwhile by someone else: update it instead
+            pass
+    await client.update_work_pool(pool.name,
+                                  WorkPoolUpdate(concurrency_limit=pool.concurrency_limit))
+
+
+def _default_job_template(pool_type: str) -> dict[str, Any]:
+    """The installed worker's default template; empty (filled in by the worker when it
+    starts) for a type whose worker is not installed here, so nothing is fetched online."""
+    from prefect.workers.base import BaseWorker
+
+    worker = BaseWorker.get_worker_class_from_type(pool_type)
+    return worker.get_default_base_job_template() if worker else {}
+
+
+async def _apply_queue(client: PrefectClient, change: Change) -> None:
+    """Create or update a queue; creating one that exists (a new pool's own ``default``
+    queue) updates it.
+
+    Updates go through the pool's queue route, which keeps priorities unique by shifting
+    the queues below (``update_work_queue``'s /work_queues/{id} would let two queues of a
+    pool share a priority).
+    """
+    from prefect.client.schemas.actions import WorkQueueUpdate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    queue = change.target
+    assert isinstance(queue, QueueState)
+    if change.action == "create":
+        try:
+            await client.create_work_queue(
+                name=queue.name, work_pool_name=queue.pool, priority=queue.priority,
+                concurrency_limit=queue.concurrency_limit)
+            return
+        except ObjectAlreadyExists:
+            pass
+    update = WorkQueueUpdate(concurrency_limit=queue.concurrency_limit, priority=queue.priority)
+    await client.request("PATCH", "/work_pools/{work_pool_name}/queues/{name}",
+                         path_params={"work_pool_name": queue.pool, "name": queue.name},
+                         json=update.model_dump(mode="json", exclude_unset=True))
+
+
+async def _apply_limit(client: PrefectClient, change: Change) -> None:
+    from prefect.client.schemas.actions import (
+        GlobalConcurrencyLimitCreate,
+        GlobalConcurrencyLimitUpdate,
+    )
+    from prefect.exceptions import ObjectAlreadyExists
+
+    limit = change.target
+    assert isinstance(limit, LimitState)
+    if change.action == "create":
+        try:
+            await client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(
+                name=limit.name, limit=limit.limit, active=limit.active))
+            return
+        except ObjectAlreadyExists:
+            pass
+    await client.update_global_concurrency_limit(
+        limit.name, GlobalConcurrencyLimitUpdate(limit=limit.limit, active=limit.active))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m infra.provision",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--file", type=Path, default=DEFAULT_FILE,
+                        help=f"teams file (default: {DEFAULT_FILE})")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the plan and apply nothing")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit 0 when applied (or planned), 2 for an invalid file, 1 when the server fails."""
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_teams(args.file)
+    except TeamsConfigError as exc:
+        print(f"error: {exc}\nnothing applied", file=sys.stderr)
+        return 2
+    try:
+        result = asyncio.run(provision(config, dry_run=args.dry_run))
+    except Exception as exc:  # the CLI reports any failure as one line
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(result.lines()))
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    sys.exit(main())

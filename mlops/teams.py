@@ -1,0 +1,408 @@
+"""Teams as code: the pools and teams file, its validation, and the plan that applies it.
+
+One YAML file (``infra/teams.yaml``) declares the work pools with their capacity and the
+teams with their weight, priority, per-pool quota and budget. This module reads it, refuses
+an invalid file with every problem listed at once, turns it into the Prefect objects it
+implies (``desired_state``) and compares those with what a server holds (``plan_changes``).
+It never talks to Prefect: ``infra/provision.py`` reads the server and applies the plan.
+
+Rules, and why:
+
+- Quotas are Kueue's nominal quotas: a team's guaranteed share of a pool. Each is an integer
+  from 0 to the pool's capacity, every team states one for every pool, and the quotas in a
+  pool may sum to at most its capacity (as Kueue requires), so every guarantee can be met
+  at once. Idle capacity is lent by the fair-share controller, not by over-subscription.
+- Priorities are unique across teams: each team has one queue in each pool, and Prefect's
+  queue priorities are unique integers per pool (a duplicate silently shifts other queues).
+- A team named ``default`` must exist: the training pipeline runs as it unless told otherwise,
+  and its queue is the pool's own ``default`` queue.
+- The plan only creates and updates. Queues and ``team:`` limits of the declared pools that
+  the file does not declare are reported as unmanaged and left in place, so removing a team
+  from the file never cancels its runs; delete them by hand once they are drained.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+NAME_PATTERN = r"^[a-z][a-z0-9-]{0,39}$"
+DEFAULT_TEAM = "default"
+LIMIT_PREFIX = "team:"
+_NAME_RULE = "must be lower case letters, digits and dashes, starting with a letter (<= 40)"
+_TOP_KEYS = ("pools", "teams")
+
+
+def queue_name(team: str) -> str:
+    """The work queue a team's runs go to, in every pool (the pool scopes the name)."""
+    return team
+
+
+def limit_name(team: str, pool: str) -> str:
+    """The global concurrency limit holding a team's quota of a pool."""
+    return f"{LIMIT_PREFIX}{team}:{pool}"
+
+
+class TeamsConfigError(ValueError):
+    """A teams file that cannot be applied; ``problems`` lists every reason, one per line."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {problem}" for problem in self.problems)
+        super().__init__(f"{source}: {len(self.problems)} problem(s)\n{lines}")
+
+
+class PoolConfig(BaseModel):
+    """A work pool: how many runs it holds at once."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    capacity: int = Field(ge=1, description="Runs the pool holds at once (its concurrency).")
+    type: str = Field("process", min_length=1,
+                      description="Work pool type used when the pool is created; "
+                      "an existing pool's type is never changed.")
+
+
+class TeamConfig(BaseModel):
+    """A team: its name, fair-share weight, queue priority, per-pool quota and budget."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    name: str = Field(pattern=NAME_PATTERN, description="Lower case, digits and dashes.")
+    weight: float = Field(gt=0, description="Share of idle capacity relative to other teams.")
+    priority: int = Field(ge=1, description="Queue priority in every pool; 1 is served first.")
+    quotas: dict[str, Annotated[int, Field(ge=0)]] = Field(
+        description="Guaranteed concurrent runs per pool name.")
+    budget_gpu_hours: float | None = Field(None, ge=0, description="GPU hours per period.")
+
+    def quota(self, pool: str) -> int:
+        """The team's quota of a pool (0 where it has none)."""
+        return self.quotas.get(pool, 0)
+
+
+class TeamsConfig(BaseModel):
+    """The whole file: pools by name and the teams that share them."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    pools: dict[str, PoolConfig]
+    teams: list[TeamConfig]
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> TeamsConfig:
+        capacities = {name: pool.capacity for name, pool in self.pools.items()}
+        facts = [_facts(team.model_dump(), f"team {team.name}") for team in self.teams]
+        problems = _cross_problems(capacities, facts)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def team(self, name: str) -> TeamConfig:
+        """The team of that name; KeyError names the known ones."""
+        for team in self.teams:
+            if team.name == name:
+                return team
+        raise KeyError(f"unknown team {name!r}; known: {', '.join(t.name for t in self.teams)}")
+
+
+def load_teams(path: str | Path) -> TeamsConfig:
+    """Read and validate a teams file; TeamsConfigError lists every problem found."""
+    source = str(path)
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise TeamsConfigError(source, [f"cannot read the file: {exc}"]) from exc
+    except yaml.YAMLError as exc:
+        raise TeamsConfigError(source, [f"not valid YAML: {exc}"]) from exc
+    return parse_teams(raw, source)
+
+
+def parse_teams(raw: Any, source: str = "teams file") -> TeamsConfig:
+    """Validate already parsed YAML, collecting the problems of every part before refusing."""
+    if not isinstance(raw, dict):
+        raise TeamsConfigError(source, ["the file must be a mapping with keys pools and teams"])
+    problems = [f"unknown key {key!r} at the top level (allowed: pools, teams)"
+                for key in raw if key not in _TOP_KEYS]
+    problems += [f"missing key {key!r} at the top level" for key in _TOP_KEYS if key not in raw]
+    pools, pool_problems = _parse_pools(raw.get("pools", {}))
+    teams, facts, team_problems = _parse_team_list(raw.get("teams", []))
+    capacities = {name: pool.capacity if pool else None for name, pool in pools.items()}
+    problems += pool_problems + team_problems + _cross_problems(capacities, facts)
+    if problems:
+        raise TeamsConfigError(source, problems)
+    return TeamsConfig(pools={name: pool for name, pool in pools.items() if pool}, teams=teams)
+
+
+def _parse_pools(raw: Any) -> tuple[dict[str, PoolConfig | None], list[str]]:
+    """Each pool on its own, so one bad pool does not hide the others' problems.
+
+    A declared but invalid pool maps to None: teams may still name it without a second error.
+    """
+    if not isinstance(raw, dict) or not raw:
+        return {}, ["pools must be a non-empty mapping of pool name to {capacity: N}"]
+    pools: dict[str, PoolConfig | None] = {}
+    problems: list[str] = []
+    for name, body in raw.items():
+        label = f"pool {name}"
+        pools[str(name)] = None
+        if not (isinstance(name, str) and re.match(NAME_PATTERN, name)):
+            problems.append(f"{label}: name {name!r} {_NAME_RULE}")
+        try:
+            pools[str(name)] = PoolConfig.model_validate(body)
+        except ValidationError as exc:
+            problems += [_describe(label, error) for error in exc.errors()]
+    return pools, problems
+
+
+def _parse_team_list(raw: Any) -> tuple[list[TeamConfig], list[_TeamFacts], list[str]]:
+    """Each team on its own: the valid teams, the facts of every team, and the problems."""
+    if not isinstance(raw, list) or not raw:
+        return [], [], ["teams must be a non-empty list of teams"]
+    teams: list[TeamConfig] = []
+    facts: list[_TeamFacts] = []
+    problems: list[str] = []
+    for index, body in enumerate(raw):
+        if not isinstance(body, dict):
+            problems.append(f"teams[{index}]: must be a mapping, got {body!r}")
+            continue
+        name = body.get("name")
+        label = f"team {name}" if isinstance(name, str) else f"teams[{index}]"
+        facts.append(_facts(body, label))
+        try:
+            teams.append(TeamConfig.model_validate(body))
+        except ValidationError as exc:
+            problems += [_describe(label, error) for error in exc.errors()]
+    return teams, facts, problems
+
+
+@dataclass(frozen=True)
+class _TeamFacts:
+    """What the checks across teams and pools need from one team, read leniently so that
+    one invalid key does not hide the team's other problems (invalid values are left out)."""
+
+    label: str
+    name: str | None
+    priority: int | None
+    quotas: dict[str, int]
+    declared: frozenset[str] | None  # pools it gives a quota for, valid or not
+
+
+def _facts(body: dict[str, Any], label: str) -> _TeamFacts:
+    raw_quotas = body.get("quotas")
+    quotas = raw_quotas if isinstance(raw_quotas, dict) else {}
+    name = body.get("name")
+    return _TeamFacts(
+        label=label, name=name if isinstance(name, str) else None,
+        priority=_count(body.get("priority"), 1),
+        quotas={str(pool): quota for pool, quota in quotas.items()
+                if _count(quota, 0) is not None},
+        declared=frozenset(map(str, quotas)) if isinstance(raw_quotas, dict) else None)
+
+
+def _count(value: Any, low: int) -> int | None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
+    return value if ok else None
+
+
+def _cross_problems(capacities: dict[str, int | None], teams: list[_TeamFacts]) -> list[str]:
+    """Problems between teams and pools: names, unknown or missing pools, quotas, priorities."""
+    problems = _name_problems([team.name for team in teams if team.name is not None])
+    for team in teams:
+        problems += [f"{team.label}: quota for unknown pool {pool!r} (declare it under pools)"
+                     for pool in sorted(team.declared or ()) if pool not in capacities]
+        if team.declared is not None:
+            problems += [f"{team.label}: no quota for pool {pool!r} (use 0 for none)"
+                         for pool in capacities if pool not in team.declared]
+    for pool, capacity in capacities.items():
+        if capacity is not None:
+            problems += _capacity_problems(pool, capacity, teams)
+    for priority, count in Counter(team.priority for team in teams).items():
+        if priority is not None and count > 1:
+            holders = ", ".join(t.name or t.label for t in teams if t.priority == priority)
+            problems.append(f"priority {priority} is not unique (teams {holders}): Prefect "
+                            "queue priorities are unique integers per pool")
+    return problems
+
+
+def _name_problems(names: list[str]) -> list[str]:
+    """Duplicate team names, and the default team the pipeline relies on."""
+    problems = [f"duplicate team name {name!r} ({count} teams)"
+                for name, count in Counter(names).items() if count > 1]
+    if DEFAULT_TEAM not in names:
+        problems.append(f"no team named {DEFAULT_TEAM!r}: the training pipeline runs as it "
+                        "by default")
+    return problems
+
+
+def _capacity_problems(pool: str, capacity: int, teams: list[_TeamFacts]) -> list[str]:
+    """Each quota and the sum of quotas must fit the pool's capacity."""
+    quotas = [(team, team.quotas.get(pool, 0)) for team in teams]
+    problems = [f"{team.label}: quota {quota} for pool {pool!r} is above the pool's "
+                f"capacity {capacity}" for team, quota in quotas if quota > capacity]
+    total = sum(quota for _, quota in quotas)
+    if total > capacity:
+        problems.append(f"pool {pool}: quotas sum to {total}, above its capacity {capacity} "
+                        "(guaranteed quotas must all fit at once)")
+    return problems
+
+
+
+def _describe(label: str, error: Any) -> str:
+    """One pydantic error as a line a person can act on."""
+    where = ".".join(str(part) for part in error["loc"])
+    kind, value = error["type"], error.get("input")
+    if kind == "extra_forbidden":
+        return f"{label}: unknown key {where!r}"
+    if kind == "missing":
+        return f"{label}: missing key {where!r}"
+    if kind == "int_type":
+        return f"{label}: {where} must be a whole number, got {value!r}"
+    if kind in ("greater_than_equal", "greater_than"):
+        bound = error["ctx"].get("ge", error["ctx"].get("gt"))
+        if kind == "greater_than_equal" and bound == 0:
+            return f"{label}: {where} must not be negative, got {value!r}"
+        sign = ">=" if kind == "greater_than_equal" else ">"
+        return f"{label}: {where} must be {sign} {bound}, got {value!r}"
+    if kind == "string_pattern_mismatch":
+        return f"{label}: {where} {value!r} {_NAME_RULE}"
+    return f"{label}: {where}: {error['msg']}"
+
+
+@dataclass(frozen=True)
+class PoolState:
+    """A work pool as the plan sees it; concurrency_limit None means unlimited."""
+
+    name: str
+    type: str
+    concurrency_limit: int | None
+
+
+@dataclass(frozen=True)
+class QueueState:
+    """A work queue in a pool; priority 1 is served first."""
+
+    pool: str
+    name: str
+    concurrency_limit: int | None
+    priority: int
+
+
+@dataclass(frozen=True)
+class LimitState:
+    """A global concurrency limit."""
+
+    name: str
+    limit: int
+    active: bool = True
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    """Pools, queues and limits: what the file asks for, or what a server holds."""
+
+    pools: tuple[PoolState, ...] = ()
+    queues: tuple[QueueState, ...] = ()
+    limits: tuple[LimitState, ...] = ()
+
+
+CurrentState = DesiredState
+Resource = PoolState | QueueState | LimitState
+# What a change compares, per kind: (word in the plan line, attribute).
+_FIELDS: dict[type, tuple[tuple[str, str], ...]] = {
+    PoolState: (("concurrency", "concurrency_limit"),),
+    QueueState: (("concurrency", "concurrency_limit"), ("priority", "priority")),
+    LimitState: (("limit", "limit"), ("active", "active")),
+}
+_KINDS = {PoolState: "pool", QueueState: "queue", LimitState: "limit"}
+
+
+def _label(resource: Resource) -> str:
+    return f"{resource.pool}/{resource.name}" if isinstance(resource, QueueState) else resource.name
+
+
+def _show(value: object) -> str:
+    return "unlimited" if value is None else str(value).lower()
+
+
+@dataclass(frozen=True)
+class Change:
+    """One create or update; ``target`` is the wanted resource, ``diffs`` (what, old, new)."""
+
+    action: Literal["create", "update"]
+    target: Resource
+    diffs: tuple[tuple[str, object, object], ...] = ()
+
+    @property
+    def kind(self) -> str:
+        return _KINDS[type(self.target)]
+
+    def __str__(self) -> str:
+        head = f"{self.action} {self.kind} {_label(self.target)}"
+        if self.action == "update":
+            return head + " " + ", ".join(f"{what} {_show(old)} -> {_show(new)}"
+                                          for what, old, new in self.diffs)
+        fields = [f"{word} {_show(getattr(self.target, attr))}"
+                  for word, attr in _FIELDS[type(self.target)] if word != "active"]
+        extra = [f"type {self.target.type}"] if isinstance(self.target, PoolState) else []
+        return f"{head} ({', '.join(extra + fields)})"
+
+
+def desired_state(config: TeamsConfig) -> DesiredState:
+    """The Prefect objects the file implies: per pool its capacity, and per team and pool a
+    queue and a global limit, both set to the team's quota."""
+    pools = tuple(PoolState(name, pool.type, pool.capacity) for name, pool in config.pools.items())
+    queues = tuple(QueueState(pool, queue_name(team.name), team.quota(pool), team.priority)
+                   for pool in config.pools for team in config.teams)
+    limits = tuple(LimitState(limit_name(team.name, pool), team.quota(pool))
+                   for pool in config.pools for team in config.teams)
+    return DesiredState(pools, queues, limits)
+
+
+def plan_changes(desired: DesiredState, current: CurrentState) -> list[Change]:
+    """Creates and updates that turn ``current`` into ``desired``; empty when they agree.
+
+    Order matters to the applier: pools before their queues, and a pool's queues by rising
+    priority, since Prefect moves a queue whose priority another queue takes.
+    """
+    pools = {pool.name: pool for pool in current.pools}
+    queues = {(queue.pool, queue.name): queue for queue in current.queues}
+    limits = {limit.name: limit for limit in current.limits}
+    order = {pool.name: index for index, pool in enumerate(desired.pools)}
+    changes = [_diff(pool, pools.get(pool.name)) for pool in desired.pools]
+    changes += [_diff(queue, queues.get((queue.pool, queue.name)))
+                for queue in sorted(desired.queues, key=lambda q: (order[q.pool], q.priority))]
+    changes += [_diff(limit, limits.get(limit.name)) for limit in desired.limits]
+    return [change for change in changes if change is not None]
+
+
+def _diff(want: Resource, have: Resource | None) -> Change | None:
+    if have is None:
+        return Change("create", want)
+    pairs = ((word, getattr(have, attr), getattr(want, attr)) for word, attr in _FIELDS[type(want)])
+    diffs = tuple((word, old, new) for word, old, new in pairs if old != new)
+    return Change("update", want, diffs) if diffs else None
+
+
+def find_unmanaged(desired: DesiredState, current: CurrentState) -> list[str]:
+    """Queues and ``team:<team>:<pool>`` limits of the declared pools that the file does not
+    declare (other pools are outside the file's scope).
+
+    They are reported, never deleted: a queue may still hold runs of a removed team.
+    """
+    pools = {pool.name for pool in desired.pools}
+    queues = {(queue.pool, queue.name) for queue in desired.queues}
+    limits = {limit.name for limit in desired.limits}
+    lines = [f"unmanaged queue {queue.pool}/{queue.name} (not in the teams file; left in place)"
+             for queue in current.queues
+             if queue.pool in pools and (queue.pool, queue.name) not in queues]
+    lines += [f"unmanaged limit {limit.name} (not in the teams file; left in place)"
+              for limit in current.limits
+              if limit.name.startswith(LIMIT_PREFIX) and limit.name not in limits
+              and limit.name.rsplit(":", 1)[-1] in pools]
+    return lines
