@@ -16,14 +16,10 @@ from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL
 
-REPO = Path(__file__).parents[2]
-# infra/ is run from the repository root (python -m infra.provision) and is not among the
-# installed packages (pyproject's packages.find), so the tests import it from there.
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from infra.provision import main, provision
+from mlops.teams import limit_name, load_teams
 
-from infra.provision import main, provision  # noqa: E402
-from mlops.teams import limit_name, load_teams  # noqa: E402
+REPO = Path(__file__).parents[2]
 
 
 def _teams_file(tmp_path: Path, prefix: str, vision_gpu: int = 2) -> Path:

@@ -61,6 +61,8 @@ def test_deploy_job_needs_test_and_runs_the_deploy_command_with_the_secrets(work
     assert deploy["env"] == {
         "PREFECT_API_URL": "${{ secrets.PREFECT_API_URL }}",
         "PREFECT_API_KEY": "${{ secrets.PREFECT_API_KEY }}",
+        "MLOPS_GIT_REPOSITORY": "${{ github.server_url }}/${{ github.repository }}",
+        "MLOPS_GIT_COMMIT": "${{ github.sha }}",
     }
 
 

@@ -1,0 +1,128 @@
+"""Platform mode as a team uses it: `make up`, `make deploy`, a run triggered the way the
+Prefect UI does it (REST), executed by the process workers, and `make down`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from mlops.synthetic import generate_panel, synthetic_spec
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(module: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env, text=True,
+                          capture_output=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    root = tmp_path_factory.mktemp("platform")
+    env = {**os.environ, "MLOPS_DATA_DIR": str(root / "data"),
+           "MLOPS_PREFECT_PORT": str(free_port()), "MLOPS_MLFLOW_PORT": str(free_port())}
+    env.pop("PREFECT_API_URL", None)
+    api = f"http://127.0.0.1:{env['MLOPS_PREFECT_PORT']}/api"
+    started = _run("infra.services", "up", env=env)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        yield {"env": env, "api": api, "root": root, "up": started.stdout}
+    finally:
+        _run("infra.services", "down", env=env)
+
+
+def test_up_starts_everything_once(platform: dict) -> None:
+    assert "Prefect UI: http://127.0.0.1:" in platform["up"]
+    assert "create queue gpu/default" in platform["up"]
+    status = _run("infra.services", "status", env=platform["env"])
+    assert status.returncode == 0 and status.stdout.count("running (pid") == 4
+    again = _run("infra.services", "up", env=platform["env"])
+    assert again.stdout.count("already running") == 4 and "no changes" in again.stdout
+    mlflow = f"http://127.0.0.1:{platform['env']['MLOPS_MLFLOW_PORT']}/health"
+    assert httpx.get(mlflow).status_code == 200
+    workers = httpx.post(f"{platform['api']}/work_pools/gpu/workers/filter", json={}).json()
+    assert [w["status"] for w in workers] == ["ONLINE"]
+
+
+def test_the_ci_command_then_make_deploy_register_the_deployments(platform: dict) -> None:
+    env = {**platform["env"], "PREFECT_API_URL": platform["api"]}
+    workflow = yaml.safe_load((ROOT / ".github/workflows/deploy.yml").read_text())
+    command = workflow["jobs"]["deploy"]["steps"][-1]["run"]
+    ci_env = {**env, "MLOPS_GIT_REPOSITORY": "https://example.invalid/mlops.git",
+              "MLOPS_GIT_COMMIT": "abc123",
+              "PATH": f"{Path(sys.executable).parent}:{env['PATH']}"}
+    ci = subprocess.run(command, shell=True, cwd=ROOT, env=ci_env, text=True,
+                        capture_output=True, timeout=600)
+    assert ci.returncode == 0, ci.stdout[-2000:] + ci.stderr[-2000:]
+    remote = _deployment(platform["api"], "vision-nightly")
+    clone = remote["pull_steps"][0]["prefect.deployments.steps.git_clone"]
+    assert clone["repository"] == "https://example.invalid/mlops.git"
+    assert remote["version"] == "abc123"
+    schedule = remote["schedules"][0]["schedule"]
+    assert schedule["cron"] == "0 2 * * *" and schedule["timezone"] == "Europe/Berlin"
+    # Local workers run from this checkout: make deploy swaps only the pull step.
+    deployed = _run("infra.deploy", env=env)
+    assert deployed.returncode == 0, deployed.stdout[-2000:] + deployed.stderr[-2000:]
+    local = _deployment(platform["api"], "vision-nightly")
+    assert local["pull_steps"] == [{"prefect.deployments.steps.set_working_directory":
+                                    {"directory": str(ROOT)}}]
+    names = {d["name"] for d in
+             httpx.post(f"{platform['api']}/deployments/filter", json={}).json()}
+    assert names == {"default", "vision-nightly", "nlp-nightly"}
+
+
+def _deployment(api: str, name: str) -> dict:
+    return httpx.get(f"{api}/deployments/name/training-pipeline/{name}").json()
+
+
+def test_a_ui_triggered_run_completes_on_the_workers(platform: dict) -> None:
+    data = platform["root"] / "panel.parquet"
+    generate_panel(n_entities=40, n_periods=6, seed=5).to_parquet(data, index=False)
+    spec = synthetic_spec(str(data), name="ui_panel").model_dump(mode="json")
+    deployment = _deployment(platform["api"], "default")
+    body = {"parameters": {"params": {"spec": spec, "model": {"epochs": 3}, "deploy": False}}}
+    run = httpx.post(f"{platform['api']}/deployments/{deployment['id']}/create_flow_run",
+                     json=body)
+    assert run.status_code == 201, run.text
+    state = _wait_final(platform["api"], run.json()["id"], timeout_s=400)
+    assert state == "COMPLETED", state
+    client_env = platform["env"]
+    tracking = f"sqlite:///{client_env['MLOPS_DATA_DIR']}/mlflow.db"
+    from mlflow import MlflowClient
+
+    versions = MlflowClient(tracking_uri=tracking).search_model_versions("name='ui_panel'")
+    assert len(versions) == 1
+
+
+def test_invalid_parameters_are_refused_by_the_server(platform: dict) -> None:
+    deployment = _deployment(platform["api"], "default")
+    params = deployment["parameters"]["params"]
+    body = {"parameters": {"params": {**params, "model": {"epochs": 0}}}}
+    refused = httpx.post(f"{platform['api']}/deployments/{deployment['id']}/create_flow_run",
+                         json=body)
+    assert refused.status_code == 409, refused.text
+    assert "'params.model.epochs'" in refused.text and "minimum of 1" in refused.text
+    body = {"parameters": {"params": {**params, "team": "Bad Team"}}}
+    refused = httpx.post(f"{platform['api']}/deployments/{deployment['id']}/create_flow_run",
+                         json=body)
+    assert refused.status_code == 409 and "'params.team'" in refused.text, refused.text
+
+
+def _wait_final(api: str, run_id: str, timeout_s: float) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        state = httpx.get(f"{api}/flow_runs/{run_id}").json()["state"]["type"]
+        if state in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}:
+            return state
+        time.sleep(2)
+    return "TIMEOUT"
