@@ -21,19 +21,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops.teams import (
+from mlops.team_plan import (
     Change,
     CurrentState,
     DesiredState,
     LimitState,
     PoolState,
     QueueState,
-    TeamsConfig,
-    TeamsConfigError,
     desired_state,
     find_unmanaged,
-    load_teams,
     plan_changes,
+)
+from mlops.teams import (
+    TeamsConfig,
+    TeamsConfigError,
+    load_teams,
 )
 
 if TYPE_CHECKING:

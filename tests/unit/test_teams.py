@@ -7,19 +7,21 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from mlops.teams import (
+from mlops.team_plan import (
     DesiredState,
     LimitState,
     PoolState,
     QueueState,
-    TeamsConfig,
-    TeamsConfigError,
     desired_state,
     find_unmanaged,
+    plan_changes,
+)
+from mlops.teams import (
+    TeamsConfig,
+    TeamsConfigError,
     limit_name,
     load_teams,
     parse_teams,
-    plan_changes,
 )
 
 REPO_FILE = Path(__file__).parents[2] / "infra" / "teams.yaml"
