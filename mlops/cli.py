@@ -65,8 +65,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("mlops").setLevel(logging.INFO)
-    # The ONNX exporter reports every optional op library it skips (torchvision, ...).
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     try:
         return args.handler(args)
     except ConfigError as exc:

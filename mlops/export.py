@@ -110,6 +110,9 @@ def to_onnx(predictor: nn.Module, features: np.ndarray, arch: ModelArch) -> onnx
     """The torch.export-based (dynamo) exporter with a dynamic batch axis, plus metadata."""
     import torch
 
+    # The exporter logs one warning per optional op library it skips (torchvision, ...).
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+
     example = torch.as_tensor(features[:8] if len(features) >= 2 else np.repeat(features, 2, 0))
     program = torch.onnx.export(
         predictor, (example,), dynamo=True, opset_version=OPSET, input_names=[INPUT_NAME],
