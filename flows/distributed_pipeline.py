@@ -1,0 +1,57 @@
+"""The training pipeline across infrastructure: each stage runs as its own deployment.
+
+Training runs on the `gpu` pool, validation + features, export, registration and service
+deployment on the `cpu` pool, each on the team's queue (queue name = team name; the
+`default` team's queue is each pool's `default` queue), so the team's quotas apply per
+stage. Stages hand over through the artifact store (mlops.handover), never through memory.
+A stage that does not complete fails this run with the stage's own message.
+
+Deadlock: this parent holds a `cpu` slot on its queue for its whole run while each cpu
+stage needs another slot on the team's cpu queue. With the default team's cpu quota of 2
+that leaves exactly one slot for the stages, which run one at a time. Two parents running
+at once on a quota-2 queue would each hold a slot and wait forever for their children, so
+the parent deployment has `concurrency_limit: 1` (ENQUEUE): a second trigger waits in line.
+A team's cpu quota must be at least 2 for its stages to run at all.
+"""
+
+from prefect import flow
+from prefect.deployments import run_deployment
+from prefect.runtime import flow_run
+
+from mlops.config import Settings
+from mlops.handover import HandoverRef, StageFailed, read_result
+from mlops.stages import PipelineParams
+from mlops.summary import PipelineSummary, build_summary
+from tasks.report import report
+
+DEPLOYMENT = "default"  # every stage flow has one deployment, named like the team default
+STAGES = ("validate-stage", "train-stage", "export-stage", "register-stage")
+
+
+def run_stage(stage: str, params: PipelineParams, handover: HandoverRef) -> None:
+    """Run one stage deployment on the team's queue and wait; raise if it did not complete."""
+    child = run_deployment(f"{stage}/{DEPLOYMENT}", timeout=None, poll_interval=2,
+                           parameters={"params": params.model_dump(mode="json"),
+                                       "handover": handover.model_dump(mode="json")},
+                           work_queue_name=params.team)
+    state = child.state
+    if state is None or not state.is_completed():
+        name = state.name if state else "no state"
+        message = state.message if state and state.message else "no message"
+        raise StageFailed(f"stage {stage} (flow run {child.name}) ended {name}: {message}")
+
+
+@flow(name="training-pipeline-distributed", validate_parameters=True)
+def training_pipeline_distributed(params: PipelineParams) -> PipelineSummary:
+    """Take a dataset to a served model, each stage on its own pool and the team's queue."""
+    handover = HandoverRef(run_id=str(flow_run.id))
+    stages = (*STAGES, "deploy-stage") if params.deploy else STAGES
+    for stage in stages:
+        run_stage(stage, params, handover)
+    data_dir = Settings().data_dir
+    results = {stage: read_result(data_dir, handover, stage)
+               for stage in ("validate", "features", "train", "export", "register")}
+    service = read_result(data_dir, handover, "deploy") if params.deploy else None
+    return report(build_summary(params, results["validate"], results["features"],
+                                results["train"], results["export"], results["register"],
+                                service))

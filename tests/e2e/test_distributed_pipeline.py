@@ -1,0 +1,130 @@
+"""The pipeline across infrastructure, as a team runs it: `make up`, `make deploy`, a REST
+trigger of the parent deployment, and each stage run as its own deployment by the process
+worker of its pool (train on `gpu`, the rest on `cpu`), handing over through files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from mlops.synthetic import generate_panel, synthetic_spec
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+PARENT = "training-pipeline-distributed/default"
+CPU_STAGES = {"validate-stage", "export-stage", "register-stage"}
+
+
+def _run(module: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env, text=True,
+                          capture_output=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    root = tmp_path_factory.mktemp("distributed")
+    env = {**os.environ, "MLOPS_DATA_DIR": str(root / "data"),
+           "MLOPS_PREFECT_PORT": str(free_port()), "MLOPS_MLFLOW_PORT": str(free_port()),
+           "PREFECT_WORKER_QUERY_SECONDS": "2"}
+    env.pop("PREFECT_API_URL", None)
+    api = f"http://127.0.0.1:{env['MLOPS_PREFECT_PORT']}/api"
+    started = _run("infra.services", "up", env=env)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        deployed = _run("infra.deploy", env={**env, "PREFECT_API_URL": api})
+        assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+        yield {"env": env, "api": api, "root": root}
+    finally:
+        _run("infra.services", "down", env=env)
+
+
+def test_the_stages_run_on_their_pools_and_register_a_model(platform: dict) -> None:
+    data = platform["root"] / "panel.parquet"
+    generate_panel(n_entities=40, n_periods=6, seed=5).to_parquet(data, index=False)
+    run_id = _trigger(platform["api"], data, "dist_panel")
+    run = _wait_final(platform["api"], run_id, timeout_s=540)
+    assert run["state"]["type"] == "COMPLETED", run["state"]
+    assert run["work_pool_name"] == "cpu"
+    children = _children(platform["api"], run_id)
+    assert sorted(children) == sorted([*CPU_STAGES, "train-stage"])
+    assert children["train-stage"]["work_pool_name"] == "gpu"
+    for stage in CPU_STAGES:
+        assert children[stage]["work_pool_name"] == "cpu", stage
+    assert {c["work_queue_name"] for c in children.values()} == {"default"}
+    assert all(c["state"]["type"] == "COMPLETED" for c in children.values())
+    # Results were handed over as files in the artifact store, one per stage.
+    handover = Path(platform["env"]["MLOPS_DATA_DIR"]) / "handover" / run_id
+    assert sorted(p.name for p in handover.iterdir()) == [
+        "export.json", "features.json", "register.json", "train.json", "validate.json"]
+    registered = json.loads((handover / "register.json").read_text())
+    versions = _model_versions(platform, "dist_panel")
+    assert [str(v.version) for v in versions] == [registered["version"]]
+    exported = json.loads((handover / "export.json").read_text())
+    assert registered["sha256"] == exported["sha256"]
+
+
+def test_a_failed_stage_fails_the_parent_with_its_message(platform: dict) -> None:
+    frame = generate_panel(n_entities=40, n_periods=6, seed=6)
+    frame["entity_id"] = frame["entity_id"].astype("float64")
+    frame.loc[np.arange(3), "entity_id"] = np.nan
+    data = platform["root"] / "corrupt.parquet"
+    frame.to_parquet(data, index=False)
+    run_id = _trigger(platform["api"], data, "dist_corrupt")
+    run = _wait_final(platform["api"], run_id, timeout_s=540)
+    assert run["state"]["type"] == "FAILED", run["state"]
+    message = run["state"]["message"] or ""
+    assert "validate-stage" in message, message
+    assert "expect_column_values_to_not_be_null" in message and "entity_id" in message, message
+    children = _children(platform["api"], run_id)
+    assert list(children) == ["validate-stage"]
+    assert children["validate-stage"]["state"]["type"] == "FAILED"
+    assert _model_versions(platform, "dist_corrupt") == []
+
+
+def _trigger(api: str, data: Path, name: str) -> str:
+    spec = synthetic_spec(str(data), name=name).model_dump(mode="json")
+    deployment = httpx.get(f"{api}/deployments/name/{PARENT}").json()
+    assert deployment["work_pool_name"] == "cpu", deployment
+    body = {"parameters": {"params": {"spec": spec, "model": {"epochs": 3}, "deploy": False}}}
+    run = httpx.post(f"{api}/deployments/{deployment['id']}/create_flow_run", json=body)
+    assert run.status_code == 201, run.text
+    return run.json()["id"]
+
+
+def _children(api: str, run_id: str) -> dict[str, dict]:
+    """The parent's stage runs by stage (flow) name."""
+    body = {"flow_runs": {"parent_flow_run_id": {"any_": [run_id]}}}
+    runs = httpx.post(f"{api}/flow_runs/filter", json=body).json()
+    named = {}
+    for child in runs:
+        flow = httpx.get(f"{api}/flows/{child['flow_id']}").json()
+        assert flow["name"] not in named, f"{flow['name']} ran twice"
+        named[flow["name"]] = child
+    return named
+
+
+def _model_versions(platform: dict, name: str) -> list:
+    from mlflow import MlflowClient
+
+    tracking = f"sqlite:///{platform['env']['MLOPS_DATA_DIR']}/mlflow.db"
+    return MlflowClient(tracking_uri=tracking).search_model_versions(f"name='{name}'")
+
+
+def _wait_final(api: str, run_id: str, timeout_s: float) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        run = httpx.get(f"{api}/flow_runs/{run_id}").json()
+        if run["state"]["type"] in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}:
+            return run
+        time.sleep(2)
+    return run
