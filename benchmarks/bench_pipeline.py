@@ -71,15 +71,19 @@ def bench_orchestration(root: Path, params: PipelineParams, reps: int) -> list[t
              f"{ratio:.3f}x plain (target <= 1.15)")], warm
 
 
-def median_call_ms(call, batch: np.ndarray, calls: int) -> float:  # noqa: ANN001
+def paired_median_ms(calls_a, calls_b, batch: np.ndarray, calls: int) -> tuple[float, float]:  # noqa: ANN001
+    """Median call time of two engines, timed alternately so both see the same machine load."""
     for _ in range(20):
-        call(batch)
-    times = []
+        calls_a(batch), calls_b(batch)
+    times_a, times_b = [], []
     for _ in range(calls):
         started = time.perf_counter()
-        call(batch)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1000
+        calls_a(batch)
+        middle = time.perf_counter()
+        calls_b(batch)
+        times_a.append(middle - started)
+        times_b.append(time.perf_counter() - middle)
+    return statistics.median(times_a) * 1000, statistics.median(times_b) * 1000
 
 
 def bench_inference(settings: Settings, spec_name: str) -> list[tuple]:
@@ -105,8 +109,7 @@ def bench_inference(settings: Settings, spec_name: str) -> list[tuple]:
     for size, calls in ((1, 3000), (64, 2000), (1024, 300)):
         batch = rng.normal(size=(size, arch.n_features)).astype(np.float32)
         assert np.allclose(torch_call(batch), ort_model.predict(batch), atol=1e-4)
-        t_ms = median_call_ms(torch_call, batch, calls)
-        o_ms = median_call_ms(ort_model.predict, batch, calls)
+        t_ms, o_ms = paired_median_ms(torch_call, ort_model.predict, batch, calls)
         target = {1: " (target >= 5x)", 64: " (target >= 2x)"}.get(size, "")
         rows.append((f"(b) batch {size}: torch eager / ONNX Runtime",
                      f"{t_ms * 1000:.0f} us / {o_ms * 1000:.0f} us",
