@@ -5,9 +5,6 @@ worker of its pool (train on `gpu`, the rest on `cpu`), handing over through fil
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,35 +14,21 @@ import numpy as np
 import pytest
 
 from mlops.synthetic import generate_panel, synthetic_spec
-from tests.conftest import free_port
+from tests.e2e.stack import run_module, running_stack
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
 PARENT = "training-pipeline-distributed/default"
 CPU_STAGES = {"validate-stage", "export-stage", "register-stage"}
 
-
-def _run(module: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env, text=True,
-                          capture_output=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     root = tmp_path_factory.mktemp("distributed")
-    env = {**os.environ, "MLOPS_DATA_DIR": str(root / "data"),
-           "MLOPS_PREFECT_PORT": str(free_port()), "MLOPS_MLFLOW_PORT": str(free_port()),
-           "PREFECT_WORKER_QUERY_SECONDS": "2"}
-    env.pop("PREFECT_API_URL", None)
-    api = f"http://127.0.0.1:{env['MLOPS_PREFECT_PORT']}/api"
-    started = _run("infra.services", "up", env=env)
-    try:
-        assert started.returncode == 0, started.stdout + started.stderr
-        deployed = _run("infra.deploy", env={**env, "PREFECT_API_URL": api})
+    with running_stack(root, PREFECT_WORKER_QUERY_SECONDS="2") as stack:
+        deployed = run_module("infra.deploy", env={**stack["env"], "PREFECT_API_URL": stack["api"]})
         assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
-        yield {"env": env, "api": api, "root": root}
-    finally:
-        _run("infra.services", "down", env=env)
+        yield stack
 
 
 def test_the_stages_run_on_their_pools_and_register_a_model(platform: dict) -> None:

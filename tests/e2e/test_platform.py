@@ -3,7 +3,6 @@ Prefect UI does it (REST), executed by the process workers, and `make down`."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -15,38 +14,24 @@ import pytest
 import yaml
 
 from mlops.synthetic import generate_panel, synthetic_spec
-from tests.conftest import free_port
+from tests.e2e.stack import ROOT, run_module, running_stack
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
 
-
-def _run(module: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env, text=True,
-                          capture_output=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    root = tmp_path_factory.mktemp("platform")
-    env = {**os.environ, "MLOPS_DATA_DIR": str(root / "data"),
-           "MLOPS_PREFECT_PORT": str(free_port()), "MLOPS_MLFLOW_PORT": str(free_port())}
-    env.pop("PREFECT_API_URL", None)
-    api = f"http://127.0.0.1:{env['MLOPS_PREFECT_PORT']}/api"
-    started = _run("infra.services", "up", env=env)
-    try:
-        assert started.returncode == 0, started.stdout + started.stderr
-        yield {"env": env, "api": api, "root": root, "up": started.stdout}
-    finally:
-        _run("infra.services", "down", env=env)
+    with running_stack(tmp_path_factory.mktemp("platform")) as stack:
+        yield stack
 
 
 def test_up_starts_everything_once(platform: dict) -> None:
     assert "Prefect UI: http://127.0.0.1:" in platform["up"]
     assert "create queue gpu/default" in platform["up"]
-    status = _run("infra.services", "status", env=platform["env"])
+    status = run_module("infra.services", "status", env=platform["env"])
     assert status.returncode == 0 and status.stdout.count("running (pid") == 4
-    again = _run("infra.services", "up", env=platform["env"])
+    again = run_module("infra.services", "up", env=platform["env"])
     assert again.stdout.count("already running") == 4 and "no changes" in again.stdout
     mlflow = f"http://127.0.0.1:{platform['env']['MLOPS_MLFLOW_PORT']}/health"
     assert httpx.get(mlflow).status_code == 200
@@ -71,7 +56,7 @@ def test_the_ci_command_then_make_deploy_register_the_deployments(platform: dict
     schedule = remote["schedules"][0]["schedule"]
     assert schedule["cron"] == "0 2 * * *" and schedule["timezone"] == "Europe/Berlin"
     # Local workers run from this checkout: make deploy swaps only the pull step.
-    deployed = _run("infra.deploy", env=env)
+    deployed = run_module("infra.deploy", env=env)
     assert deployed.returncode == 0, deployed.stdout[-2000:] + deployed.stderr[-2000:]
     local = _deployment(platform["api"], "vision-nightly")
     assert local["pull_steps"] == [{"prefect.deployments.steps.set_working_directory":

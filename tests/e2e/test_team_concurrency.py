@@ -8,9 +8,6 @@ priority does not starve beta (nor does beta's larger backlog block alpha).
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -19,10 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.e2e.stack import ROOT, running_stack
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
 ENTRYPOINT = "tests/e2e/sleepy_flow.py:sleepy"
 QUOTAS = {"alpha": 1, "beta": 2}
 BACKLOG = {"alpha": 2, "beta": 3}  # more than the quota: a backlog on both queues
@@ -41,27 +37,15 @@ ACTIVE = ("PENDING", "RUNNING")  # what a queue's concurrency limit counts
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
-def _run(module: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env, text=True,
-                          capture_output=True, timeout=600)
-
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     root = tmp_path_factory.mktemp("team-concurrency")
     teams = root / "teams.yaml"
     teams.write_text(TEAMS_YAML)
-    env = {**os.environ, "MLOPS_DATA_DIR": str(root / "data"),
-           "MLOPS_PREFECT_PORT": str(free_port()), "MLOPS_MLFLOW_PORT": str(free_port()),
-           "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_HEARTBEAT_SECONDS": "5"}
-    env.pop("PREFECT_API_URL", None)
-    api = f"http://127.0.0.1:{env['MLOPS_PREFECT_PORT']}/api"
-    try:
-        started = _run("infra.services", "up", "--teams", str(teams), env=env)
-        assert started.returncode == 0, started.stdout + started.stderr
-        yield {"env": env, "api": api, "root": root, "up": started.stdout}
-    finally:
-        _run("infra.services", "down", env=env)
+    with running_stack(root, "--teams", str(teams), PREFECT_WORKER_QUERY_SECONDS="1",
+                       PREFECT_WORKER_HEARTBEAT_SECONDS="5") as stack:
+        yield stack
 
 
 def _call(client: httpx.Client, method: str, url: str, body: dict) -> httpx.Response:
