@@ -1,9 +1,18 @@
-"""Starts and stops the CPU inference service as a background process (pid and log file)."""
+"""Starts, rolls and stops the CPU inference service as a background process.
+
+The deploy stage rolls a running service of the same model: ``POST /admin/reload`` makes
+it load, verify and warm the new champion beside the old one and swap, so no request
+fails. A service that is not running, or serves another model, is (re)started. The local
+admin token is generated once into the service directory (mode 0600) and handed to the
+process through MLOPS_ADMIN_TOKEN_FILE, never on its command line.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -15,7 +24,7 @@ import yaml
 from pydantic import BaseModel
 
 from mlops.config import DatasetSpec, Settings
-from mlops.processes import start_background, stop_background, tail
+from mlops.processes import running_pid, start_background, stop_background, tail
 from mlops.registry import CHAMPION
 
 log = logging.getLogger(__name__)
@@ -33,14 +42,28 @@ class ServiceInfo(BaseModel):
     model_version: str
     log_path: str
     pid_path: str
+    action: str = "started"  # or "rolled": the running service swapped to the champion
 
 
 def service_dir(settings: Settings) -> Path:
     return settings.stage_dir("service")
 
 
+def admin_token_path(settings: Settings) -> Path:
+    """The local service's admin token, created once with owner-only permissions."""
+    path = service_dir(settings) / "admin-token"
+    if not path.exists():
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_urlsafe(32))
+    return path
+
+
 def start_service(spec: DatasetSpec, settings: Settings) -> ServiceInfo:
-    """Stop the running service, if any, then start one on the champion and wait until ready."""
+    """Roll the running service to the champion, or (re)start one and wait until ready."""
+    rolled = roll_service(spec, settings)
+    if rolled is not None:
+        return rolled
     stop_service(settings)
     folder = service_dir(settings)
     _check_port_free(settings.serve_host, settings.serve_port)
@@ -52,7 +75,9 @@ def start_service(spec: DatasetSpec, settings: Settings) -> ServiceInfo:
                "--data-dir", str(settings.data_dir), "--host", settings.serve_host,
                "--port", str(settings.serve_port)]
     log_path, pid_path = folder / "service.log", folder / "service.pid"
-    process = start_background(command, log_path, pid_path)
+    env = {**os.environ, "MLOPS_ADMIN_TOKEN_FILE": str(admin_token_path(settings))}
+    env.pop("MLOPS_ADMIN_TOKEN", None)
+    process = start_background(command, log_path, pid_path, env)
     url = f"http://{settings.serve_host}:{settings.serve_port}"
     try:
         model = _wait_ready(url, process, log_path)
@@ -63,6 +88,36 @@ def start_service(spec: DatasetSpec, settings: Settings) -> ServiceInfo:
     return ServiceInfo(url=url, pid=process.pid, model_uri=model_uri,
                        model_version=str(model["version"]), log_path=str(log_path),
                        pid_path=str(pid_path))
+
+
+def roll_service(spec: DatasetSpec, settings: Settings) -> ServiceInfo | None:
+    """Swap the running service to the champion; None when there is none to roll."""
+    folder = service_dir(settings)
+    pid = running_pid(folder / "service.pid")
+    url = f"http://{settings.serve_host}:{settings.serve_port}"
+    if pid is None:
+        return None
+    token = admin_token_path(settings).read_text().strip()
+    try:
+        if httpx.get(f"{url}/v1/model", timeout=5.0).json().get("name") != spec.name:
+            return None  # another model: restart rather than roll
+        response = httpx.post(f"{url}/admin/reload", timeout=READY_TIMEOUT_S,
+                              headers={"Authorization": f"Bearer {token}"})
+    except (httpx.HTTPError, json.JSONDecodeError) as exc:
+        log.warning("cannot roll the service at %s (%s); restarting it", url, exc)
+        return None
+    if response.status_code == 409:
+        raise DeployError(f"the service refused the new champion and still serves the old "
+                          f"one: {response.json().get('detail')}")
+    if response.status_code != 200:
+        log.warning("reload answered %s; restarting the service", response.status_code)
+        return None
+    version = str(response.json()["serving"])
+    log.info("service pid %s rolled to %s v%s (%s)", pid, spec.name, version,
+             response.json()["status"])
+    return ServiceInfo(url=url, pid=pid, model_uri=f"models:/{spec.name}@{CHAMPION}",
+                       model_version=version, log_path=str(folder / "service.log"),
+                       pid_path=str(folder / "service.pid"), action="rolled")
 
 
 def stop_service(settings: Settings, timeout_s: float = 15.0) -> bool:
@@ -77,7 +132,7 @@ def _wait_ready(url: str, process: subprocess.Popen, log_path: Path) -> dict:
             raise DeployError(f"service exited with code {process.returncode}:\n"
                               f"{tail(log_path)}")
         try:
-            if httpx.get(f"{url}/ready", timeout=2.0).status_code == 200:
+            if httpx.get(f"{url}/v2/health/ready", timeout=2.0).status_code == 200:
                 return httpx.get(f"{url}/v1/model", timeout=5.0).json()
         except (httpx.HTTPError, json.JSONDecodeError):
             pass

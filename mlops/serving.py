@@ -1,311 +1,288 @@
-"""The CPU inference service core: a verified ONNX Runtime predictor and its FastAPI app.
+"""The CPU inference service's FastAPI app: Open Inference Protocol, plain JSON, admin.
 
-The app is built by a factory from an already loaded predictor (as KServe's model server
-and MLflow's scoring server are), so loading, verifying and serving are separate steps.
-Typed errors map to status codes in one table (``STATUS_BY_ERROR``); a bad request gets
-a 4xx naming the field and row, never a 5xx, and no response carries a stack trace.
+Built by a factory around a ``ModelManager`` (as KServe's model server and MLflow's
+scoring server are built around a loaded model), so loading, verifying and serving are
+separate steps. Each request takes the predictor serving at its start, so a hot swap
+never changes a request midway. Inference runs off the event loop (``mlops.batching``),
+and so do the blocking feature lookup and model loads. Errors: ``mlops.serving_errors``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
-import math
-from collections.abc import Callable, Sequence
-from functools import partial
-from pathlib import Path
-from typing import Any
+import hmac
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
 
 import numpy as np
-import onnxruntime as ort
+import orjson
 import pandas as pd
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
+from fastapi import FastAPI, Header, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field, SecretStr
 
-from mlops.features import UnknownEntity
+from mlops import open_inference as v2
+from mlops.batching import DirectRunner, InferenceRunner, MicroBatcher
+from mlops.model_manager import ModelManager, SwapResult
+from mlops.observability import ObservabilityMiddleware, ServiceMetrics
+from mlops.payloads import (
+    BadInput,
+    EntityRequest,
+    PredictRequest,
+    PredictResponse,
+    check_rows,
+    lookup_matrix,
+    records_to_matrix,
+    scores_to_labels,
+)
+from mlops.predictor import OnnxPredictor
+from mlops.serving_errors import (
+    ADMIN_ERRORS,
+    V1_ERRORS,
+    V2_ERRORS,
+    AdminDisabled,
+    NotReady,
+    SwapRefused,
+    Unauthorized,
+    UnknownModel,
+    install_error_handlers,
+)
 
-log = logging.getLogger(__name__)
-INPUT, OUTPUT = "features", "prediction"
-MAX_BATCH = 10_000
-THRESHOLD = 0.5
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
 FeatureLookup = Callable[[list[Any]], pd.DataFrame]
+AdminAuth = Annotated[str | None, Header(description="Bearer <admin token>")]
+SERVER = v2.ServerMetadata(name="mlops-inference", version="2", extensions=[])
 
 
-class ModelIntegrityError(RuntimeError):
-    """The model file's sha256 is not the one the registry recorded."""
+class ServingConfig(BaseModel):
+    """Limits and tuning of one service (the flags of ``python -m mlops.service``)."""
+
+    max_batch: int = Field(4096, ge=1, description="Rows per request.")
+    max_body_bytes: int = Field(4 << 20, ge=1024, description="Bytes per request body.")
+    batch_window_ms: float = Field(2.0, ge=0, le=50, description="0 turns micro-batching off.")
+    batch_max_rows: int = Field(256, ge=1, description="Rows per micro-batch.")
+    inference_threads: int = Field(min(os.cpu_count() or 1, 4), ge=1,
+                                   description="Threads when micro-batching is off.")
+    admin_token: SecretStr | None = None
+    entity_lookup: bool = Field(False, description="A feature store will be attached.")
 
 
-class ModelContractError(ValueError):
-    """The model file is not a usable ONNX model of the serving contract."""
+class AdminStatus(BaseModel):
+    serving: str | None
+    previous: str | None
+    held: str | None
+    refused: dict[str, str]
+    source: str
 
 
-class BadInput(ValueError):
-    """A request whose content cannot be scored; the message names the row and field."""
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status,
+                    media_type="application/json")
 
 
-class BatchTooLarge(ValueError):
-    """More rows than the service accepts in one request."""
+def _batched(path: str) -> bool:
+    return path.endswith("/infer") or path == "/v1/predict"
 
 
-class IncompleteFeatures(ValueError):
-    """An entity whose stored features hold nulls, so it cannot be scored."""
+def make_runner(config: ServingConfig, metrics: ServiceMetrics) -> InferenceRunner:
+    if config.batch_window_ms > 0:
+        return MicroBatcher(config.batch_window_ms, config.batch_max_rows,
+                            metrics.observe_inference)
+    return DirectRunner(config.inference_threads, metrics.observe_inference)
 
 
-class NotReady(RuntimeError):
-    """No model loaded, or no feature store configured for the route."""
+def not_ready_reason(app: FastAPI) -> str | None:
+    """Why the service is not ready, or None when it is."""
+    if app.state.manager.current is None:
+        return "no model loaded"
+    if app.state.config.entity_lookup and app.state.lookup is None:
+        return "feature store not open yet"
+    return None
 
 
-def session_options(threads: int | None = None) -> ort.SessionOptions:
-    """Options for a small CPU box: full graph optimisation, one thread, no spinning.
-
-    Requests run in parallel on the server's thread pool, so each call gets one intra-op
-    thread: for a small MLP at batch 1-64 one thread was 15-25% faster here than two
-    (thread hand-off costs more than it saves); spinning would burn the request threads'
-    cores. Large batches gain from more: pass ``threads``.
-    """
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.intra_op_num_threads = threads or 1
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return options
-
-
-def read_contract(session: ort.InferenceSession) -> tuple[list[str], str, dict[str, str]]:
-    """Feature names, task and metadata, checked against the export contract."""
-    inputs, outputs = session.get_inputs(), session.get_outputs()
-    if [i.name for i in inputs] != [INPUT] or len(inputs[0].shape) != 2:
-        raise ModelContractError(f"model must have one 2-d input {INPUT!r}, has "
-                                 f"{[(i.name, i.shape) for i in inputs]}")
-    if inputs[0].type != "tensor(float)":
-        raise ModelContractError(f"input {INPUT!r} must be float32, is {inputs[0].type}")
-    if OUTPUT not in [o.name for o in outputs]:
-        raise ModelContractError(f"model has no output {OUTPUT!r}: {[o.name for o in outputs]}")
-    meta = dict(session.get_modelmeta().custom_metadata_map)
-    try:
-        names = json.loads(meta["feature_names"])
-    except (KeyError, json.JSONDecodeError):
-        raise ModelContractError("metadata 'feature_names' must be a JSON list") from None
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-        raise ModelContractError(f"metadata 'feature_names' must list strings: {names!r}")
-    width = inputs[0].shape[1]
-    if isinstance(width, int) and width != len(names):
-        raise ModelContractError(f"input width {width} != {len(names)} feature names")
-    task = meta.get("task")
-    if task not in ("classification", "regression"):
-        raise ModelContractError(f"metadata 'task' must be classification or regression: {task!r}")
-    return names, task, meta
+def served(manager: ModelManager, request: Request, name: str | None = None,
+           version: str | None = None) -> OnnxPredictor:
+    """The predictor serving now, checked against the name and version a route asks for."""
+    predictor = manager.current
+    if predictor is None:
+        raise NotReady("no model loaded")
+    if name is not None and name != predictor.name:
+        raise UnknownModel(f"model {name!r} is not served here; this service serves "
+                           f"{predictor.name!r}")
+    if version is not None and version != predictor.version:
+        raise UnknownModel(f"version {version!r} of {predictor.name!r} is not served; "
+                           f"serving version {predictor.version}")
+    request.state.model_version = predictor.version
+    return predictor
 
 
-class OnnxPredictor:
-    """One verified ONNX Runtime CPU session and what the service reports about it."""
-
-    def __init__(self, session: ort.InferenceSession, name: str, version: str,
-                 sha256: str) -> None:
-        self.session, self.name, self.version, self.sha256 = session, name, version, sha256
-        self.feature_names, self.task, self.metadata = read_contract(session)
-
-    @classmethod
-    def load(cls, path: str, expected_sha256: str | None = None, name: str | None = None,
-             version: str = "local", threads: int | None = None) -> OnnxPredictor:
-        """Hash the bytes, compare, and only then build the session from those same bytes."""
-        try:
-            data = Path(path).read_bytes()
-        except OSError as exc:
-            raise ModelContractError(f"cannot read model file {path}: {exc}") from None
-        actual = hashlib.sha256(data).hexdigest()
-        if expected_sha256 is not None and actual != expected_sha256.strip().lower():
-            raise ModelIntegrityError(
-                f"{path}: sha256 {actual} does not match the expected {expected_sha256}")
-        if expected_sha256 is None:
-            log.warning("serving %s without an expected sha256 (computed %s)", path, actual)
-        try:
-            session = ort.InferenceSession(data, sess_options=session_options(threads),
-                                           providers=["CPUExecutionProvider"])
-        except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
-            raise ModelContractError(f"{path} is not a loadable ONNX model: {exc}") from None
-        predictor = cls(session, name or Path(path).stem, version, actual)
-        predictor.predict(np.zeros((1, len(predictor.feature_names)), dtype=np.float32))
-        log.info("loaded %s version %s (%s, %d features, sha256 %s)", predictor.name, version,
-                 predictor.task, len(predictor.feature_names), actual)
-        return predictor
-
-    def predict(self, matrix: np.ndarray) -> np.ndarray:
-        """One prediction per row of a [batch, n_features] matrix in feature_names order."""
-        features = np.ascontiguousarray(matrix, dtype=np.float32)
-        if features.ndim != 2 or features.shape[1] != len(self.feature_names):
-            raise ValueError(f"expected shape [batch, {len(self.feature_names)}], "
-                             f"got {list(features.shape)}")
-        return self.session.run([OUTPUT], {INPUT: features})[0].reshape(-1)
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "task": self.task,
-                "feature_names": self.feature_names, "sha256": self.sha256,
-                "label": self.metadata.get("label"), "dataset": self.metadata.get("dataset")}
+def check_admin(config: ServingConfig, authorization: str | None) -> None:
+    """Constant-time bearer check; the token is never echoed or logged."""
+    if config.admin_token is None:
+        raise AdminDisabled("admin endpoints are disabled: no admin token is configured "
+                            "(MLOPS_ADMIN_TOKEN or MLOPS_ADMIN_TOKEN_FILE)")
+    scheme, _, token = (authorization or "").partition(" ")
+    expected = config.admin_token.get_secret_value().encode()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
+        raise Unauthorized("admin endpoints need 'Authorization: Bearer <admin token>'")
 
 
-# ---- request parsing (pure) --------------------------------------------------------
+def v1_response(predictor: OnnxPredictor, scores: np.ndarray, **extra: Any) -> Response:
+    body = PredictResponse(model=predictor.name, version=predictor.version, predictions=[],
+                           labels=scores_to_labels(scores, predictor.task),
+                           **extra).model_dump(exclude_none=True)
+    body["predictions"] = scores
+    return _json(body)
 
 
-def _number(value: Any, row: int, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise BadInput(f"records[{row}].{name}: {value!r} is not a number")
-    if not math.isfinite(value) or abs(value) > _FLOAT32_MAX:
-        raise BadInput(f"records[{row}].{name}: {value!r} is not a finite float32 value")
-    return float(value)
+def create_app(manager: ModelManager, lookup: FeatureLookup | None = None,
+               config: ServingConfig | None = None) -> FastAPI:
+    """The service around a manager (ready once it serves a model). ``app.state.lookup``
+    may be attached later: a feature store opens in the background at start-up."""
+    config = config or ServingConfig(entity_lookup=lookup is not None)
+    metrics = ServiceMetrics()
+    runner = make_runner(config, metrics)
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        runner.close()
+
+    app = FastAPI(title="mlops inference service", version="2", lifespan=lifespan,
+                  description="Open Inference Protocol (KServe v2) REST; plain JSON predict "
+                              "by features or by entity id; Prometheus metrics; admin.")
+    app.state.manager, app.state.lookup, app.state.config = manager, lookup, config
+    app.state.metrics, app.state.runner = metrics, runner
+    install_error_handlers(app)
+    app.add_middleware(ObservabilityMiddleware, metrics=metrics, runner=runner,
+                       max_body_bytes=config.max_body_bytes, batched_paths=_batched)
+    manager.listener = lambda result, current: metrics.model_changed(result.status, current)
+    if manager.current is not None:
+        metrics.model_changed("loaded", manager.current)
+    _health_routes(app)
+    _v2_routes(app, manager, runner, config)
+    _v1_routes(app, manager, runner, config)
+    _admin_routes(app, manager, config)
+    return app
 
 
-def records_to_matrix(records: Sequence[Any], feature_names: Sequence[str]) -> np.ndarray:
-    """[rows, features] float32 from JSON records; BadInput names the first bad row/field."""
-    if not records:
-        raise BadInput("records is empty; send at least one record")
-    expected = set(feature_names)
-    matrix = np.empty((len(records), len(feature_names)), dtype=np.float32)
-    for row, record in enumerate(records):
-        if not isinstance(record, dict):
-            raise BadInput(f"records[{row}] must be an object of feature values")
-        missing = [name for name in feature_names if name not in record]
-        if missing:
-            raise BadInput(f"records[{row}]: missing feature(s) {missing}")
-        extra = sorted(set(record) - expected)
-        if extra:
-            raise BadInput(f"records[{row}]: unknown field(s) {extra}")
-        matrix[row] = [_number(record[name], row, name) for name in feature_names]
-    return matrix
+def _health_routes(app: FastAPI) -> None:
+    @app.get("/v2/health/live", tags=["health"], summary="Server live (liveness probe)")
+    async def live() -> dict[str, bool]:
+        return {"live": True}
+
+    @app.get("/v2/health/ready", tags=["health"], summary="Server ready (readiness probe)",
+             responses={503: {"model": v2.ErrorBody}})
+    async def ready() -> JSONResponse:
+        reason = not_ready_reason(app)
+        if reason:
+            return JSONResponse({"ready": False, "error": reason}, 503)
+        return JSONResponse({"ready": True})
+
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics",
+             response_class=Response,
+             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+    async def metrics() -> Response:
+        return Response(generate_latest(app.state.metrics.registry),
+                        media_type=CONTENT_TYPE_LATEST)
 
 
-def lookup_matrix(frame: pd.DataFrame, feature_names: Sequence[str]) -> np.ndarray:
-    """The model's columns from a feature lookup; entities with null features are refused."""
-    absent = [name for name in feature_names if name not in frame.columns]
-    if absent:
-        raise RuntimeError(f"feature lookup does not provide model features {absent}")
-    values = frame[list(feature_names)].to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(values)
-    if bad.any():
-        row, column = (int(i) for i in np.argwhere(bad)[0])
-        raise IncompleteFeatures(f"entity {frame.index.tolist()[row]!r}: stored feature "
-                                 f"{feature_names[column]!r} has no value")
-    return values.astype(np.float32)
+def _v2_routes(app: FastAPI, manager: ModelManager, runner: InferenceRunner,
+               config: ServingConfig) -> None:
+    @app.get("/v2", tags=["v2"], summary="Server metadata")
+    async def server_metadata() -> v2.ServerMetadata:
+        return SERVER
+
+    @app.get("/v2/models/{name}", tags=["v2"], summary="Model metadata", responses=V2_ERRORS)
+    @app.get("/v2/models/{name}/versions/{version}", tags=["v2"], responses=V2_ERRORS,
+             summary="Model metadata of a version")
+    async def model_metadata(name: str, request: Request,
+                             version: str | None = None) -> v2.ModelMetadata:
+        p = served(manager, request, name, version)
+        return v2.model_metadata(p.name, p.version, p.feature_names, p.task, p.sha256)
+
+    @app.get("/v2/models/{name}/ready", tags=["v2"], summary="Model ready", responses=V2_ERRORS)
+    @app.get("/v2/models/{name}/versions/{version}/ready", tags=["v2"], responses=V2_ERRORS,
+             summary="Model version ready")
+    async def model_ready(name: str, request: Request,
+                          version: str | None = None) -> v2.ModelReady:
+        predictor = served(manager, request, name, version)
+        return v2.ModelReady(name=predictor.name, ready=not_ready_reason(app) is None)
+
+    @app.post("/v2/models/{name}/infer", tags=["v2"], summary="Inference",
+              response_model=v2.InferResponse, responses=V2_ERRORS)
+    @app.post("/v2/models/{name}/versions/{version}/infer", tags=["v2"], responses=V2_ERRORS,
+              response_model=v2.InferResponse, summary="Inference on a version")
+    async def infer(name: str, body: v2.InferRequest, request: Request,
+                    version: str | None = None) -> Response:
+        if v2.BINARY_HEADER in request.headers:
+            raise BadInput("the binary tensor data extension is not supported; send JSON "
+                           f"tensors without the {v2.BINARY_HEADER} header")
+        predictor = served(manager, request, name, version)
+        wanted = v2.selected_outputs(body, predictor.task)
+        matrix = v2.to_matrix(body, predictor.feature_names, config.max_batch)
+        scores = await runner.predict(predictor, matrix, request.scope)
+        labels = scores_to_labels(scores, predictor.task) if "label" in wanted else None
+        return _json(v2.infer_response(predictor.name, predictor.version, body.id, wanted,
+                                       scores, labels))
 
 
-# ---- the app -----------------------------------------------------------------------
+def _v1_routes(app: FastAPI, manager: ModelManager, runner: InferenceRunner,
+               config: ServingConfig) -> None:
+    @app.get("/v1/model", tags=["v1"], summary="The model being served",
+             responses=V1_ERRORS)
+    async def model(request: Request) -> dict[str, Any]:
+        return {**served(manager, request).describe(), "max_batch": config.max_batch,
+                "entity_lookup": app.state.lookup is not None}
 
+    @app.post("/v1/predict", tags=["v1"], summary="Predict from feature values",
+              response_model=PredictResponse, response_model_exclude_none=True,
+              responses=V1_ERRORS)
+    async def predict(body: PredictRequest, request: Request) -> Response:
+        predictor = served(manager, request)
+        check_rows(len(body.records), config.max_batch, "records")
+        matrix = records_to_matrix(body.records, predictor.feature_names)
+        return v1_response(predictor, await runner.predict(predictor, matrix, request.scope))
 
-class PredictRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    records: list[Any]
-
-
-class EntityRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    entity_ids: list[StrictInt | StrictStr]
-
-
-class PredictResponse(BaseModel):
-    model: str
-    version: str
-    predictions: list[float]
-    labels: list[int] | None = None
-    entity_ids: list[StrictInt | StrictStr] | None = None
-
-
-STATUS_BY_ERROR: dict[type[Exception], int] = {
-    BadInput: 400, UnknownEntity: 404, BatchTooLarge: 413, IncompleteFeatures: 422,
-    NotReady: 503,
-}
-
-
-def _error(status: int, request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, status_code=status)
-
-
-def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
-    content_type = request.headers.get("content-type", "")
-    if not content_type.split(";")[0].strip().lower().endswith(("/json", "+json")):
-        return JSONResponse({"error": "UnsupportedMediaType", "detail":
-                             f"Content-Type must be application/json, got {content_type!r}"},
-                            status_code=415)
-    problems = []
-    for err in exc.errors() if isinstance(exc, RequestValidationError) else []:
-        loc = [str(part) for part in err.get("loc", ()) if part != "body"]
-        if err.get("type") == "json_invalid":
-            problems.append(f"body is not valid JSON (JSON decode error at character "
-                            f"{'.'.join(loc)}: {err.get('ctx', {}).get('error', '')})")
-        else:
-            problems.append(f"{'.'.join(loc) or 'body'}: {err.get('msg')}")
-    return JSONResponse({"error": "InvalidRequest", "detail": "; ".join(problems)},
-                        status_code=422)
-
-
-def _internal(request: Request, exc: Exception) -> JSONResponse:
-    log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
-    return JSONResponse({"error": "InternalError", "detail": "internal error"}, status_code=500)
-
-
-def _respond(predictor: OnnxPredictor, matrix: np.ndarray, **extra: Any) -> PredictResponse:
-    scores = predictor.predict(matrix)
-    labels = ((scores >= THRESHOLD).astype(int).tolist()
-              if predictor.task == "classification" else None)
-    return PredictResponse(model=predictor.name, version=predictor.version,
-                           predictions=scores.tolist(), labels=labels, **extra)
-
-
-def create_app(predictor: OnnxPredictor | None, feature_lookup: FeatureLookup | None = None,
-               max_batch: int = MAX_BATCH) -> FastAPI:
-    """The service around an already loaded predictor (None: alive but not ready).
-
-    Endpoints are plain ``def``: FastAPI runs them in its thread pool, so ONNX Runtime
-    (which releases the GIL) and the blocking Feast SQLite read never stall the loop.
-    """
-    app = FastAPI(title="mlops inference service", version="1")
-    for error_type, status in STATUS_BY_ERROR.items():
-        app.add_exception_handler(error_type, partial(_error, status))
-    app.add_exception_handler(RequestValidationError, _invalid_request)
-    app.add_exception_handler(Exception, _internal)
-
-    def loaded() -> OnnxPredictor:
-        if predictor is None:
-            raise NotReady("no model loaded")
-        return predictor
-
-    @app.get("/health")
-    def health() -> dict[str, str]:
-        return {"status": "alive"}
-
-    @app.get("/ready")
-    def ready() -> JSONResponse:
-        if predictor is None:
-            return JSONResponse({"status": "not ready", "detail": "no model loaded"}, 503)
-        return JSONResponse({"status": "ready", "model": predictor.name,
-                             "version": predictor.version})
-
-    @app.get("/v1/model")
-    def model() -> dict[str, Any]:
-        return {**loaded().describe(), "max_batch": max_batch,
-                "entity_lookup": feature_lookup is not None}
-
-    @app.post("/v1/predict", response_model_exclude_none=True)
-    def predict(body: PredictRequest) -> PredictResponse:
-        model = loaded()
-        if len(body.records) > max_batch:
-            raise BatchTooLarge(f"{len(body.records)} records; at most {max_batch} per request")
-        return _respond(model, records_to_matrix(body.records, model.feature_names))
-
-    @app.post("/v1/predict/entity", response_model_exclude_none=True)
-    def predict_entity(body: EntityRequest) -> PredictResponse:
-        model = loaded()
-        if feature_lookup is None:
+    @app.post("/v1/predict/entity", tags=["v1"], summary="Predict from the online store",
+              response_model=PredictResponse, response_model_exclude_none=True,
+              responses={**V1_ERRORS, 404: V1_ERRORS[400], 422: V1_ERRORS[422]})
+    async def predict_entity(body: EntityRequest, request: Request) -> Response:
+        predictor = served(manager, request)
+        lookup = app.state.lookup
+        if lookup is None:
             raise NotReady("no feature store configured for predict-by-entity")
         if not body.entity_ids:
             raise BadInput("entity_ids is empty; send at least one id")
-        if len(body.entity_ids) > max_batch:
-            raise BatchTooLarge(f"{len(body.entity_ids)} ids; at most {max_batch} per request")
-        matrix = lookup_matrix(feature_lookup(list(body.entity_ids)), model.feature_names)
-        return _respond(model, matrix, entity_ids=body.entity_ids)
+        check_rows(len(body.entity_ids), config.max_batch, "ids")
+        frame = await run_in_threadpool(lookup, list(body.entity_ids))
+        matrix = lookup_matrix(frame, predictor.feature_names)
+        scores = await runner.predict(predictor, matrix)
+        return v1_response(predictor, scores, entity_ids=body.entity_ids)
 
-    return app
+
+def _admin_routes(app: FastAPI, manager: ModelManager, config: ServingConfig) -> None:
+    @app.get("/admin/status", tags=["admin"], summary="Served, previous, refused versions",
+             responses=ADMIN_ERRORS)
+    async def status(authorization: AdminAuth = None) -> AdminStatus:
+        check_admin(config, authorization)
+        version = lambda p: p.version if p else None  # noqa: E731
+        return AdminStatus(serving=version(manager.current), previous=version(manager.previous),
+                           held=manager.held, refused=manager.refused, source=manager.source.uri)
+
+    @app.post("/admin/reload", tags=["admin"], responses=ADMIN_ERRORS,
+              summary="Serve the version the alias names now (load, verify, warm, swap)")
+    async def reload(authorization: AdminAuth = None) -> SwapResult:
+        check_admin(config, authorization)
+        result = await run_in_threadpool(manager.refresh, True)
+        if result.status == "refused":
+            raise SwapRefused(f"version {result.version} refused, still serving "
+                              f"{result.serving}: {result.detail}")
+        return result
+
+    @app.post("/admin/rollback", tags=["admin"], responses=ADMIN_ERRORS,
+              summary="Serve the previous version again")
+    async def rollback(authorization: AdminAuth = None) -> SwapResult:
+        check_admin(config, authorization)
+        return await run_in_threadpool(manager.rollback)

@@ -8,7 +8,11 @@ import pytest
 from fastapi.testclient import TestClient
 from onnx_models import ModelFactory, write_model
 
-from mlops.serving import OnnxPredictor, create_app
+from mlops.model_manager import FileSource, ModelManager
+from mlops.predictor import OnnxPredictor
+from mlops.serving import ServingConfig, create_app
+
+ADMIN_TOKEN = "test-admin-token-0123456789"
 
 
 @pytest.fixture(scope="session")
@@ -27,11 +31,24 @@ def predictor(onnx_model: tuple[Path, str]) -> OnnxPredictor:
     return OnnxPredictor.load(str(path), sha, "synthetic", "3")
 
 
-@pytest.fixture(scope="module")
-def client(predictor: OnnxPredictor) -> TestClient:
-    return TestClient(create_app(predictor, None, max_batch=100))
+def serving_manager(path: Path, sha: str | None, name: str = "synthetic",
+                    version: str = "3") -> ModelManager:
+    """A manager serving a local file (loaded, verified, warmed)."""
+    manager = ModelManager(FileSource(path, sha, name, version))
+    assert manager.refresh().status == "loaded"
+    return manager
+
+
+@pytest.fixture(scope="module", params=[2.0, 0.0], ids=["micro-batching", "direct"])
+def client(request: pytest.FixtureRequest, onnx_model: tuple[Path, str]) -> TestClient:
+    """The app on both inference runners: every contract holds with and without batching."""
+    config = ServingConfig(max_batch=100, max_body_bytes=64 * 1024, admin_token=ADMIN_TOKEN,
+                           batch_window_ms=request.param)
+    return TestClient(create_app(serving_manager(*onnx_model), None, config))
 
 
 @pytest.fixture(scope="module")
-def empty_client() -> TestClient:
-    return TestClient(create_app(None, None))
+def empty_client(onnx_model: tuple[Path, str]) -> TestClient:
+    """Alive, but its manager has not loaded a model yet."""
+    return TestClient(create_app(ModelManager(FileSource(onnx_model[0], onnx_model[1],
+                                                         "synthetic", "3"))))

@@ -7,23 +7,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import serving_manager
 from fastapi.testclient import TestClient
 from onnx_models import FEATURES, ModelFactory, expected_scores
 
-from mlops.serving import (
-    ModelContractError,
-    ModelIntegrityError,
-    OnnxPredictor,
-    create_app,
-    records_to_matrix,
-)
+from mlops.payloads import records_to_matrix
+from mlops.predictor import ModelContractError, ModelIntegrityError, OnnxPredictor
+from mlops.serving import create_app
 
 
-def test_health_and_ready(client: TestClient) -> None:
-    assert client.get("/health").json() == {"status": "alive"}
-    ready = client.get("/ready")
-    assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "model": "synthetic", "version": "3"}
+def test_live_and_ready(client: TestClient) -> None:
+    assert client.get("/v2/health/live").json() == {"live": True}
+    ready = client.get("/v2/health/ready")
+    assert ready.status_code == 200 and ready.json() == {"ready": True}
 
 
 def test_model_describes_the_loaded_file(client: TestClient, onnx_model: tuple[Path, str]) -> None:
@@ -58,7 +54,7 @@ def test_predict_many_keeps_row_order_and_ignores_key_order(client: TestClient) 
 def test_regression_model_returns_values_without_labels(
         tmp_path: Path, model_factory: ModelFactory) -> None:
     path, sha = model_factory(tmp_path / "reg.onnx", task="regression")
-    app = create_app(OnnxPredictor.load(str(path), sha, "reg", "1"), None)
+    app = create_app(serving_manager(path, sha, "reg", "1"))
     body = TestClient(app).post("/v1/predict", json={"records": [
         {"f0": 1, "f1": 2, "f2": 3, "f3": 4}]}).json()
     np.testing.assert_allclose(body["predictions"],

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import serving_manager
 from fastapi.testclient import TestClient
 from onnx_models import FEATURES, expected_scores
 
 from mlops.features import UnknownEntity, online_lookup, prepare_features
-from mlops.serving import OnnxPredictor, create_app
+from mlops.serving import ServingConfig, create_app
 from mlops.synthetic import generate_panel, synthetic_spec
 
 INCOMPLETE = 20  # this entity's latest row has a null f2
@@ -27,9 +28,9 @@ def panel(tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame, TestC
 
 
 @pytest.fixture(scope="module")
-def entity_client(panel: tuple[pd.DataFrame, object],
-                  predictor: OnnxPredictor) -> TestClient:
-    return TestClient(create_app(predictor, panel[1], max_batch=50))
+def entity_client(panel: tuple[pd.DataFrame, object], onnx_model) -> TestClient:  # noqa: ANN001
+    config = ServingConfig(max_batch=50, entity_lookup=True)
+    return TestClient(create_app(serving_manager(*onnx_model), panel[1], config))
 
 
 def _latest(frame: pd.DataFrame, ids: list[int]) -> np.ndarray:

@@ -76,8 +76,10 @@ def test_entity_route_without_feature_store_is_503(client: TestClient) -> None:
 
 
 def test_without_a_model_alive_but_not_ready(empty_client: TestClient) -> None:
-    assert empty_client.get("/health").status_code == 200
-    _check(empty_client.get("/ready"), 503, "no model")
+    assert empty_client.get("/v2/health/live").status_code == 200
+    ready = empty_client.get("/v2/health/ready")
+    assert ready.status_code == 503 and ready.json() == {"ready": False,
+                                                         "error": "no model loaded"}
     _check(empty_client.get("/v1/model"), 503, "no model loaded")
     _check(empty_client.post("/v1/predict", json={"records": [GOOD]}), 503, "no model loaded")
     _check(empty_client.post("/v1/predict/entity", json={"entity_ids": [1]}), 503, "no model")

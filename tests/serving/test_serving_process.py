@@ -35,7 +35,7 @@ def _wait_ready(url: str, process: subprocess.Popen, log: Path, timeout_s: float
     while time.monotonic() < deadline:
         assert process.poll() is None, f"service exited early:\n{log.read_text()}"
         try:
-            if httpx.get(f"{url}/ready", timeout=1.0).status_code == 200:
+            if httpx.get(f"{url}/v2/health/ready", timeout=1.0).status_code == 200:
                 return
         except httpx.HTTPError:
             pass

@@ -1,0 +1,170 @@
+"""Prometheus metrics, request ids, structured access logs and the request size limit.
+
+One pure ASGI middleware does all four per request (Starlette's BaseHTTPMiddleware would
+cost a task and a stream per request). Metrics live in a registry per app, so two apps
+in one process (tests) never share counters. Routes are labelled by their template
+(``/v2/models/{name}/infer``), unmatched paths as ``unmatched``: label sets stay bounded.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+
+from mlops.batching import InferenceRunner
+from mlops.payloads import error_body
+
+access_log = logging.getLogger("mlops.access")
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+_LATENCY_BUCKETS = (.0005, .001, .0015, .002, .003, .005, .0075, .01, .025, .05, .1, .25, 1, 5)
+
+
+class ServiceMetrics:
+    """The service's Prometheus series, in a registry of their own."""
+
+    def __init__(self) -> None:
+        disable_created_metrics()  # *_created series double the output and say nothing here
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter("mlops_requests", "HTTP requests by route, method and status",
+                                ["route", "method", "status"], registry=self.registry)
+        self.latency = Histogram("mlops_request_duration_seconds", "HTTP request latency",
+                                 ["route"], buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.batch_rows = Histogram("mlops_inference_batch_rows",
+                                    "Rows per ONNX Runtime call (micro-batches included)",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096),
+                                    registry=self.registry)
+        self.inference = Histogram("mlops_inference_duration_seconds",
+                                   "Seconds per ONNX Runtime call", buckets=_LATENCY_BUCKETS,
+                                   registry=self.registry)
+        self.model = Gauge("mlops_model_info",
+                           "1 for the model version being served, 0 for earlier ones",
+                           ["name", "version", "sha256"], registry=self.registry)
+        self.swaps = Counter("mlops_model_changes", "Model refreshes by outcome", ["status"],
+                             registry=self.registry)
+
+    def observe_inference(self, rows: int, seconds: float) -> None:
+        self.batch_rows.observe(rows)
+        self.inference.observe(seconds)
+
+    def model_changed(self, status: str, current: Any) -> None:
+        self.swaps.labels(status).inc()
+        # Zero rather than remove earlier versions: label removal is not implemented in
+        # prometheus_client's multiprocess mode, which importing Feast switches on.
+        for sample in self.model.collect()[0].samples:
+            self.model.labels(**sample.labels).set(0)
+        if current is not None:
+            self.model.labels(current.name, current.version, current.sha256).set(1)
+
+
+def request_id(scope: Scope) -> str:
+    """The caller's X-Request-ID when it is a sane token, else a new one."""
+    for key, value in scope.get("headers", ()):
+        if key == b"x-request-id":
+            text = value.decode("latin-1")
+            if _REQUEST_ID.fullmatch(text):
+                return text
+    return uuid.uuid4().hex
+
+
+def _content_length(scope: Scope) -> int | None:
+    for key, value in scope.get("headers", ()):
+        if key == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
+
+
+class ObservabilityMiddleware:
+    """Request id, size limit, metrics and one JSON access-log line per request."""
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, runner: InferenceRunner,
+                 max_body_bytes: int, batched_paths: Callable[[str], bool]) -> None:
+        self.app, self.metrics, self.runner = app, metrics, runner
+        self.max_body_bytes, self.batched_paths = max_body_bytes, batched_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, rid, status = time.perf_counter(), request_id(scope), 500
+        scope.setdefault("state", {})["request_id"] = rid
+        rid_header = (b"x-request-id", rid.encode())
+
+        async def send_with_id(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), rid_header]
+            await send(message)
+
+        batched = scope["method"] == "POST" and self.batched_paths(scope["path"])
+        if batched:
+            self.runner.arrived(scope)
+        try:
+            length = _content_length(scope)
+            if length is None and scope["method"] in ("POST", "PUT", "PATCH"):
+                receive, length = await self._buffered(receive)
+            if length is not None and length > self.max_body_bytes:
+                await _too_large(send_with_id, scope["path"], length, self.max_body_bytes)
+            else:
+                await self.app(scope, receive, send_with_id)
+        finally:
+            if batched:
+                self.runner.left(scope)
+            self._record(scope, rid, status, time.perf_counter() - start)
+
+    async def _buffered(self, receive: Receive) -> tuple[Receive, int]:
+        """A chunked body (no Content-Length) read up to just over the limit, replayed."""
+        chunks, size, more = [], 0, True
+        while more and size <= self.max_body_bytes:
+            message = await receive()
+            if message["type"] != "http.request":
+                return receive, 0  # the client went away; let the app see the disconnect
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+
+        async def replay() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return replay, size
+
+    def _record(self, scope: Scope, rid: str, status: int, seconds: float) -> None:
+        route = scope.get("route")
+        template = getattr(route, "path", "unmatched")
+        self.metrics.requests.labels(template, scope["method"], str(status)).inc()
+        self.metrics.latency.labels(template).observe(seconds)
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(orjson.dumps({
+                "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                "request_id": rid, "method": scope["method"], "path": scope["path"],
+                "route": template, "status": status, "ms": round(seconds * 1000, 3),
+                "client": (scope.get("client") or ("", 0))[0],
+                "model_version": scope["state"].get("model_version")}).decode())
+
+
+async def _too_large(send: Send, path: str, length: int, limit: int) -> None:
+    body = orjson.dumps(error_body(path, "BodyTooLarge", f"request body of at least {length} "
+                                                         f"bytes is over the limit of {limit} "
+                                                         "bytes"))
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
