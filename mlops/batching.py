@@ -33,8 +33,11 @@ class InferenceRunner(Protocol):
     def close(self) -> None: ...
 
 
-def _timed(observe: Observer, predictor: OnnxPredictor, matrix: np.ndarray) -> np.ndarray:
+def _timed(observe: Observer, predictor: OnnxPredictor, *matrices: np.ndarray) -> np.ndarray:
+    """One ONNX Runtime call on the matrices stacked (in the worker thread: a failure,
+    even of the stacking, reaches every waiting request as its error)."""
     start = time.perf_counter()
+    matrix = matrices[0] if len(matrices) == 1 else np.concatenate(matrices)
     scores = predictor.predict(matrix)
     observe(len(matrix), time.perf_counter() - start)
     return scores
@@ -122,9 +125,8 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         for predictor in {id(w.predictor): w.predictor for w in batch}.values():
             group = [w for w in batch if w.predictor is predictor]
-            matrix = group[0].matrix if len(group) == 1 else np.concatenate(
-                [w.matrix for w in group])
-            done = loop.run_in_executor(self._pool, _timed, self._observe, predictor, matrix)
+            done = loop.run_in_executor(self._pool, _timed, self._observe, predictor,
+                                        *[w.matrix for w in group])
             done.add_done_callback(lambda result, group=group: _deliver(group, result))
 
     def close(self) -> None:

@@ -1,0 +1,164 @@
+"""Micro-batching rules, driven directly on an event loop with real ONNX Runtime sessions.
+
+No test times the batcher: each uses a window far longer than the test's timeout where
+the rule under test says the batch must close without waiting for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnx_models import ModelFactory, expected_scores
+
+from mlops.batching import DirectRunner, MicroBatcher
+from mlops.predictor import OnnxPredictor
+
+NEVER_MS = 600_000.0  # a window no test may wait for
+ROWS = np.random.default_rng(1).normal(size=(16, 4)).astype(np.float32)
+
+
+class Calls(list):
+    """The (rows, seconds) of every ONNX Runtime call, as the metrics see them."""
+
+    def __call__(self, rows: int, seconds: float) -> None:
+        self.append(rows)
+
+
+def run(coroutine):  # noqa: ANN001, ANN201
+    return asyncio.run(asyncio.wait_for(coroutine, timeout=20))
+
+
+def test_a_lone_request_runs_at_once(predictor: OnnxPredictor) -> None:
+    calls = Calls()
+    batcher = MicroBatcher(NEVER_MS, 256, calls)
+
+    async def lone() -> np.ndarray:
+        scope: dict = {}
+        batcher.arrived(scope)
+        return await batcher.predict(predictor, ROWS[:1], scope)
+
+    np.testing.assert_allclose(run(lone()), expected_scores(ROWS[:1]), rtol=1e-5)
+    assert calls == [1]
+
+
+def test_concurrent_requests_share_one_call_and_get_their_own_rows(
+        predictor: OnnxPredictor) -> None:
+    calls = Calls()
+    batcher = MicroBatcher(NEVER_MS, 256, calls)
+
+    async def sixteen() -> list[np.ndarray]:
+        scopes = [{} for _ in range(16)]
+        for scope in scopes:  # all arrived before any has parsed its body
+            batcher.arrived(scope)
+        return await asyncio.gather(*[batcher.predict(predictor, ROWS[i:i + 1], scope)
+                                      for i, scope in enumerate(scopes)])
+
+    results = run(sixteen())
+    assert calls == [16]
+    for i, scores in enumerate(results):
+        np.testing.assert_allclose(scores, expected_scores(ROWS[i:i + 1]), rtol=1e-5)
+
+
+def test_a_request_that_leaves_without_joining_releases_the_batch(
+        predictor: OnnxPredictor) -> None:
+    calls = Calls()
+    batcher = MicroBatcher(NEVER_MS, 256, calls)
+
+    async def one_leaves() -> np.ndarray:
+        stays, leaves = {}, {}
+        batcher.arrived(stays)
+        batcher.arrived(leaves)
+        waiting = asyncio.ensure_future(batcher.predict(predictor, ROWS[:2], stays))
+        await asyncio.sleep(0)
+        assert not waiting.done()  # it waits for the other arrival ...
+        batcher.left(leaves)  # ... which failed validation, say
+        return await waiting
+
+    assert run(one_leaves()).shape == (2,)
+    assert calls == [2]
+
+
+def test_the_window_bounds_the_wait_for_a_slow_arrival(predictor: OnnxPredictor) -> None:
+    calls = Calls()
+    batcher = MicroBatcher(5.0, 256, calls)
+
+    async def slow_other() -> np.ndarray:
+        batcher.arrived({})  # never joins and never leaves
+        scope: dict = {}
+        batcher.arrived(scope)
+        return await batcher.predict(predictor, ROWS[:3], scope)
+
+    assert run(slow_other()).shape == (3,)
+    assert calls == [3]
+
+
+def test_a_full_batch_closes_before_everyone_joined(predictor: OnnxPredictor) -> None:
+    calls = Calls()
+    batcher = MicroBatcher(NEVER_MS, 4, calls)
+
+    async def full() -> list[np.ndarray]:
+        scopes = [{} for _ in range(3)]
+        for scope in scopes:
+            batcher.arrived(scope)
+        first = [batcher.predict(predictor, ROWS[:2], scopes[i]) for i in range(2)]
+        done = await asyncio.gather(*first)  # 4 rows: closed although one is still coming
+        return [*done, await batcher.predict(predictor, ROWS[:1], scopes[2])]
+
+    assert [len(scores) for scores in run(full())] == [2, 2, 1]
+    assert calls == [4, 1]
+
+
+def test_versions_never_share_a_call(tmp_path: Path, model_factory: ModelFactory,
+                                     predictor: OnnxPredictor) -> None:
+    path, sha = model_factory(tmp_path / "v4.onnx", bias=3.0)
+    newer = OnnxPredictor.load(str(path), sha, "synthetic", "4")
+    calls = Calls()
+    batcher = MicroBatcher(NEVER_MS, 256, calls)
+
+    async def mixed() -> list[np.ndarray]:
+        scopes = [{} for _ in range(5)]
+        for scope in scopes:
+            batcher.arrived(scope)
+        models = [predictor, newer, predictor, newer, predictor]
+        return await asyncio.gather(*[batcher.predict(m, ROWS[i:i + 1], s)
+                                      for i, (m, s) in enumerate(zip(models, scopes, strict=True))])
+
+    results = run(mixed())
+    assert sorted(calls) == [2, 3]
+    np.testing.assert_allclose(results[0], expected_scores(ROWS[:1]), rtol=1e-5)
+    assert not np.allclose(results[1], expected_scores(ROWS[1:2]))  # v4's bias, not v3's
+
+
+def test_a_failed_call_fails_each_request_of_the_batch(predictor: OnnxPredictor) -> None:
+    batcher = MicroBatcher(NEVER_MS, 256, Calls())
+
+    async def bad() -> list:
+        scopes = [{}, {}]
+        for scope in scopes:
+            batcher.arrived(scope)
+        return await asyncio.gather(batcher.predict(predictor, ROWS[:1], scopes[0]),
+                                    batcher.predict(predictor, ROWS[:1, :3], scopes[1]),
+                                    return_exceptions=True)
+
+    results = run(bad())
+    assert all(isinstance(r, ValueError) for r in results), results
+
+
+def test_direct_runner_runs_each_request_alone(predictor: OnnxPredictor) -> None:
+    calls = Calls()
+    runner = DirectRunner(2, calls)
+
+    async def four() -> list[np.ndarray]:
+        return await asyncio.gather(*[runner.predict(predictor, ROWS[:i + 1]) for i in range(4)])
+
+    assert [len(r) for r in run(four())] == [1, 2, 3, 4]
+    assert sorted(calls) == [1, 2, 3, 4]
+    runner.close()
+
+
+def test_batcher_refuses_a_zero_window() -> None:
+    with pytest.raises(ValueError, match="window_ms > 0"):
+        MicroBatcher(0, 256, Calls())
