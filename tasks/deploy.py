@@ -9,5 +9,6 @@ from mlops.stages import deploy_stage
 def deploy(spec: DatasetSpec, settings: Settings):  # noqa: ANN201
     """(Re)start the ONNX Runtime service on the champion and wait until it is ready."""
     result = deploy_stage(spec, settings)
-    get_run_logger().info("serving %s v%s at %s", spec.name, result.model_version, result.url)
+    get_run_logger().info("serving %s v%s at %s (%s)", spec.name, result.model_version,
+                            result.url, result.action)
     return result
