@@ -44,7 +44,7 @@ def test_run_serves_a_prediction_then_stop_stops_it(tmp_path: Path, port: int) -
     stop = _cli(["stop"], env)
     assert stop.returncode == 0 and "service stopped" in stop.stdout
     with pytest.raises(httpx.ConnectError):
-        httpx.get(f"{endpoint}/health", timeout=2.0)
+        httpx.get(f"{endpoint}/v2/health/live", timeout=2.0)
 
 
 def test_run_names_a_broken_spec(tmp_path: Path) -> None:
