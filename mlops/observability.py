@@ -57,8 +57,18 @@ class ServiceMetrics:
         self.model = Gauge("mlops_model_info",
                            "1 for the model version being served, 0 for earlier ones",
                            ["name", "version", "sha256"], registry=self.registry)
+        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.swaps = Counter("mlops_model_changes", "Model refreshes by outcome", ["status"],
                              registry=self.registry)
+
+    def series(self, route: str, method: str, status: int) -> tuple[Any, Any]:
+        """The request counter and latency histogram of a route, looked up once."""
+        key = (route, method, status)
+        found = self._series.get(key)
+        if found is None:
+            found = self._series[key] = (self.requests.labels(route, method, str(status)),
+                                         self.latency.labels(route))
+        return found
 
     def observe_inference(self, rows: int, seconds: float) -> None:
         self.batch_rows.observe(rows)
@@ -147,10 +157,10 @@ class ObservabilityMiddleware:
         return replay, size
 
     def _record(self, scope: Scope, rid: str, status: int, seconds: float) -> None:
-        route = scope.get("route")
-        template = getattr(route, "path", "unmatched")
-        self.metrics.requests.labels(template, scope["method"], str(status)).inc()
-        self.metrics.latency.labels(template).observe(seconds)
+        template = getattr(scope.get("route"), "path", "unmatched")
+        count, latency = self.metrics.series(template, scope["method"], status)
+        count.inc()
+        latency.observe(seconds)
         if access_log.isEnabledFor(logging.INFO):
             access_log.info(orjson.dumps({
                 "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),

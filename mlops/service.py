@@ -15,6 +15,7 @@ from a flag (process lists are readable by other users) and never into a log.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -119,6 +120,10 @@ def start_up(args: argparse.Namespace, spec: DatasetSpec | None, manager: ModelM
         return
     if args.poll_s > 0:
         manager.poll(args.poll_s)
+    # Everything imported so far (MLflow, Feast) lives as long as the process: keep it
+    # out of the garbage collector's full passes, which otherwise stall requests.
+    gc.collect()
+    gc.freeze()
     current = manager.current
     log.info("serving %s v%s on http://%s:%d (entity lookup: %s)", current.name,
              current.version, args.host, args.port, spec is not None)

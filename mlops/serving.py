@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field, SecretStr
 
 from mlops import open_inference as v2
 from mlops.batching import DirectRunner, InferenceRunner, MicroBatcher
+from mlops.json_body import add_body_schemas, documented_body, parse_body
 from mlops.model_manager import ModelManager, SwapResult
 from mlops.observability import ObservabilityMiddleware, ServiceMetrics
 from mlops.payloads import (
@@ -51,6 +52,7 @@ from mlops.serving_errors import (
     install_error_handlers,
 )
 
+_DOC_PATHS = ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")
 FeatureLookup = Callable[[list[Any]], pd.DataFrame]
 AdminAuth = Annotated[str | None, Header(description="Bearer <admin token>")]
 SERVER = v2.ServerMetadata(name="mlops-inference", version="2", extensions=[])
@@ -149,7 +151,11 @@ def create_app(manager: ModelManager, lookup: FeatureLookup | None = None,
         yield
         runner.close()
 
+    # FastAPI's own OpenTelemetry hooks are off: /metrics is the service's observability,
+    # and their per-request check alone cost ~10 us.
     app = FastAPI(title="mlops inference service", version="2", lifespan=lifespan,
+                  telemetry={"tracing": False, "metrics": False, "logs": False,
+                             "operation_spans": False},
                   description="Open Inference Protocol (KServe v2) REST; plain JSON predict "
                               "by features or by entity id; Prometheus metrics; admin.")
     app.state.manager, app.state.lookup, app.state.config = manager, lookup, config
@@ -160,10 +166,14 @@ def create_app(manager: ModelManager, lookup: FeatureLookup | None = None,
     manager.listener = lambda result, current: metrics.model_changed(result.status, current)
     if manager.current is not None:
         metrics.model_changed("loaded", manager.current)
-    _health_routes(app)
+    # Routes match in order: the inference routes come first.
     _v2_routes(app, manager, runner, config)
     _v1_routes(app, manager, runner, config)
+    _health_routes(app)
     _admin_routes(app, manager, config)
+    # FastAPI adds its documentation routes first; they go last so inference matches first.
+    app.router.routes.sort(key=lambda route: getattr(route, "path", "") in _DOC_PATHS)
+    add_body_schemas(app, v2.InferRequest, PredictRequest, EntityRequest)
     return app
 
 
@@ -188,44 +198,57 @@ def _health_routes(app: FastAPI) -> None:
                         media_type=CONTENT_TYPE_LATEST)
 
 
+def _both(app: FastAPI, method: str, path: str, endpoint: Callable, **options: Any) -> None:
+    """Register a v2 model route at /v2/models/{name}<path> and under /versions/{version}.
+
+    One endpoint serves both and reads ``version`` from the path parameters, so the
+    versioned route documents that parameter itself.
+    """
+    summary, extra = options.pop("summary"), options.pop("openapi_extra", {})
+    version = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
+    app.add_api_route(f"/v2/models/{{name}}{path}", endpoint, methods=[method],
+                      summary=summary, openapi_extra=extra or None, **options)
+    app.add_api_route(f"/v2/models/{{name}}/versions/{{version}}{path}", endpoint,
+                      methods=[method], summary=f"{summary} of a version",
+                      operation_id=f"{endpoint.__name__}_version",
+                      openapi_extra={**extra, "parameters": [version]}, **options)
+
+
 def _v2_routes(app: FastAPI, manager: ModelManager, runner: InferenceRunner,
                config: ServingConfig) -> None:
-    @app.get("/v2", tags=["v2"], summary="Server metadata")
-    async def server_metadata() -> v2.ServerMetadata:
-        return SERVER
-
-    @app.get("/v2/models/{name}", tags=["v2"], summary="Model metadata", responses=V2_ERRORS)
-    @app.get("/v2/models/{name}/versions/{version}", tags=["v2"], responses=V2_ERRORS,
-             summary="Model metadata of a version")
-    async def model_metadata(name: str, request: Request,
-                             version: str | None = None) -> v2.ModelMetadata:
-        p = served(manager, request, name, version)
+    async def model_metadata(name: str, request: Request) -> v2.ModelMetadata:
+        p = served(manager, request, name, request.path_params.get("version"))
         return v2.model_metadata(p.name, p.version, p.feature_names, p.task, p.sha256)
 
-    @app.get("/v2/models/{name}/ready", tags=["v2"], summary="Model ready", responses=V2_ERRORS)
-    @app.get("/v2/models/{name}/versions/{version}/ready", tags=["v2"], responses=V2_ERRORS,
-             summary="Model version ready")
-    async def model_ready(name: str, request: Request,
-                          version: str | None = None) -> v2.ModelReady:
-        predictor = served(manager, request, name, version)
+    async def model_ready(name: str, request: Request) -> v2.ModelReady:
+        predictor = served(manager, request, name, request.path_params.get("version"))
         return v2.ModelReady(name=predictor.name, ready=not_ready_reason(app) is None)
 
-    @app.post("/v2/models/{name}/infer", tags=["v2"], summary="Inference",
-              response_model=v2.InferResponse, responses=V2_ERRORS)
-    @app.post("/v2/models/{name}/versions/{version}/infer", tags=["v2"], responses=V2_ERRORS,
-              response_model=v2.InferResponse, summary="Inference on a version")
-    async def infer(name: str, body: v2.InferRequest, request: Request,
-                    version: str | None = None) -> Response:
+    async def infer(request: Request) -> Response:
         if v2.BINARY_HEADER in request.headers:
             raise BadInput("the binary tensor data extension is not supported; send JSON "
                            f"tensors without the {v2.BINARY_HEADER} header")
-        predictor = served(manager, request, name, version)
+        body = await parse_body(request, v2.InferRequest)
+        params = request.path_params
+        predictor = served(manager, request, params["name"], params.get("version"))
         wanted = v2.selected_outputs(body, predictor.task)
         matrix = v2.to_matrix(body, predictor.feature_names, config.max_batch)
         scores = await runner.predict(predictor, matrix, request.scope)
         labels = scores_to_labels(scores, predictor.task) if "label" in wanted else None
         return _json(v2.infer_response(predictor.name, predictor.version, body.id, wanted,
                                        scores, labels))
+
+    _both(app, "POST", "/infer", infer, tags=["v2"], summary="Inference",
+          responses=V2_ERRORS, response_model=v2.InferResponse,
+          openapi_extra=documented_body(v2.InferRequest))
+    _both(app, "GET", "", model_metadata, tags=["v2"], summary="Model metadata",
+          responses=V2_ERRORS, response_model=v2.ModelMetadata)
+    _both(app, "GET", "/ready", model_ready, tags=["v2"], summary="Model ready",
+          responses=V2_ERRORS, response_model=v2.ModelReady)
+
+    @app.get("/v2", tags=["v2"], summary="Server metadata")
+    async def server_metadata() -> v2.ServerMetadata:
+        return SERVER
 
 
 def _v1_routes(app: FastAPI, manager: ModelManager, runner: InferenceRunner,
@@ -238,8 +261,9 @@ def _v1_routes(app: FastAPI, manager: ModelManager, runner: InferenceRunner,
 
     @app.post("/v1/predict", tags=["v1"], summary="Predict from feature values",
               response_model=PredictResponse, response_model_exclude_none=True,
-              responses=V1_ERRORS)
-    async def predict(body: PredictRequest, request: Request) -> Response:
+              responses=V1_ERRORS, openapi_extra=documented_body(PredictRequest))
+    async def predict(request: Request) -> Response:
+        body = await parse_body(request, PredictRequest)
         predictor = served(manager, request)
         check_rows(len(body.records), config.max_batch, "records")
         matrix = records_to_matrix(body.records, predictor.feature_names)
@@ -247,8 +271,10 @@ def _v1_routes(app: FastAPI, manager: ModelManager, runner: InferenceRunner,
 
     @app.post("/v1/predict/entity", tags=["v1"], summary="Predict from the online store",
               response_model=PredictResponse, response_model_exclude_none=True,
-              responses={**V1_ERRORS, 404: V1_ERRORS[400], 422: V1_ERRORS[422]})
-    async def predict_entity(body: EntityRequest, request: Request) -> Response:
+              responses={**V1_ERRORS, 404: V1_ERRORS[400], 422: V1_ERRORS[422]},
+              openapi_extra=documented_body(EntityRequest))
+    async def predict_entity(request: Request) -> Response:
+        body = await parse_body(request, EntityRequest)
         predictor = served(manager, request)
         lookup = app.state.lookup
         if lookup is None:

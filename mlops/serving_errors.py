@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from mlops.features import UnknownEntity
+from mlops.json_body import UnsupportedMediaType
 from mlops.model_manager import ModelSourceError, NothingToRollBack
 from mlops.open_inference import ErrorBody
 from mlops.payloads import BadInput, BatchTooLarge, IncompleteFeatures, error_body
@@ -50,7 +51,7 @@ class SwapRefused(RuntimeError):
 STATUS_BY_ERROR: dict[type[Exception], int] = {
     BadInput: 400, Unauthorized: 401, AdminDisabled: 403, UnknownModel: 404,
     UnknownEntity: 404, NothingToRollBack: 409, SwapRefused: 409, BatchTooLarge: 413,
-    IncompleteFeatures: 422, NotReady: 503, ModelSourceError: 503,
+    UnsupportedMediaType: 415, IncompleteFeatures: 422, NotReady: 503, ModelSourceError: 503,
 }
 
 
@@ -76,20 +77,15 @@ def _error(status: int, request: Request, exc: Exception) -> JSONResponse:
 
 
 def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
-    content_type = request.headers.get("content-type", "")
-    path = request.url.path
-    if not content_type.split(";")[0].strip().lower().endswith(("/json", "+json")):
-        detail = f"Content-Type must be application/json, got {content_type!r}"
-        return JSONResponse(error_body(path, "UnsupportedMediaType", detail), status_code=415)
+    """422 naming each malformed field (``inputs.0.shape: ...``) of a parsed body."""
     problems = []
     for err in exc.errors() if isinstance(exc, RequestValidationError) else []:
         loc = [str(part) for part in err.get("loc", ()) if part != "body"]
         if err.get("type") == "json_invalid":
-            problems.append(f"body is not valid JSON (JSON decode error at character "
-                            f"{'.'.join(loc)}: {err.get('ctx', {}).get('error', '')})")
+            problems.append(f"body is not valid JSON ({err.get('msg')})")
         else:
             problems.append(f"{'.'.join(loc) or 'body'}: {err.get('msg')}")
-    return JSONResponse(error_body(path, "InvalidRequest", "; ".join(problems)),
+    return JSONResponse(error_body(request.url.path, "InvalidRequest", "; ".join(problems)),
                         status_code=422)
 
 

@@ -50,9 +50,9 @@ def test_non_finite_numbers_are_400(client: TestClient, literal: str, field: str
 
 
 @pytest.mark.parametrize(("content", "named"), [
-    ('{"records": [', ["JSON decode error"]),
-    ("[1, 2]", ["valid dictionary"]),
-    ('{"records": {"f0": 1}}', ["records", "valid list"]),
+    ('{"records": [', ["not valid JSON"]),
+    ("[1, 2]", ["body: Input should be an object"]),
+    ('{"records": {"f0": 1}}', ["records", "valid array"]),
     ('{"rows": []}', ["records", "Field required"]),
     ('{"records": [], "threshold": 0.9}', ["threshold", "Extra inputs"]),
 ], ids=["not-json", "body-not-object", "records-not-list", "no-records", "extra-key"])
