@@ -1,0 +1,291 @@
+"""`make bench-serving`: load test of the CPU inference service with wrk, on loopback, one run.
+
+Measured, for the pipeline's registered model (models:/wage_panel@champion): requests/s,
+p50 and p99 latency and error count (non-2xx/3xx statuses, socket errors, timeouts) of
+1-row and 64-row predict requests at concurrency 1 (wrk -t1 -c1) and 16 (wrk -t2 -c16), on
+(1) our service with micro-batching on, (2) with it off (--batch-window-ms 0), (3) `mlflow
+models serve` of the same registered model, (4) the HTTP floor (benchmarks/http_floor.py:
+the same FastAPI/uvicorn stack answering a constant), plus predict-by-entity (Feast online
+store) on our service. Our service and the floor get the Open Inference Protocol route,
+mlflow its /invocations, all with the same rows of the dataset.
+
+How: the pipeline runs once into a bench data directory (reused while it has a champion;
+--fresh retrains). Each server then runs alone as a subprocess on a free loopback port, is
+checked with one request per kind (200 and one prediction per row, else the bench stops),
+and gets a warm-up run before each measured wrk run; then it is stopped before the next
+starts. Every server runs with its own defaults (our service and mlflow write an access
+log line per request, to the log file). Server and wrk share this machine's cores:
+read ratios, not absolute numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import servers
+import wrk
+
+from mlops.config import DEFAULT_SPEC, DatasetSpec, Settings, load_spec
+
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = "wage_panel"
+MODEL_URI = f"models:/{MODEL}@champion"
+ROW_COUNTS = {"1-row": 1, "64-row": 64}
+THREADS_BY_CONNECTIONS = {1: 1, 16: 2}
+ENTITY_PATH = "/v1/predict/entity"
+P50_NOISE = 0.10  # batching on may be this much slower than off at p50, c1, and still pass
+
+# How each server is asked: readiness, predict route, request body encoding.
+APIS: dict[str, dict[str, str]] = {
+    "v2": {"ready": "/v2/health/ready", "predict": f"/v2/models/{MODEL}/infer", "body": "oip"},
+    "v1": {"ready": "/v2/health/ready", "predict": "/v1/predict", "body": "records"},
+    "mlflow": {"ready": "/ping", "predict": "/invocations", "body": "mlflow"},
+}
+SERVICE = ["{python}", "-m", "mlops.service", "--model-uri", MODEL_URI, "--tracking-uri",
+           "{tracking}", "--spec", "{spec}", "--data-dir", "{data_dir}", "--host", "127.0.0.1",
+           "--port", "{port}"]
+# The servers in run order; "api": "service" means the --service-api choice (v2 or v1).
+SERVERS: list[dict[str, Any]] = [
+    {"key": "batching-on", "name": "service, batching on", "command": SERVICE,
+     "api": "service", "entity": True},
+    {"key": "batching-off", "name": "service, batching off",
+     "command": [*SERVICE, "--batch-window-ms", "0"], "api": "service", "entity": True},
+    {"key": "mlflow", "name": "mlflow models serve", "api": "mlflow",
+     "command": ["{bin}/mlflow", "models", "serve", "-m", MODEL_URI, "--env-manager", "local",
+                 "--host", "127.0.0.1", "-p", "{port}"]},
+    {"key": "floor", "name": "HTTP floor", "api": "service", "constant": True,
+     "command": ["{python}", str(REPO / "benchmarks" / "http_floor.py"), "--port", "{port}"]},
+]
+
+
+def oip_body(names: list[str], rows: list[list[float]]) -> dict[str, Any]:
+    return {"inputs": [{"name": "features", "shape": [len(rows), len(names)],
+                        "datatype": "FP32", "data": [v for row in rows for v in row]}]}
+
+
+def records_body(names: list[str], rows: list[list[float]]) -> dict[str, Any]:
+    return {"records": [dict(zip(names, row, strict=True)) for row in rows]}
+
+
+def mlflow_body(names: list[str], rows: list[list[float]]) -> dict[str, Any]:
+    return {"inputs": {"features": rows}}  # the signature's one tensor input, by name
+
+
+BODIES: dict[str, Callable[[list[str], list[list[float]]], dict[str, Any]]] = {
+    "oip": oip_body, "records": records_body, "mlflow": mlflow_body}
+
+
+def count_predictions(body: object) -> int:
+    """Predictions in an OIP, /v1 or mlflow response body (0 when it holds none)."""
+    if isinstance(body, dict) and body.get("outputs"):
+        return len(body["outputs"][0].get("data", []))
+    preds = body.get("predictions") if isinstance(body, dict) else None
+    if isinstance(preds, dict):  # mlflow: {"predictions": {"<output>": [...]}}
+        preds = next(iter(preds.values()), None)
+    return len(preds) if isinstance(preds, list) else 0
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=5, help="seconds per measured run")
+    parser.add_argument("--warmup", type=int, default=1, help="seconds of warm-up per run")
+    parser.add_argument("--bench-dir", type=Path, default=REPO / "data" / "bench-serving")
+    parser.add_argument("--fresh", action="store_true",
+                        help="delete the bench directory and retrain the model")
+    parser.add_argument("--servers", default=",".join(s["key"] for s in SERVERS),
+                        help="comma-separated subset of: %(default)s")
+    parser.add_argument("--service-api", choices=["v2", "v1"], default="v2",
+                        help="routes of our service and the floor (v1: /v1/predict records)")
+    return parser.parse_args()
+
+
+def ensure_champion(settings: Settings, spec: DatasetSpec, fresh: bool) -> str:
+    """The champion's version; runs the pipeline (no deploy) when there is none yet."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from mlops.stages import PipelineParams, run_pipeline
+
+    if fresh:
+        shutil.rmtree(settings.data_dir, ignore_errors=True)
+    client = MlflowClient(tracking_uri=settings.tracking)
+    if (settings.data_dir / "mlflow.db").exists():
+        try:
+            return str(client.get_model_version_by_alias(MODEL, "champion").version)
+        except MlflowException:
+            pass
+    print(f"training and registering {MODEL} into {settings.data_dir} ...", flush=True)
+    run_pipeline(PipelineParams(spec=spec, deploy=False), settings)
+    return str(client.get_model_version_by_alias(MODEL, "champion").version)
+
+
+def check(url: str, body: dict[str, Any], rows: int, constant: bool) -> None:
+    """One request: 200 and one prediction per row (the floor: any), else stop loudly."""
+    response = httpx.post(url, json=body, timeout=30.0)
+    try:
+        found = count_predictions(response.json())
+    except ValueError:
+        found = 0
+    if response.status_code != 200 or found != rows and not (constant and found):
+        raise SystemExit(f"POST {url} ({rows} rows): HTTP {response.status_code}, "
+                         f"{found} predictions; body: {response.text[:500]}")
+
+
+def load_runs(server: dict[str, Any], url: str, api: dict[str, str], payloads: dict,
+              args: argparse.Namespace, scripts: Path) -> list[dict[str, Any]]:
+    """Every request kind of one server at each concurrency: warm-up, then measure."""
+    kinds = [(kind, api["predict"], BODIES[api["body"]](*payloads[kind]), count)
+             for kind, count in ROW_COUNTS.items()]
+    if server.get("entity"):
+        kinds.append(("entity", ENTITY_PATH, payloads["entity"], 1))
+    results = []
+    for kind, path, body, count in kinds:
+        check(url + path, body, count, server.get("constant", False))
+        script = wrk.write_script(scripts / f"{server['key']}-{kind}.lua", json.dumps(body))
+        for connections, threads in THREADS_BY_CONNECTIONS.items():
+            wrk.run(url + path, script, connections, threads, args.warmup)
+            result = wrk.run(url + path, script, connections, threads, args.duration)
+            results.append({"server": server["name"], "key": server["key"], "kind": kind,
+                            "connections": connections, **result.as_dict()})
+            print(f"  {kind:7} c{connections:<3} {result.rps:9.0f} req/s  "
+                  f"p50 {result.p50_ms:.3f} ms  p99 {result.p99_ms:.3f} ms  "
+                  f"errors {result.errors}", flush=True)
+    return results
+
+
+def check_features(url: str, names: list[str]) -> None:
+    model = httpx.get(f"{url}/v1/model", timeout=10.0).json()
+    if model.get("feature_names") != names:
+        raise SystemExit(f"service features {model.get('feature_names')} != spec's {names}")
+
+
+def find(rows: list[dict], key: str, kind: str, connections: int) -> dict | None:
+    return next((r for r in rows if (r["key"], r["kind"], r["connections"])
+                 == (key, kind, connections)), None)
+
+
+def targets(rows: list[dict]) -> list[tuple[str, bool | None, str]]:
+    """(target, passed or None when not measured, the numbers)."""
+    on, off = find(rows, "batching-on", "1-row", 16), find(rows, "batching-off", "1-row", 16)
+    mlf, floor = find(rows, "mlflow", "1-row", 16), find(rows, "floor", "1-row", 16)
+    on64, floor64 = find(rows, "batching-on", "64-row", 16), find(rows, "floor", "64-row", 16)
+    on1, off1 = find(rows, "batching-on", "1-row", 1), find(rows, "batching-off", "1-row", 1)
+    ent1 = find(rows, "batching-on", "entity", 1)
+    out: list[tuple[str, bool | None, str]] = []
+
+    def add(name: str, needed: list, test: Callable[[], tuple[bool, str]]) -> None:
+        out.append((name, None, "not measured") if None in needed else (name, *test()))
+
+    add("(a) service >= 20x mlflow models serve, 1-row c16", [on, mlf], lambda: (
+        on["rps"] >= 20 * mlf["rps"], f"{on['rps'] / mlf['rps']:.1f}x"))
+    add("(b) service >= 60% of the HTTP floor, 1-row c16", [on, floor], lambda: (
+        on["rps"] >= 0.6 * floor["rps"], f"{on['rps'] / floor['rps']:.0%} of floor" + (
+            f"; 64-row: {on64['rps'] / floor64['rps']:.0%}" if on64 and floor64 else "")))
+    add("(c) service p99 <= 3 ms, 1-row c1", [on1], lambda: (
+        on1["p99_ms"] <= 3.0, f"p99 {on1['p99_ms']:.3f} ms"))
+    add("(d) predict-by-entity p99 <= 5 ms, c1", [ent1], lambda: (
+        ent1["p99_ms"] <= 5.0, f"p99 {ent1['p99_ms']:.3f} ms"))
+    add("(e) batching on/off throughput > 1, 1-row c16", [on, off], lambda: (
+        on["rps"] > off["rps"], f"{on['rps'] / off['rps']:.2f}x"))
+    add(f"(e) batching on p50 <= off p50 (+{P50_NOISE:.0%} noise), 1-row c1", [on1, off1],
+        lambda: (on1["p50_ms"] <= off1["p50_ms"] * (1 + P50_NOISE),
+                 f"on {on1['p50_ms']:.3f} ms, off {off1['p50_ms']:.3f} ms"))
+    errors = sum(r["errors"] for r in rows)
+    out.append(("every run without errors", errors == 0, f"{errors} errors"))
+    return out
+
+
+def report(meta: dict[str, Any], rows: list[dict], goals: list[tuple]) -> None:
+    print(f"\n## Serving benchmark: {meta['model']} version {meta['version']}, wrk on "
+          "loopback\n")
+    print(f"{meta['cpus']} CPUs ({meta['platform']}, load average {meta['loadavg']} at the "
+          f"start); {meta['wrk']}; server and load generator share the same cores. Routes: "
+          f"{meta['routes']}. Each run: {meta['duration_s']} s after a "
+          f"{meta['warmup_s']} s warm-up; c1 = wrk -t1 -c1, c16 = wrk -t2 -c16; latencies "
+          "from wrk's histogram; errors = non-2xx/3xx + socket errors + timeouts.\n")
+    print("| server | request | conc | req/s | p50 ms | p99 ms | errors |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['server']} | {r['kind']} | {r['connections']} | {r['rps']:.0f} | "
+              f"{r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['errors']} |")
+    print("\n## Targets\n")
+    for name, passed, detail in goals:
+        verdict = {True: "PASS", False: "FAIL", None: "n/a "}[passed]
+        print(f"- {verdict} {name}: {detail}")
+
+
+def request_payloads(spec: DatasetSpec) -> dict[str, Any]:
+    """Feature names and rows of the dataset per row count, and one existing entity id."""
+    from mlops.data import load_dataset
+
+    frame = load_dataset(spec)
+    names = list(spec.features)
+    values = frame[names].astype(float).to_numpy().tolist()
+    payloads: dict[str, Any] = {kind: (names, values[:n]) for kind, n in ROW_COUNTS.items()}
+    payloads["entity"] = {"entity_ids": [frame[spec.entity].iloc[0].item()]}
+    return payloads
+
+
+def run_servers(selected: list[dict[str, Any]], args: argparse.Namespace, payloads: dict,
+                fill: dict[str, str], logs: Path) -> list[dict[str, Any]]:
+    """Each server alone: start, check, load, stop."""
+    rows: list[dict[str, Any]] = []
+    for server in selected:
+        api = APIS[args.service_api if server["api"] == "service" else server["api"]]
+        print(f"{server['name']}: {api['predict']}", flush=True)
+        with servers.serving(server, api["ready"], fill, logs) as url:
+            if server.get("entity"):
+                check_features(url, payloads["1-row"][0])
+            rows += load_runs(server, url, api, payloads, args, logs)
+    return rows
+
+
+def main() -> int:
+    args = parse_args()
+    chosen = args.servers.split(",")
+    selected = [s for s in SERVERS if s["key"] in chosen]
+    if len(selected) != len(set(chosen)):
+        raise SystemExit(f"--servers: unknown in {chosen}; known: {[s['key'] for s in SERVERS]}")
+    bench_dir = args.bench_dir.resolve()
+    os.environ["MLOPS_DATA_DIR"] = str(bench_dir)  # nothing touches the user's data/
+    settings, spec = Settings(data_dir=bench_dir), load_spec(DEFAULT_SPEC)
+    version = ensure_champion(settings, spec, args.fresh)
+    # For mlflow models serve: the bench store, and the venv's bin first on PATH, since it
+    # execs `uvicorn` by name.
+    os.environ["MLFLOW_TRACKING_URI"] = settings.tracking
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    fill = {"python": sys.executable, "bin": str(Path(sys.executable).parent),
+            "tracking": settings.tracking, "spec": str(DEFAULT_SPEC), "data_dir": str(bench_dir)}
+    logs = bench_dir / "bench-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    loadavg = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    rows = run_servers(selected, args, request_payloads(spec), fill, logs)
+    meta = {"model": MODEL, "version": version, "cpus": os.cpu_count(), "loadavg": loadavg,
+            "routes": f"our service and floor {APIS[args.service_api]['predict']}, mlflow "
+                      f"{APIS['mlflow']['predict']}, entity {ENTITY_PATH}",
+            "platform": platform.platform(), "wrk": wrk.version(), "duration_s": args.duration,
+            "warmup_s": args.warmup, "service_api": args.service_api}
+    goals = targets(rows)
+    report(meta, rows, goals)
+    out = bench_dir / "bench-serving.json"
+    out.write_text(json.dumps({"meta": meta, "runs": rows, "targets": [
+        {"target": n, "passed": p, "detail": d} for n, p, d in goals]}, indent=2))
+    print(f"\nresults: {out}")
+    return 1 if any(r["errors"] for r in rows) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
