@@ -1,0 +1,161 @@
+"""Where a request's time goes: CPU microseconds per request, in-process, without HTTP.
+
+The service's ASGI app and the HTTP floor's are called directly (the same ASGI messages
+uvicorn would send) in alternating rounds, so both see the same machine; the medians are
+CPU time of the whole process (event loop and inference threads). Then one profile of the
+service's inference route, grouped by package. HTTP parsing (uvicorn, httptools) is not
+in these numbers: it is the same for every server. Run by `make bench-serving` after the
+load test, or alone: ``python benchmarks/profile_serving.py --tracking-uri <uri>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import logging
+import os
+import pstats
+import statistics
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import http_floor
+import numpy as np
+import orjson
+
+from mlops.model_manager import ModelManager, RegistrySource
+from mlops.serving import ServingConfig, create_app
+
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+ROUNDS, CALLS = 9, 400
+
+
+def _scope(path: str, body: bytes) -> dict[str, Any]:
+    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+            "method": "POST", "scheme": "http", "path": path, "raw_path": path.encode(),
+            "query_string": b"", "root_path": "", "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 80),
+            "headers": [(b"host", b"bench"), (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode())]}
+
+
+async def _call(app: Any, path: str, body: bytes) -> None:
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(_scope(path, body), receive, send)
+    if sent[0]["status"] != 200:
+        raise RuntimeError(f"{path} answered {sent[0]['status']}: {sent[-1].get('body')}")
+
+
+async def _cpu_per_call(work: Any, calls: int = CALLS) -> float:
+    start = time.process_time()
+    for _ in range(calls):
+        await work()
+    return (time.process_time() - start) / calls * 1e6
+
+
+def load(tracking_uri: str, model_uri: str) -> ModelManager:
+    manager = ModelManager(RegistrySource(tracking_uri, model_uri))
+    manager.refresh()
+    return manager
+
+
+def measure(manager: ModelManager, rows: list[list[float]]) -> dict[str, Any]:
+    """Median CPU us per call of each variant (alternating rounds), and the profile."""
+    logging.getLogger("mlops.access").setLevel(logging.WARNING)
+    predictor = manager.current
+    path = f"/v2/models/{predictor.name}/infer"
+    body = orjson.dumps({"inputs": [{"name": "features", "shape": [len(rows), len(rows[0])],
+                                     "datatype": "FP32", "data": sum(rows, [])}]})
+    apps = {"HTTP floor app": http_floor.create_app(),
+            "service, batching on": create_app(manager, None, ServingConfig()),
+            "service, batching off": create_app(manager, None,
+                                                ServingConfig(batch_window_ms=0))}
+    matrix, pool = np.asarray(rows, dtype=np.float32), ThreadPoolExecutor(1)
+
+    async def hop() -> None:
+        await asyncio.get_running_loop().run_in_executor(pool, int)
+
+    async def ort() -> None:
+        predictor.predict(matrix)
+
+    variants = {**{name: (lambda app=app: _call(app, path, body)) for name, app in apps.items()},
+                "thread hand-off alone (run_in_executor)": hop,
+                f"ONNX Runtime call alone ({len(rows)} rows)": ort}
+
+    async def rounds() -> dict[str, float]:
+        samples: dict[str, list[float]] = defaultdict(list)
+        for work in variants.values():
+            await _cpu_per_call(work, 100)  # warm-up
+        for _ in range(ROUNDS):
+            for name, work in variants.items():
+                samples[name].append(await _cpu_per_call(work))
+        return {name: statistics.median(values) for name, values in samples.items()}
+
+    result: dict[str, Any] = asyncio.run(rounds())
+    result["profile"] = _profile(apps["service, batching off"], path, body)
+    return result
+
+
+def _profile(app: Any, path: str, body: bytes) -> dict[str, float]:
+    """Share of the inference route's profiled time by package (tottime)."""
+    profiler = cProfile.Profile()
+
+    async def run() -> None:
+        for _ in range(2000):
+            await _call(app, path, body)
+
+    profiler.enable()
+    asyncio.run(run())
+    profiler.disable()
+    shares: dict[str, float] = defaultdict(float)
+    for (filename, _, _), (_, _, tottime, _, _) in pstats.Stats(profiler).stats.items():
+        shares[_package(filename)] += tottime
+    total = sum(shares.values())
+    return {name: share / total for name, share in sorted(shares.items(), key=lambda i: -i[1])}
+
+
+def _package(filename: str) -> str:
+    for name in ("fastapi", "starlette", "pydantic", "prometheus_client", "numpy",
+                 "onnxruntime", "orjson", "logging", "asyncio", "concurrent", "mlops"):
+        if f"/{name}/" in filename:
+            return name
+    if filename.startswith("~") or filename.startswith("<"):
+        return "builtins (incl. epoll wait, ORT run, JSON)"
+    return "other"
+
+
+def report(result: dict[str, Any]) -> None:
+    profile = result.pop("profile")
+    print("\n## Where the time goes (in-process, no HTTP; CPU us per request, median)\n")
+    print("| variant | CPU us |\n|---|---:|")
+    for name, value in result.items():
+        print(f"| {name} | {value:.0f} |")
+    print("\nProfile of the inference route (batching off), share of time by package:\n")
+    print("| package | share |\n|---|---:|")
+    for name, share in profile.items():
+        if share >= 0.01:
+            print(f"| {name} | {share:.0%} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tracking-uri", required=True)
+    parser.add_argument("--model-uri", default="models:/wage_panel@champion")
+    parser.add_argument("--rows", type=int, default=1)
+    args = parser.parse_args()
+    manager = load(args.tracking_uri, args.model_uri)
+    report(measure(manager, [[0.5] * len(manager.current.feature_names)] * args.rows))
+
+
+if __name__ == "__main__":
+    main()
