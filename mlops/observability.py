@@ -1,13 +1,14 @@
-"""Prometheus metrics, request ids, structured access logs and the request size limit.
+"""Request metrics, request ids, structured access logs and the request size limit.
 
 One pure ASGI middleware does all four per request (Starlette's BaseHTTPMiddleware would
-cost a task and a stream per request). Metrics live in a registry per app, so two apps
-in one process (tests) never share counters. Routes are labelled by their template
+cost a task and a stream per request). Metrics (``mlops.metrics``) belong to one app, so
+two apps in one process (tests) never share counters. Routes are labelled by their template
 (``/v2/models/{name}/infer``), unmatched paths as ``unmatched``: label sets stay bounded.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import time
@@ -17,15 +18,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    disable_created_metrics,
-)
 
 from mlops.batching import InferenceRunner
+from mlops.metrics import ServiceMetrics
 from mlops.payloads import error_body
 
 access_log = logging.getLogger("mlops.access")
@@ -34,54 +29,8 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
-_LATENCY_BUCKETS = (.0005, .001, .0015, .002, .003, .005, .0075, .01, .025, .05, .1, .25, 1, 5)
-
-
-class ServiceMetrics:
-    """The service's Prometheus series, in a registry of their own."""
-
-    def __init__(self) -> None:
-        disable_created_metrics()  # *_created series double the output and say nothing here
-        self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter("mlops_requests", "HTTP requests by route, method and status",
-                                ["route", "method", "status"], registry=self.registry)
-        self.latency = Histogram("mlops_request_duration_seconds", "HTTP request latency",
-                                 ["route"], buckets=_LATENCY_BUCKETS, registry=self.registry)
-        self.batch_rows = Histogram("mlops_inference_batch_rows",
-                                    "Rows per ONNX Runtime call (micro-batches included)",
-                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096),
-                                    registry=self.registry)
-        self.inference = Histogram("mlops_inference_duration_seconds",
-                                   "Seconds per ONNX Runtime call", buckets=_LATENCY_BUCKETS,
-                                   registry=self.registry)
-        self.model = Gauge("mlops_model_info",
-                           "1 for the model version being served, 0 for earlier ones",
-                           ["name", "version", "sha256"], registry=self.registry)
-        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-        self.swaps = Counter("mlops_model_changes", "Model refreshes by outcome", ["status"],
-                             registry=self.registry)
-
-    def series(self, route: str, method: str, status: int) -> tuple[Any, Any]:
-        """The request counter and latency histogram of a route, looked up once."""
-        key = (route, method, status)
-        found = self._series.get(key)
-        if found is None:
-            found = self._series[key] = (self.requests.labels(route, method, str(status)),
-                                         self.latency.labels(route))
-        return found
-
-    def observe_inference(self, rows: int, seconds: float) -> None:
-        self.batch_rows.observe(rows)
-        self.inference.observe(seconds)
-
-    def model_changed(self, status: str, current: Any) -> None:
-        self.swaps.labels(status).inc()
-        # Zero rather than remove earlier versions: label removal is not implemented in
-        # prometheus_client's multiprocess mode, which importing Feast switches on.
-        for sample in self.model.collect()[0].samples:
-            self.model.labels(**sample.labels).set(0)
-        if current is not None:
-            self.model.labels(current.name, current.version, current.sha256).set(1)
+# New ids: a random per-process prefix and a counter (uuid4 per request cost 3 us).
+_ID_PREFIX, _ID_COUNTER = uuid.uuid4().hex[:20], itertools.count(1)
 
 
 def request_id(scope: Scope) -> str:
@@ -91,7 +40,7 @@ def request_id(scope: Scope) -> str:
             text = value.decode("latin-1")
             if _REQUEST_ID.fullmatch(text):
                 return text
-    return uuid.uuid4().hex
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):012x}"
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -158,9 +107,7 @@ class ObservabilityMiddleware:
 
     def _record(self, scope: Scope, rid: str, status: int, seconds: float) -> None:
         template = getattr(scope.get("route"), "path", "unmatched")
-        count, latency = self.metrics.series(template, scope["method"], status)
-        count.inc()
-        latency.observe(seconds)
+        self.metrics.observe_request(template, scope["method"], status, seconds)
         if access_log.isEnabledFor(logging.INFO):
             access_log.info(orjson.dumps({
                 "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),

@@ -17,9 +17,11 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import logging.handlers
 import os
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -135,9 +137,20 @@ def _configure_logging(level: str, access: bool) -> None:
     access_logger = logging.getLogger("mlops.access")
     access_logger.propagate = False
     access_logger.setLevel(logging.INFO if access else logging.WARNING)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    access_logger.addHandler(handler)
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setFormatter(logging.Formatter("%(message)s"))
+    # Lines are written in blocks (256 lines, or every second, or at exit): a write per
+    # request cost more than the rest of the line's work.
+    buffered = logging.handlers.MemoryHandler(256, logging.ERROR, stream)
+    access_logger.addHandler(buffered)
+    threading.Thread(target=_flush_every_second, args=(buffered,), name="access-log",
+                     daemon=True).start()
+
+
+def _flush_every_second(handler: logging.Handler) -> None:
+    while True:
+        time.sleep(1.0)
+        handler.flush()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

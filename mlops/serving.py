@@ -27,8 +27,9 @@ from pydantic import BaseModel, Field, SecretStr
 from mlops import open_inference as v2
 from mlops.batching import DirectRunner, InferenceRunner, MicroBatcher
 from mlops.json_body import add_body_schemas, documented_body, parse_body
+from mlops.metrics import ServiceMetrics
 from mlops.model_manager import ModelManager, SwapResult
-from mlops.observability import ObservabilityMiddleware, ServiceMetrics
+from mlops.observability import ObservabilityMiddleware, access_log
 from mlops.payloads import (
     BadInput,
     EntityRequest,
@@ -150,6 +151,9 @@ def create_app(manager: ModelManager, lookup: FeatureLookup | None = None,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         runner.close()
+        # uvicorn re-raises SIGTERM once shut down, so no exit handler would flush this.
+        for handler in access_log.handlers:
+            handler.flush()
 
     # FastAPI's own OpenTelemetry hooks are off: /metrics is the service's observability,
     # and their per-request check alone cost ~10 us.
