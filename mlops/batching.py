@@ -15,10 +15,13 @@ interface without batching (a pool of threads, one call per request).
 from __future__ import annotations
 
 import asyncio
+import queue
+import threading
 import time
 from collections.abc import Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 import numpy as np
@@ -87,7 +90,7 @@ class MicroBatcher:
             raise ValueError("a micro-batcher needs window_ms > 0 and max_rows >= 1")
         self.window_s, self.max_rows = window_ms / 1000.0, max_rows
         self._observe = observe
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="micro-batch")
+        self._worker = _Worker("micro-batch")
         self._waiting: list[_Waiting] = []
         self._rows = 0
         self._incoming = 0  # requests that arrived and have neither joined nor left
@@ -137,23 +140,54 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         for predictor in {id(w.predictor): w.predictor for w in batch}.values():
             group = [w for w in batch if w.predictor is predictor]
-            done = loop.run_in_executor(self._pool, _timed, self._observe, predictor,
-                                        *[w.matrix for w in group])
-            done.add_done_callback(lambda result, group=group: _deliver(group, result))
+            self._worker.submit(loop, partial(_timed, self._observe, predictor,
+                                              *[w.matrix for w in group]),
+                                partial(_deliver, group))
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._worker.close()
 
 
-def _deliver(group: list[_Waiting], result: asyncio.Future) -> None:
+class _Worker:
+    """One thread running ONNX Runtime calls, each result handed back to the loop.
+
+    Lighter than ``run_in_executor`` (no concurrent.futures Future, its locks and the
+    chained asyncio future): one queue put there, one ``call_soon_threadsafe`` back.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._run, name=name, daemon=True).start()
+
+    def submit(self, loop: asyncio.AbstractEventLoop, call: Callable[[], np.ndarray],
+               done: Callable[[np.ndarray | None, BaseException | None], None]) -> None:
+        self._jobs.put((loop, call, done))
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            loop, call, done = job
+            try:
+                result, error = call(), None
+            except Exception as exc:  # the batch's error goes to each of its requests
+                result, error = None, exc
+            try:
+                loop.call_soon_threadsafe(done, result, error)
+            except RuntimeError:  # the loop has closed: nobody is waiting any more
+                pass
+
+    def close(self) -> None:
+        self._jobs.put(None)
+
+
+def _deliver(group: list[_Waiting], scores: np.ndarray | None,
+             error: BaseException | None) -> None:
     """Each request's rows of the batch result, or the batch's error to each request."""
-    error = None if result.cancelled() else result.exception()
-    if result.cancelled() or error is not None:
+    if error is not None:
         for waiting in group:
             if not waiting.future.done():
-                waiting.future.set_exception(error or asyncio.CancelledError())
+                waiting.future.set_exception(error)
         return
-    scores, start = result.result(), 0
+    start = 0
     for waiting in group:
         rows = len(waiting.matrix)
         if not waiting.future.done():  # a client that hung up has cancelled its future
