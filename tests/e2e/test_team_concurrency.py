@@ -136,11 +136,13 @@ def test_team_queues_cap_concurrency_without_blocking_each_other(platform: dict)
                 for team, spans in intervals.items()}
     running = {team: _max_overlap(spans) for team, spans in intervals.items()}
     assert all(running[team] <= quota for team, quota in QUOTAS.items()), (running, timeline)
-    # Each team completed a run while the other still had unfinished work.
-    first_end = {team: min(end for _, end in spans) for team, spans in intervals.items()}
+    # Each team started running while the other still had unfinished work: neither was
+    # held until the other's backlog was done. (Completions are not compared: a worker
+    # that pauses a few seconds under load can shift them past each other.)
+    first_start = {team: min(start for start, _ in spans) for team, spans in intervals.items()}
     last_end = {team: max(end for _, end in spans) for team, spans in intervals.items()}
-    assert first_end["alpha"] < last_end["beta"], timeline
-    assert first_end["beta"] < last_end["alpha"], timeline
+    assert first_start["alpha"] < last_end["beta"], timeline
+    assert first_start["beta"] < last_end["alpha"], timeline
     print(f"\n{len(runs)} runs completed in {elapsed:.0f} s; peak active {peak}, peak running "
           f"{running}; RUNNING spans (s): {timeline}")
 
