@@ -26,15 +26,32 @@ def is_json(content_type: str) -> bool:
 
 
 async def parse_body(request: Request, model: type[Body]) -> Body:
-    """The body as ``model``; 415 when not JSON, 422 naming each malformed field."""
-    content_type = request.headers.get("content-type", "")
+    """The body as ``model``; 415 when not JSON, 422 naming each malformed field.
+
+    Reads the raw header list and the ASGI messages directly: Starlette's Headers object
+    and body stream cost more than the parse itself on a one-row request.
+    """
+    content_type = next((value.decode("latin-1") for key, value in request.scope["headers"]
+                         if key == b"content-type"), "")
     if not is_json(content_type):
         raise UnsupportedMediaType(f"Content-Type must be application/json, got "
                                    f"{content_type!r}")
     try:
-        return model.model_validate_json(await request.body())
+        return model.model_validate_json(await _read(request))
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False)) from None
+
+
+async def _read(request: Request) -> bytes:
+    message = await request.receive()
+    body = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body
+    chunks = [body]
+    while message.get("more_body", False):
+        message = await request.receive()
+        chunks.append(message.get("body", b""))
+    return b"".join(chunks)
 
 
 def documented_body(model: type[BaseModel]) -> dict[str, Any]:

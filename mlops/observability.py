@@ -33,21 +33,17 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _ID_PREFIX, _ID_COUNTER = uuid.uuid4().hex[:20], itertools.count(1)
 
 
-def request_id(scope: Scope) -> str:
-    """The caller's X-Request-ID when it is a sane token, else a new one."""
-    for key, value in scope.get("headers", ()):
-        if key == b"x-request-id":
-            text = value.decode("latin-1")
-            if _REQUEST_ID.fullmatch(text):
-                return text
-    return f"{_ID_PREFIX}{next(_ID_COUNTER):012x}"
-
-
-def _content_length(scope: Scope) -> int | None:
+def read_headers(scope: Scope) -> tuple[str, int | None]:
+    """The request id (the caller's X-Request-ID when it is a sane token, else a new one)
+    and the Content-Length, in one pass over the headers."""
+    given, length = None, None
     for key, value in scope.get("headers", ()):
         if key == b"content-length":
-            return int(value) if value.isdigit() else None
-    return None
+            length = int(value) if value.isdigit() else None
+        elif key == b"x-request-id":
+            text = value.decode("latin-1")
+            given = text if _REQUEST_ID.fullmatch(text) else None
+    return given or f"{_ID_PREFIX}{next(_ID_COUNTER):012x}", length
 
 
 class ObservabilityMiddleware:
@@ -61,7 +57,8 @@ class ObservabilityMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        start, rid, status = time.perf_counter(), request_id(scope), 500
+        start, status = time.perf_counter(), 500
+        rid, length = read_headers(scope)
         scope.setdefault("state", {})["request_id"] = rid
         rid_header = (b"x-request-id", rid.encode())
 
@@ -76,7 +73,6 @@ class ObservabilityMiddleware:
         if batched:
             self.runner.arrived(scope)
         try:
-            length = _content_length(scope)
             if length is None and scope["method"] in ("POST", "PUT", "PATCH"):
                 receive, length = await self._buffered(receive)
             if length is not None and length > self.max_body_bytes:

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from mlops.payloads import BadInput, check_rows
 
 BINARY_HEADER = "inference-header-content-length"
+_NUMBERS = {int, float}
 _DTYPES: dict[str, type[np.generic]] = {
     "BOOL": np.bool_, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32,
     "INT64": np.int64, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
@@ -127,11 +128,16 @@ def _values(index: int, tensor: RequestInput) -> np.ndarray:
         accepted = ", ".join(_DTYPES)
         raise BadInput(f"{where}: datatype {tensor.datatype!r} is not accepted; the model "
                        f"takes numbers: {accepted}")
-    if tensor.datatype != "BOOL" and _has_bool(tensor.data):
-        raise BadInput(f"{where}: data holds true/false, which is not {tensor.datatype}; "
-                       "declare BOOL or send numbers")
     if any(size < 0 for size in tensor.shape):
         raise BadInput(f"{where}: shape {tensor.shape} has a negative dimension")
+    types = set(map(type, tensor.data))  # one C-level pass
+    if types <= _NUMBERS and tensor.datatype[0] == "F" and len(tensor.data) == math.prod(
+            tensor.shape):  # the common case: flat JSON numbers for a float tensor
+        return _finite32(where, np.array(tensor.data, dtype=np.float64))
+    if tensor.datatype != "BOOL" and (bool in types or (list in types and _has_bool(
+            tensor.data))):
+        raise BadInput(f"{where}: data holds true/false, which is not {tensor.datatype}; "
+                       "declare BOOL or send numbers")
     try:
         values = np.array(tensor.data)
     except ValueError:
@@ -157,7 +163,12 @@ def _cast(where: str, datatype: str, dtype: type[np.generic], values: np.ndarray
         info = np.iinfo(dtype)
         if values.size and (values.min() < info.min or values.max() > info.max):
             raise BadInput(f"{where}: a value is out of the range of {datatype}")
-    as_float = values.astype(np.float32)  # beyond float32's range becomes inf: refused below
+    return _finite32(where, values)
+
+
+def _finite32(where: str, values: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):  # beyond float32's range becomes inf: refused below
+        as_float = values.astype(np.float32)
     if not np.isfinite(as_float).all():
         raise BadInput(f"{where}: values must be finite float32 numbers (no NaN or Infinity)")
     return as_float
