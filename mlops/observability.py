@@ -9,21 +9,19 @@ two apps in one process (tests) never share counters. Routes are labelled by the
 from __future__ import annotations
 
 import itertools
-import logging
 import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from mlops.access_log import AccessLog
 from mlops.batching import InferenceRunner
 from mlops.metrics import ServiceMetrics
 from mlops.payloads import error_body
 
-access_log = logging.getLogger("mlops.access")
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -50,8 +48,9 @@ class ObservabilityMiddleware:
     """Request id, size limit, metrics and one JSON access-log line per request."""
 
     def __init__(self, app: ASGIApp, metrics: ServiceMetrics, runner: InferenceRunner,
-                 max_body_bytes: int, batched_paths: Callable[[str], bool]) -> None:
-        self.app, self.metrics, self.runner = app, metrics, runner
+                 access_log: AccessLog, max_body_bytes: int,
+                 batched_paths: Callable[[str], bool]) -> None:
+        self.app, self.metrics, self.runner, self.access_log = app, metrics, runner, access_log
         self.max_body_bytes, self.batched_paths = max_body_bytes, batched_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -104,13 +103,12 @@ class ObservabilityMiddleware:
     def _record(self, scope: Scope, rid: str, status: int, seconds: float) -> None:
         template = getattr(scope.get("route"), "path", "unmatched")
         self.metrics.observe_request(template, scope["method"], status, seconds)
-        if access_log.isEnabledFor(logging.INFO):
-            access_log.info(orjson.dumps({
-                "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        if self.access_log.enabled:
+            self.access_log.record({
                 "request_id": rid, "method": scope["method"], "path": scope["path"],
                 "route": template, "status": status, "ms": round(seconds * 1000, 3),
                 "client": (scope.get("client") or ("", 0))[0],
-                "model_version": scope["state"].get("model_version")}).decode())
+                "model_version": scope["state"].get("model_version")})
 
 
 async def _too_large(send: Send, path: str, length: int, limit: int) -> None:

@@ -17,11 +17,9 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
-import logging.handlers
 import os
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -131,38 +129,21 @@ def start_up(args: argparse.Namespace, spec: DatasetSpec | None, manager: ModelM
              current.version, args.host, args.port, spec is not None)
 
 
-def _configure_logging(level: str, access: bool) -> None:
+def _configure_logging(level: str) -> None:
     logging.basicConfig(stream=sys.stderr, level=level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    access_logger = logging.getLogger("mlops.access")
-    access_logger.propagate = False
-    access_logger.setLevel(logging.INFO if access else logging.WARNING)
-    stream = logging.StreamHandler(sys.stderr)
-    stream.setFormatter(logging.Formatter("%(message)s"))
-    # Lines are written in blocks (256 lines, or every second, or at exit): a write per
-    # request cost more than the rest of the line's work.
-    buffered = logging.handlers.MemoryHandler(256, logging.ERROR, stream)
-    access_logger.addHandler(buffered)
-    threading.Thread(target=_flush_every_second, args=(buffered,), name="access-log",
-                     daemon=True).start()
-
-
-def _flush_every_second(handler: logging.Handler) -> None:
-    while True:
-        time.sleep(1.0)
-        handler.flush()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    _configure_logging(args.log_level, not args.no_access_log)
+    _configure_logging(args.log_level)
     try:
         spec = load_spec(args.spec) if args.spec else None
         config = ServingConfig(
             max_batch=args.max_batch, max_body_bytes=args.max_body_bytes,
             batch_window_ms=args.batch_window_ms, batch_max_rows=args.batch_max_rows,
             inference_threads=args.inference_threads, admin_token=admin_token(),
-            entity_lookup=spec is not None)
+            entity_lookup=spec is not None, access_log=not args.no_access_log)
         manager = ModelManager(model_source(args), args.threads, not args.allow_unverified,
                                feature_check(spec))
     except Exception as exc:  # bad flags, spec or token file: one line, no traceback

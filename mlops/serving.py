@@ -9,6 +9,7 @@ and so do the blocking feature lookup and model loads. Errors: ``mlops.serving_e
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import os
 from collections.abc import AsyncIterator, Callable
@@ -25,11 +26,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field, SecretStr
 
 from mlops import open_inference as v2
+from mlops.access_log import AccessLog
 from mlops.batching import DirectRunner, InferenceRunner, MicroBatcher
 from mlops.json_body import add_body_schemas, documented_body, parse_body
 from mlops.metrics import ServiceMetrics
 from mlops.model_manager import ModelManager, SwapResult
-from mlops.observability import ObservabilityMiddleware, access_log
+from mlops.observability import ObservabilityMiddleware
 from mlops.payloads import (
     BadInput,
     EntityRequest,
@@ -70,6 +72,7 @@ class ServingConfig(BaseModel):
                                    description="Threads when micro-batching is off.")
     admin_token: SecretStr | None = None
     entity_lookup: bool = Field(False, description="A feature store will be attached.")
+    access_log: bool = Field(True, description="One JSON line per request on stderr.")
 
 
 class AdminStatus(BaseModel):
@@ -152,19 +155,23 @@ def v1_response(predictor: OnnxPredictor, scores: np.ndarray, **extra: Any) -> R
 
 
 def create_app(manager: ModelManager, lookup: FeatureLookup | None = None,
-               config: ServingConfig | None = None) -> FastAPI:
+               config: ServingConfig | None = None,
+               access_log: AccessLog | None = None) -> FastAPI:
     """The service around a manager (ready once it serves a model). ``app.state.lookup``
-    may be attached later: a feature store opens in the background at start-up."""
+    may be attached later: a feature store opens in the background at start-up. Access
+    lines go to stderr unless ``config.access_log`` is off or ``access_log`` is given."""
     config = config or ServingConfig(entity_lookup=lookup is not None)
+    if access_log is None:
+        access_log = AccessLog.to_stderr() if config.access_log else AccessLog(None)
     metrics = ServiceMetrics()
     runner = make_runner(config, metrics)
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        flusher = asyncio.create_task(access_log.flush_every(1.0))
         yield
+        flusher.cancel()
         runner.close()
-        # uvicorn re-raises SIGTERM once shut down, so no exit handler would flush this.
-        for handler in access_log.handlers:
-            handler.flush()
+        access_log.flush()  # uvicorn re-raises SIGTERM once shut down: no exit hook runs
 
     # FastAPI's own OpenTelemetry hooks are off: /metrics is the service's observability,
     # and their per-request check alone cost ~10 us.
@@ -177,7 +184,8 @@ def create_app(manager: ModelManager, lookup: FeatureLookup | None = None,
     app.state.metrics, app.state.runner = metrics, runner
     install_error_handlers(app)
     app.add_middleware(ObservabilityMiddleware, metrics=metrics, runner=runner,
-                       max_body_bytes=config.max_body_bytes, batched_paths=_batched)
+                       access_log=access_log, max_body_bytes=config.max_body_bytes,
+                       batched_paths=_batched)
     manager.listener = lambda result, current: metrics.model_changed(result.status, current)
     if manager.current is not None:
         metrics.model_changed("loaded", manager.current)

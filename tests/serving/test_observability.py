@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
-import logging
 import re
 from typing import Any
 
 import pytest
-from conftest import ADMIN_TOKEN
+from conftest import ADMIN_TOKEN, serving_manager
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+
+from mlops.access_log import AccessLog
+from mlops.serving import ServingConfig, create_app
 
 INFER = "/v2/models/synthetic/infer"
 BODY = {"inputs": [{"name": "features", "shape": [2, 4], "datatype": "FP32",
@@ -70,18 +73,35 @@ def test_request_id_is_echoed_or_created(client: TestClient) -> None:
     assert re.fullmatch(r"[0-9a-f]{32}", hostile)
 
 
-def test_one_json_access_log_line_per_request(client: TestClient,
-                                              caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="mlops.access"):
-        client.post(INFER, json=BODY, headers={"x-request-id": "log-me"})
-        client.post("/v1/predict", json={"records": []})
-    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "mlops.access"]
-    assert [(line["request_id"], line["status"]) for line in lines][0] == ("log-me", 200)
+def test_one_json_access_log_line_per_request(onnx_model: tuple[Any, str]) -> None:
+    sink = io.BytesIO()
+    app = create_app(serving_manager(*onnx_model), None, ServingConfig(),
+                     AccessLog(sink, block_lines=1))
+    client = TestClient(app)
+    client.post(INFER, json=BODY, headers={"x-request-id": "log-me"})
+    client.post("/v1/predict", json={"records": []})
+    lines = [json.loads(line) for line in sink.getvalue().splitlines()]
+    assert [line["status"] for line in lines] == [200, 400]
+    assert lines[0]["request_id"] == "log-me" and lines[1]["request_id"] != "log-me"
     first = lines[0]
     assert first["route"] == "/v2/models/{name}/infer" and first["method"] == "POST"
     assert first["model_version"] == "3" and first["ms"] > 0
     assert first["ts"].endswith("+00:00")
-    assert lines[1]["status"] == 400 and lines[1]["route"] == "/v1/predict"
+    assert lines[1]["route"] == "/v1/predict" and lines[1]["model_version"] == "3"
+
+
+def test_access_lines_wait_for_a_block_then_flush() -> None:
+    sink = io.BytesIO()
+    log = AccessLog(sink, block_lines=3)
+    log.record({"n": 1})
+    log.record({"n": 2})
+    assert sink.getvalue() == b""
+    log.record({"n": 3})
+    assert [json.loads(line)["n"] for line in sink.getvalue().splitlines()] == [1, 2, 3]
+    log.record({"n": 4})
+    log.flush()
+    assert json.loads(sink.getvalue().splitlines()[-1])["n"] == 4
+    assert not AccessLog(None).enabled
 
 
 @pytest.mark.parametrize("path", ["/admin/reload", "/admin/rollback"])

@@ -1,0 +1,49 @@
+"""Structured access logs: one JSON object per request, written to a stream in blocks.
+
+Not through ``logging``: a record there (caller lookup, LogRecord, handler locks) cost
+~15 us per request here, more than parsing the request. Lines are rendered by orjson on
+the event loop and written when ``block_lines`` have gathered, every second (the app's
+lifespan runs ``flush_every``), and at shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+from datetime import UTC, datetime
+from typing import Any, BinaryIO
+
+import orjson
+
+
+class AccessLog:
+    """JSON lines to ``sink`` (stderr by default); ``AccessLog(None)`` logs nothing."""
+
+    def __init__(self, sink: BinaryIO | None, block_lines: int = 256) -> None:
+        self.sink, self.block_lines = sink, block_lines
+        self.enabled = sink is not None
+        self._lines: list[bytes] = []
+        self._lock = threading.Lock()  # flush() may also run from a shutdown thread
+
+    @classmethod
+    def to_stderr(cls) -> AccessLog:
+        return cls(sys.stderr.buffer)
+
+    def record(self, fields: dict[str, Any]) -> None:
+        fields["ts"] = datetime.now(UTC).isoformat(timespec="milliseconds")
+        self._lines.append(orjson.dumps(fields))
+        if len(self._lines) >= self.block_lines:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            lines, self._lines = self._lines, []
+            if lines and self.sink is not None:
+                self.sink.write(b"\n".join(lines) + b"\n")
+                self.sink.flush()
+
+    async def flush_every(self, seconds: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            self.flush()
