@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
-import logging
 import os
 import pstats
 import statistics
@@ -26,6 +25,7 @@ import http_floor
 import numpy as np
 import orjson
 
+from mlops.access_log import AccessLog
 from mlops.model_manager import ModelManager, RegistrySource
 from mlops.serving import ServingConfig, create_app
 
@@ -71,15 +71,16 @@ def load(tracking_uri: str, model_uri: str) -> ModelManager:
 
 def measure(manager: ModelManager, rows: list[list[float]]) -> dict[str, Any]:
     """Median CPU us per call of each variant (alternating rounds), and the profile."""
-    logging.getLogger("mlops.access").setLevel(logging.WARNING)
     predictor = manager.current
     path = f"/v2/models/{predictor.name}/infer"
     body = orjson.dumps({"inputs": [{"name": "features", "shape": [len(rows), len(rows[0])],
                                      "datatype": "FP32", "data": sum(rows, [])}]})
+    sink = open(os.devnull, "wb")  # noqa: SIM115 - the access log is written, then dropped
     apps = {"HTTP floor app": http_floor.create_app(),
-            "service, batching on": create_app(manager, None, ServingConfig()),
-            "service, batching off": create_app(manager, None,
-                                                ServingConfig(batch_window_ms=0))}
+            "service, batching on": create_app(manager, None, ServingConfig(),
+                                               AccessLog(sink)),
+            "service, batching off": create_app(manager, None, ServingConfig(batch_window_ms=0),
+                                                AccessLog(sink))}
     matrix, pool = np.asarray(rows, dtype=np.float32), ThreadPoolExecutor(1)
 
     async def hop() -> None:
