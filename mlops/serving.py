@@ -248,9 +248,9 @@ def _v2_routes(app: FastAPI, manager: ModelManager, runner: InferenceRunner,
         return v2.ModelReady(name=predictor.name, ready=not_ready_reason(app) is None)
 
     async def infer(request: Request) -> Response:
-        if v2.BINARY_HEADER in request.headers:
+        if any(key == v2.BINARY_HEADER for key, _ in request.scope["headers"]):
             raise BadInput("the binary tensor data extension is not supported; send JSON "
-                           f"tensors without the {v2.BINARY_HEADER} header")
+                           f"tensors without the {v2.BINARY_HEADER.decode()} header")
         body = await parse_body(request, v2.InferRequest)
         params = request.path_params
         predictor = served(manager, request, params["name"], params.get("version"))
