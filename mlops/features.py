@@ -296,6 +296,14 @@ class OnlineFeatures:
     def __call__(self, entity_ids: Sequence[Any]) -> pd.DataFrame:
         """Features indexed by entity id in request order; UnknownEntity names any lacking."""
         ids = list(entity_ids)
+        return pd.DataFrame(self.matrix(ids), index=pd.Index(ids, name=self.spec.entity),
+                            columns=self.spec.features)
+
+    def matrix(self, entity_ids: Sequence[Any]) -> np.ndarray:
+        """[ids, features] float64 in request and ``spec.features`` order, NaN where a stored
+        value is null; UnknownEntity names any id the store lacks. (The service's path: a
+        DataFrame and its column selection cost ~250 us, as much as the Feast read.)"""
+        ids = list(entity_ids)
         keys = [self._key(entity_id) for entity_id in ids]
         rows = [row for row, key in enumerate(keys) if key is not None]
         values = np.full((len(ids), len(self.spec.features)), np.nan)
@@ -309,8 +317,7 @@ class OnlineFeatures:
         missing = [ids[row] for row in range(len(ids)) if not present[row]]
         if missing:
             raise UnknownEntity(missing)
-        return pd.DataFrame(values, index=pd.Index(ids, name=self.spec.entity),
-                            columns=self.spec.features)
+        return values
 
     def _fill(self, response: Any, rows: list[int], values: np.ndarray,
               present: np.ndarray) -> None:

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -80,16 +79,19 @@ def records_to_matrix(records: Sequence[Any], feature_names: Sequence[str]) -> n
     return matrix
 
 
-def lookup_matrix(frame: pd.DataFrame, feature_names: Sequence[str]) -> np.ndarray:
-    """The model's columns from a feature lookup; entities with null features are refused."""
-    absent = [name for name in feature_names if name not in frame.columns]
-    if absent:
-        raise RuntimeError(f"feature lookup does not provide model features {absent}")
-    values = frame[list(feature_names)].to_numpy(dtype=np.float64)
+def entity_matrix(values: np.ndarray, ids: Sequence[Any], columns: Sequence[str],
+                  feature_names: Sequence[str]) -> np.ndarray:
+    """The model's float32 columns of looked-up ``values`` (columns named by ``columns``);
+    an entity with a null feature is refused, naming it and the feature."""
+    if list(columns) != list(feature_names):
+        absent = [name for name in feature_names if name not in columns]
+        if absent:
+            raise RuntimeError(f"feature lookup does not provide model features {absent}")
+        values = values[:, [list(columns).index(name) for name in feature_names]]
     bad = ~np.isfinite(values)
     if bad.any():
         row, column = (int(i) for i in np.argwhere(bad)[0])
-        raise IncompleteFeatures(f"entity {frame.index.tolist()[row]!r}: stored feature "
+        raise IncompleteFeatures(f"entity {ids[row]!r}: stored feature "
                                  f"{feature_names[column]!r} has no value")
     return values.astype(np.float32)
 

@@ -14,11 +14,10 @@ import hmac
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import numpy as np
 import orjson
-import pandas as pd
 from fastapi import FastAPI, Header, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
@@ -38,7 +37,7 @@ from mlops.payloads import (
     PredictRequest,
     PredictResponse,
     check_rows,
-    lookup_matrix,
+    entity_matrix,
     records_to_matrix,
     scores_to_labels,
 )
@@ -56,7 +55,14 @@ from mlops.serving_errors import (
 )
 
 _DOC_PATHS = ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")
-FeatureLookup = Callable[[list[Any]], pd.DataFrame]
+
+
+class FeatureLookup(Protocol):
+    """What predict-by-entity needs of a feature store (``mlops.features.OnlineFeatures``)."""
+
+    spec: Any  # its .features name the matrix's columns
+
+    def matrix(self, entity_ids: list[Any]) -> np.ndarray: ...
 AdminAuth = Annotated[str | None, Header(description="Bearer <admin token>")]
 SERVER = v2.ServerMetadata(name="mlops-inference", version="2", extensions=[])
 
@@ -305,8 +311,9 @@ def _v1_routes(app: FastAPI, manager: ModelManager, runner: InferenceRunner,
         if not body.entity_ids:
             raise BadInput("entity_ids is empty; send at least one id")
         check_rows(len(body.entity_ids), config.max_batch, "ids")
-        frame = await run_in_threadpool(lookup, list(body.entity_ids))
-        matrix = lookup_matrix(frame, predictor.feature_names)
+        ids = list(body.entity_ids)
+        values = await run_in_threadpool(lookup.matrix, ids)
+        matrix = entity_matrix(values, ids, lookup.spec.features, predictor.feature_names)
         scores = await runner.predict(predictor, matrix)
         return v1_response(predictor, scores, entity_ids=body.entity_ids)
 

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from onnx_models import FEATURES, expected_scores
 
 from mlops.features import UnknownEntity, online_lookup, prepare_features
+from mlops.payloads import IncompleteFeatures, entity_matrix
 from mlops.serving import ServingConfig, create_app
 from mlops.synthetic import generate_panel, synthetic_spec
 
@@ -88,3 +89,14 @@ def test_lookup_returns_request_order_and_raises_for_unknown(
     with pytest.raises(UnknownEntity) as info:
         lookup([3, 4242])
     assert info.value.ids == [4242]
+
+
+def test_entity_matrix_follows_the_model_column_order() -> None:
+    values = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    matrix = entity_matrix(values, [7, 8], ["a", "b", "c"], ["c", "a", "b"])
+    assert matrix.dtype == np.float32 and matrix.tolist() == [[3, 1, 2], [6, 4, 5]]
+    with pytest.raises(RuntimeError, match=r"does not provide model features \['d'\]"):
+        entity_matrix(values, [7, 8], ["a", "b", "c"], ["a", "d", "c"])
+    values[1, 1] = np.nan
+    with pytest.raises(IncompleteFeatures, match="entity 8: stored feature 'b'"):
+        entity_matrix(values, [7, 8], ["a", "b", "c"], ["a", "b", "c"])
