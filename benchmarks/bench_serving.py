@@ -126,7 +126,7 @@ def ensure_champion(settings: Settings, spec: DatasetSpec, fresh: bool) -> str:
 
     if fresh:
         shutil.rmtree(settings.data_dir, ignore_errors=True)
-    client = MlflowClient(tracking_uri=settings.tracking)
+    client = MlflowClient(tracking_uri=settings.tracking, registry_uri=settings.tracking)
     if (settings.data_dir / "mlflow.db").exists():
         try:
             return str(client.get_model_version_by_alias(MODEL, "champion").version)

@@ -8,16 +8,12 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from mlops.processes import start_background, stop_background, tail
+from mlops.processes import NotReady, start_background, stop_background, wait_until_ready
 
 READY_TIMEOUT_S = 180.0
 
@@ -26,25 +22,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def wait_ready(url: str, process: subprocess.Popen, log_path: Path) -> None:
-    """Until GET url answers 200; exits with the end of the log if the server dies first."""
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"{url}: server exited ({process.returncode}); end of "
-                             f"{log_path}:\n{tail(log_path)}")
-        try:
-            status = httpx.get(url, timeout=2.0).status_code
-        except httpx.HTTPError:
-            status = None
-        if status == 200:
-            return
-        if status == 404:
-            raise SystemExit(f"{url}: 404, the server has no such readiness route")
-        time.sleep(0.2)
-    raise SystemExit(f"{url} not ready after {READY_TIMEOUT_S:.0f} s:\n{tail(log_path)}")
 
 
 @contextmanager
@@ -59,7 +36,10 @@ def serving(server: dict[str, Any], ready_path: str, fill: dict[str, str],
     process = start_background(command, log_path, pid_path, env=dict(os.environ))
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(url + ready_path, process, log_path)
+        try:
+            wait_until_ready(url + ready_path, process, log_path, READY_TIMEOUT_S)
+        except NotReady as exc:
+            raise SystemExit(str(exc)) from None
         yield url
     finally:
         stop_background(pid_path)

@@ -19,7 +19,14 @@ from pathlib import Path
 import httpx
 
 from mlops.config import Settings
-from mlops.processes import running_pid, start_background, stop_background, tail
+from mlops.processes import (
+    NotReady,
+    running_pid,
+    start_background,
+    stop_background,
+    tail,
+    wait_until_ready,
+)
 
 BIN = Path(sys.executable).parent
 POOLS = ("gpu", "cpu")
@@ -111,18 +118,14 @@ def status(settings: Settings) -> int:
 
 
 def _wait_healthy(service: Service, process: subprocess.Popen, log_path: Path) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    settle = time.monotonic() + 3.0  # a worker that cannot reach its pool exits at once
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"{service.name} exited ({process.returncode}):\n{tail(log_path)}")
-        if service.health_url is None and time.monotonic() >= settle:
-            return
-        if service.health_url is not None and _answers(service.health_url):
-            return
-        time.sleep(0.5)
-    raise SystemExit(f"{service.name} not healthy after {READY_TIMEOUT_S:.0f} s:\n"
-                     f"{tail(log_path)}")
+    if service.health_url is not None:
+        try:
+            return wait_until_ready(service.health_url, process, log_path, READY_TIMEOUT_S)
+        except NotReady as exc:
+            raise SystemExit(f"{service.name}: {exc}") from None
+    time.sleep(3.0)  # a worker that cannot reach its pool exits at once
+    if process.poll() is not None:
+        raise SystemExit(f"{service.name} exited ({process.returncode}):\n{tail(log_path)}")
 
 
 def _answers(url: str) -> bool:

@@ -16,7 +16,6 @@ import secrets
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -24,7 +23,13 @@ import yaml
 from pydantic import BaseModel
 
 from mlops.config import DatasetSpec, Settings
-from mlops.processes import running_pid, start_background, stop_background, tail
+from mlops.processes import (
+    NotReady,
+    running_pid,
+    start_background,
+    stop_background,
+    wait_until_ready,
+)
 from mlops.registry import CHAMPION
 
 log = logging.getLogger(__name__)
@@ -126,18 +131,12 @@ def stop_service(settings: Settings, timeout_s: float = 15.0) -> bool:
 
 
 def _wait_ready(url: str, process: subprocess.Popen, log_path: Path) -> dict:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise DeployError(f"service exited with code {process.returncode}:\n"
-                              f"{tail(log_path)}")
-        try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=2.0).status_code == 200:
-                return httpx.get(f"{url}/v1/model", timeout=5.0).json()
-        except (httpx.HTTPError, json.JSONDecodeError):
-            pass
-        time.sleep(0.1)
-    raise DeployError(f"service not ready after {READY_TIMEOUT_S:.0f} s:\n{tail(log_path)}")
+    """The served model's description, once the service reports ready."""
+    try:
+        wait_until_ready(f"{url}/v2/health/ready", process, log_path, READY_TIMEOUT_S)
+        return httpx.get(f"{url}/v1/model", timeout=5.0).json()
+    except (NotReady, httpx.HTTPError, json.JSONDecodeError) as exc:
+        raise DeployError(f"service did not come up: {exc}") from None
 
 
 def _check_port_free(host: str, port: int) -> None:

@@ -78,7 +78,7 @@ class RegistrySource:
         from mlflow.exceptions import MlflowException
 
         try:
-            client = MlflowClient(tracking_uri=self.tracking_uri)
+            client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
             return str(client.get_model_version_by_alias(self.name, self.alias).version)
         except MlflowException as exc:
             raise ModelSourceError(f"cannot resolve {self.uri}: {exc.message}") from None

@@ -58,7 +58,7 @@ class ObservabilityMiddleware:
             return await self.app(scope, receive, send)
         start, status = time.perf_counter(), 500
         rid, length = read_headers(scope)
-        scope.setdefault("state", {})["request_id"] = rid
+        scope.setdefault("state", {})  # routes put the model version here for the log
         rid_header = (b"x-request-id", rid.encode())
 
         async def send_with_id(message: dict[str, Any]) -> None:

@@ -70,18 +70,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def admin_token(environ: dict[str, str] | os._Environ = os.environ) -> SecretStr | None:
-    """The admin token from MLOPS_ADMIN_TOKEN, or from the file MLOPS_ADMIN_TOKEN_FILE."""
-    if environ.get("MLOPS_ADMIN_TOKEN"):
-        return SecretStr(environ["MLOPS_ADMIN_TOKEN"].strip())
+    """The admin token from MLOPS_ADMIN_TOKEN, or from the file MLOPS_ADMIN_TOKEN_FILE;
+    at least 16 characters either way."""
+    token, where = environ.get("MLOPS_ADMIN_TOKEN", "").strip(), "MLOPS_ADMIN_TOKEN"
     path = environ.get("MLOPS_ADMIN_TOKEN_FILE")
-    if not path:
+    if not token and path:
+        try:
+            token, where = Path(path).read_text().strip(), path
+        except OSError as exc:
+            raise StartupError(f"cannot read the admin token file {path}: "
+                               f"{exc.strerror}") from None
+    if not token:
         return None
-    try:
-        token = Path(path).read_text().strip()
-    except OSError as exc:
-        raise StartupError(f"cannot read the admin token file {path}: {exc.strerror}") from None
     if len(token) < 16:
-        raise StartupError(f"the admin token in {path} is shorter than 16 characters")
+        raise StartupError(f"the admin token in {where} is shorter than 16 characters")
     return SecretStr(token)
 
 
@@ -138,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     _configure_logging(args.log_level)
     try:
+        if args.threads is not None and args.threads < 1:
+            raise StartupError(f"--threads must be at least 1, got {args.threads}")
         spec = load_spec(args.spec) if args.spec else None
         config = ServingConfig(
             max_batch=args.max_batch, max_body_bytes=args.max_body_bytes,

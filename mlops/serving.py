@@ -63,6 +63,8 @@ class FeatureLookup(Protocol):
     spec: Any  # its .features name the matrix's columns
 
     def matrix(self, entity_ids: list[Any]) -> np.ndarray: ...
+
+
 AdminAuth = Annotated[str | None, Header(description="Bearer <admin token>")]
 SERVER = v2.ServerMetadata(name="mlops-inference", version="2", extensions=[])
 
@@ -171,6 +173,7 @@ def create_app(manager: ModelManager, lookup: FeatureLookup | None = None,
         access_log = AccessLog.to_stderr() if config.access_log else AccessLog(None)
     metrics = ServiceMetrics()
     runner = make_runner(config, metrics)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         flusher = asyncio.create_task(access_log.flush_every(1.0))
@@ -187,7 +190,7 @@ def create_app(manager: ModelManager, lookup: FeatureLookup | None = None,
                   description="Open Inference Protocol (KServe v2) REST; plain JSON predict "
                               "by features or by entity id; Prometheus metrics; admin.")
     app.state.manager, app.state.lookup, app.state.config = manager, lookup, config
-    app.state.metrics, app.state.runner = metrics, runner
+    app.state.metrics = metrics
     install_error_handlers(app)
     app.add_middleware(ObservabilityMiddleware, metrics=metrics, runner=runner,
                        access_log=access_log, max_body_bytes=config.max_body_bytes,
@@ -300,7 +303,7 @@ def _v1_routes(app: FastAPI, manager: ModelManager, runner: InferenceRunner,
 
     @app.post("/v1/predict/entity", tags=["v1"], summary="Predict from the online store",
               response_model=PredictResponse, response_model_exclude_none=True,
-              responses={**V1_ERRORS, 404: V1_ERRORS[400], 422: V1_ERRORS[422]},
+              responses={**V1_ERRORS, 404: V1_ERRORS[400]},
               openapi_extra=documented_body(EntityRequest))
     async def predict_entity(request: Request) -> Response:
         body = await parse_body(request, EntityRequest)

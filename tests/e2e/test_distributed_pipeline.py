@@ -100,7 +100,8 @@ def _model_versions(platform: dict, name: str) -> list:
     from mlflow import MlflowClient
 
     tracking = f"sqlite:///{platform['env']['MLOPS_DATA_DIR']}/mlflow.db"
-    return MlflowClient(tracking_uri=tracking).search_model_versions(f"name='{name}'")
+    client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
+    return client.search_model_versions(f"name='{name}'")
 
 
 def _wait_final(api: str, run_id: str, timeout_s: float) -> dict:

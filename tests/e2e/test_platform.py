@@ -85,7 +85,8 @@ def test_a_ui_triggered_run_completes_on_the_workers(platform: dict) -> None:
     tracking = f"sqlite:///{client_env['MLOPS_DATA_DIR']}/mlflow.db"
     from mlflow import MlflowClient
 
-    versions = MlflowClient(tracking_uri=tracking).search_model_versions("name='ui_panel'")
+    client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
+    versions = client.search_model_versions("name='ui_panel'")
     assert len(versions) == 1
 
 

@@ -27,6 +27,14 @@ class Calls(list):
         self.append(rows)
 
 
+def arrivals(batcher: MicroBatcher, count: int) -> list[dict]:
+    """ASGI scopes of ``count`` requests that reached an inference route, not yet parsed."""
+    scopes: list[dict] = [{} for _ in range(count)]
+    for scope in scopes:
+        batcher.arrived(scope)
+    return scopes
+
+
 def run(coroutine):  # noqa: ANN001, ANN201
     return asyncio.run(asyncio.wait_for(coroutine, timeout=20))
 
@@ -50,9 +58,7 @@ def test_concurrent_requests_share_one_call_and_get_their_own_rows(
     batcher = MicroBatcher(NEVER_MS, 256, calls)
 
     async def sixteen() -> list[np.ndarray]:
-        scopes = [{} for _ in range(16)]
-        for scope in scopes:  # all arrived before any has parsed its body
-            batcher.arrived(scope)
+        scopes = arrivals(batcher, 16)  # all arrived before any has parsed its body
         return await asyncio.gather(*[batcher.predict(predictor, ROWS[i:i + 1], scope)
                                       for i, scope in enumerate(scopes)])
 
@@ -100,9 +106,7 @@ def test_a_full_batch_closes_before_everyone_joined(predictor: OnnxPredictor) ->
     batcher = MicroBatcher(NEVER_MS, 4, calls)
 
     async def full() -> list[np.ndarray]:
-        scopes = [{} for _ in range(3)]
-        for scope in scopes:
-            batcher.arrived(scope)
+        scopes = arrivals(batcher, 3)
         first = [batcher.predict(predictor, ROWS[:2], scopes[i]) for i in range(2)]
         done = await asyncio.gather(*first)  # 4 rows: closed although one is still coming
         return [*done, await batcher.predict(predictor, ROWS[:1], scopes[2])]
@@ -119,9 +123,7 @@ def test_versions_never_share_a_call(tmp_path: Path, model_factory: ModelFactory
     batcher = MicroBatcher(NEVER_MS, 256, calls)
 
     async def mixed() -> list[np.ndarray]:
-        scopes = [{} for _ in range(5)]
-        for scope in scopes:
-            batcher.arrived(scope)
+        scopes = arrivals(batcher, 5)
         models = [predictor, newer, predictor, newer, predictor]
         return await asyncio.gather(*[batcher.predict(m, ROWS[i:i + 1], s)
                                       for i, (m, s) in enumerate(zip(models, scopes, strict=True))])
@@ -136,9 +138,7 @@ def test_a_failed_call_fails_each_request_of_the_batch(predictor: OnnxPredictor)
     batcher = MicroBatcher(NEVER_MS, 256, Calls())
 
     async def bad() -> list:
-        scopes = [{}, {}]
-        for scope in scopes:
-            batcher.arrived(scope)
+        scopes = arrivals(batcher, 2)
         return await asyncio.gather(batcher.predict(predictor, ROWS[:1], scopes[0]),
                                     batcher.predict(predictor, ROWS[:1, :3], scopes[1]),
                                     return_exceptions=True)

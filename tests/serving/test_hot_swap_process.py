@@ -20,6 +20,8 @@ import pytest
 from conftest import ADMIN_TOKEN
 from test_model_lifecycle import ROW, Registry, expected
 
+from mlops.processes import wait_until_ready
+
 CLIENTS = 8
 BIASES = {1: 0.1, 2: 2.0, 3: -1.0}  # registration order -> bias
 
@@ -71,7 +73,7 @@ def test_swaps_under_load_fail_no_request(tmp_path: Path, port: int) -> None:
     url, admin = f"http://127.0.0.1:{port}", {"authorization": f"Bearer {ADMIN_TOKEN}"}
     load = Load(url)
     try:
-        _wait_ready(url, process, log)
+        wait_until_ready(f"{url}/v2/health/ready", process, log, 90)
         for thread in load.threads:
             thread.start()
         second = registry.register(BIASES[2])  # the poller swaps to it
@@ -103,16 +105,3 @@ def test_swaps_under_load_fail_no_request(tmp_path: Path, port: int) -> None:
     access = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
     assert len(access) >= len(load.results)
     assert {line["model_version"] for line in access if line["status"] == 200} >= set(versions)
-
-
-def _wait_ready(url: str, process: subprocess.Popen, log: Path, timeout_s: float = 90) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"service exited early:\n{log.read_text()}"
-        try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"service not ready after {timeout_s} s:\n{log.read_text()}")

@@ -27,6 +27,7 @@ class Registry:
     """A throwaway registry where each new version becomes champion (its AUC rises)."""
 
     def __init__(self, root: Path) -> None:
+        root.mkdir(parents=True, exist_ok=True)
         self.root, self.uri = root, f"sqlite:///{root / 'mlflow.db'}"
         self.auc = 0.5
 
@@ -122,6 +123,15 @@ def test_polling_picks_up_a_new_champion(registry: Registry) -> None:
         assert manager.previous is not None
     finally:
         manager.stop()
+
+
+def test_the_source_reads_its_own_registry(tmp_path: Path) -> None:
+    """Registering elsewhere sets MLflow's process-wide registry URI; the source ignores it."""
+    ours, other = Registry(tmp_path / "ours"), Registry(tmp_path / "other")
+    ours.register(BIAS)
+    newest = ours.register(2.0)
+    other.register(BIAS)  # the last registration: the process-wide URI now names "other"
+    assert RegistrySource(ours.uri, "models:/synthetic@champion").resolve() == newest == "2"
 
 
 def test_an_unknown_alias_is_a_clear_source_error(registry: Registry) -> None:

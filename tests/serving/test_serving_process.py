@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -14,13 +12,9 @@ import numpy as np
 import pytest
 from onnx_models import expected_scores
 
+from mlops.processes import wait_until_ready
+
 RECORD = {"f0": 0.5, "f1": -1.0, "f2": 2.0, "f3": 0.1}
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _service(args: list[str], log: Path) -> subprocess.Popen:
@@ -30,29 +24,16 @@ def _service(args: list[str], log: Path) -> subprocess.Popen:
                                 stdin=subprocess.DEVNULL)
 
 
-def _wait_ready(url: str, process: subprocess.Popen, log: Path, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"service exited early:\n{log.read_text()}"
-        try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"service not ready after {timeout_s} s:\n{log.read_text()}")
-
-
 @pytest.mark.slow
 def test_service_process_serves_a_verified_file(onnx_model: tuple[Path, str],
-                                                tmp_path: Path) -> None:
+                                                tmp_path: Path, port: int) -> None:
     path, sha = onnx_model
-    port, log = _free_port(), tmp_path / "service.log"
+    log = tmp_path / "service.log"
     process = _service(["--onnx", str(path), "--sha256", sha, "--name", "synthetic",
                         "--model-version", "7", "--host", "127.0.0.1", "--port", str(port)], log)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(url, process, log)
+        wait_until_ready(f"{url}/v2/health/ready", process, log, 60)
         assert httpx.get(f"{url}/v1/model").json()["version"] == "7"
         body = httpx.post(f"{url}/v1/predict", json={"records": [RECORD]}).json()
         np.testing.assert_allclose(body["predictions"],
@@ -72,9 +53,9 @@ def test_service_process_serves_a_verified_file(onnx_model: tuple[Path, str],
     ([], "refusing to serve an unverified model"),
 ])
 def test_service_refuses_unverified_models(onnx_model: tuple[Path, str], tmp_path: Path,
-                                           extra: list[str], message: str) -> None:
+                                           port: int, extra: list[str], message: str) -> None:
     log = tmp_path / "service.log"
-    process = _service(["--onnx", str(onnx_model[0]), "--port", str(_free_port()), *extra], log)
+    process = _service(["--onnx", str(onnx_model[0]), "--port", str(port), *extra], log)
     assert process.wait(timeout=60) == 2
     assert message in log.read_text()
     assert "Traceback" not in log.read_text()
