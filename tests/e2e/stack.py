@@ -6,9 +6,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 from tests.conftest import free_port
 
@@ -34,3 +38,28 @@ def running_stack(root: Path, *up_args: str, **extra_env: str) -> Iterator[dict]
         yield {"env": env, "api": api, "root": root, "up": started.stdout}
     finally:
         run_module("infra.services", "down", env=env)
+
+
+class PrefectApi:
+    """The stack's REST API as the Prefect UI and scripts call it, retrying while the server
+    answers 503 (its SQLite database busy under the workers' writes), as Prefect's own
+    client does. Callers make writes idempotent (names, idempotency keys)."""
+
+    def __init__(self, api: str) -> None:
+        self._client = httpx.Client(base_url=api, timeout=30.0)
+
+    def call(self, method: str, path: str, body: Any = None) -> httpx.Response:
+        for attempt in range(20):
+            response = self._client.request(method, path, json=body)
+            if response.status_code != 503:
+                return response
+            time.sleep(min(0.25 * 2 ** attempt, 3.0))
+        return response
+
+    def get(self, path: str) -> Any:
+        response = self.call("GET", path)
+        response.raise_for_status()
+        return response.json()
+
+    def post(self, path: str, body: Any) -> httpx.Response:
+        return self.call("POST", path, body)

@@ -9,12 +9,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
 from mlops.synthetic import generate_panel, synthetic_spec
-from tests.e2e.stack import run_module, running_stack
+from tests.e2e.stack import PrefectApi, run_module, running_stack
 
 pytestmark = pytest.mark.slow
 PARENT = "training-pipeline-distributed/default"
@@ -76,21 +75,24 @@ def test_a_failed_stage_fails_the_parent_with_its_message(platform: dict) -> Non
 
 def _trigger(api: str, data: Path, name: str) -> str:
     spec = synthetic_spec(str(data), name=name).model_dump(mode="json")
-    deployment = httpx.get(f"{api}/deployments/name/{PARENT}").json()
+    client = PrefectApi(api)
+    deployment = client.get(f"/deployments/name/{PARENT}")
     assert deployment["work_pool_name"] == "cpu", deployment
-    body = {"parameters": {"params": {"spec": spec, "model": {"epochs": 3}, "deploy": False}}}
-    run = httpx.post(f"{api}/deployments/{deployment['id']}/create_flow_run", json=body)
+    body = {"parameters": {"params": {"spec": spec, "model": {"epochs": 3}, "deploy": False}},
+            "idempotency_key": name}
+    run = client.post(f"/deployments/{deployment['id']}/create_flow_run", body)
     assert run.status_code == 201, run.text
     return run.json()["id"]
 
 
 def _children(api: str, run_id: str) -> dict[str, dict]:
     """The parent's stage runs by stage (flow) name."""
+    client = PrefectApi(api)
     body = {"flow_runs": {"parent_flow_run_id": {"any_": [run_id]}}}
-    runs = httpx.post(f"{api}/flow_runs/filter", json=body).json()
+    runs = client.post("/flow_runs/filter", body).json()
     named = {}
     for child in runs:
-        flow = httpx.get(f"{api}/flows/{child['flow_id']}").json()
+        flow = client.get(f"/flows/{child['flow_id']}")
         assert flow["name"] not in named, f"{flow['name']} ran twice"
         named[flow["name"]] = child
     return named
@@ -106,8 +108,9 @@ def _model_versions(platform: dict, name: str) -> list:
 
 def _wait_final(api: str, run_id: str, timeout_s: float) -> dict:
     deadline = time.monotonic() + timeout_s
+    client = PrefectApi(api)
     while time.monotonic() < deadline:
-        run = httpx.get(f"{api}/flow_runs/{run_id}").json()
+        run = client.get(f"/flow_runs/{run_id}")
         if run["state"]["type"] in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}:
             return run
         time.sleep(2)

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from mlops.synthetic import generate_panel, synthetic_spec
-from tests.e2e.stack import ROOT, run_module, running_stack
+from tests.e2e.stack import ROOT, PrefectApi, run_module, running_stack
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +35,7 @@ def test_up_starts_everything_once(platform: dict) -> None:
     assert again.stdout.count("already running") == 4 and "no changes" in again.stdout
     mlflow = f"http://127.0.0.1:{platform['env']['MLOPS_MLFLOW_PORT']}/health"
     assert httpx.get(mlflow).status_code == 200
-    workers = httpx.post(f"{platform['api']}/work_pools/gpu/workers/filter", json={}).json()
+    workers = PrefectApi(platform["api"]).post("/work_pools/gpu/workers/filter", {}).json()
     assert [w["status"] for w in workers] == ["ONLINE"]
 
 
@@ -61,13 +61,12 @@ def test_the_ci_command_then_make_deploy_register_the_deployments(platform: dict
     local = _deployment(platform["api"], "vision-nightly")
     assert local["pull_steps"] == [{"prefect.deployments.steps.set_working_directory":
                                     {"directory": str(ROOT)}}]
-    names = {d["name"] for d in
-             httpx.post(f"{platform['api']}/deployments/filter", json={}).json()}
+    names = {d["name"] for d in PrefectApi(platform["api"]).post("/deployments/filter", {}).json()}
     assert names == {"default", "vision-nightly", "nlp-nightly"}
 
 
 def _deployment(api: str, name: str) -> dict:
-    return httpx.get(f"{api}/deployments/name/training-pipeline/{name}").json()
+    return PrefectApi(api).get(f"/deployments/name/training-pipeline/{name}")
 
 
 def test_a_ui_triggered_run_completes_on_the_workers(platform: dict) -> None:
@@ -75,9 +74,10 @@ def test_a_ui_triggered_run_completes_on_the_workers(platform: dict) -> None:
     generate_panel(n_entities=40, n_periods=6, seed=5).to_parquet(data, index=False)
     spec = synthetic_spec(str(data), name="ui_panel").model_dump(mode="json")
     deployment = _deployment(platform["api"], "default")
-    body = {"parameters": {"params": {"spec": spec, "model": {"epochs": 3}, "deploy": False}}}
-    run = httpx.post(f"{platform['api']}/deployments/{deployment['id']}/create_flow_run",
-                     json=body)
+    body = {"parameters": {"params": {"spec": spec, "model": {"epochs": 3}, "deploy": False}},
+            "idempotency_key": "ui_panel"}
+    run = PrefectApi(platform["api"]).post(f"/deployments/{deployment['id']}/create_flow_run",
+                                           body)
     assert run.status_code == 201, run.text
     state = _wait_final(platform["api"], run.json()["id"], timeout_s=400)
     assert state == "COMPLETED", state
@@ -94,20 +94,21 @@ def test_invalid_parameters_are_refused_by_the_server(platform: dict) -> None:
     deployment = _deployment(platform["api"], "default")
     params = deployment["parameters"]["params"]
     body = {"parameters": {"params": {**params, "model": {"epochs": 0}}}}
-    refused = httpx.post(f"{platform['api']}/deployments/{deployment['id']}/create_flow_run",
-                         json=body)
+    refused = PrefectApi(platform["api"]).post(
+        f"/deployments/{deployment['id']}/create_flow_run", body)
     assert refused.status_code == 409, refused.text
     assert "'params.model.epochs'" in refused.text and "minimum of 1" in refused.text
     body = {"parameters": {"params": {**params, "team": "Bad Team"}}}
-    refused = httpx.post(f"{platform['api']}/deployments/{deployment['id']}/create_flow_run",
-                         json=body)
+    refused = PrefectApi(platform["api"]).post(
+        f"/deployments/{deployment['id']}/create_flow_run", body)
     assert refused.status_code == 409 and "'params.team'" in refused.text, refused.text
 
 
 def _wait_final(api: str, run_id: str, timeout_s: float) -> str:
     deadline = time.monotonic() + timeout_s
+    client = PrefectApi(api)
     while time.monotonic() < deadline:
-        state = httpx.get(f"{api}/flow_runs/{run_id}").json()["state"]["type"]
+        state = client.get(f"/flow_runs/{run_id}")["state"]["type"]
         if state in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}:
             return state
         time.sleep(2)

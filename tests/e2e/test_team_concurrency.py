@@ -13,10 +13,9 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.e2e.stack import ROOT, running_stack
+from tests.e2e.stack import ROOT, PrefectApi, running_stack
 
 pytestmark = pytest.mark.slow
 ENTRYPOINT = "tests/e2e/sleepy_flow.py:sleepy"
@@ -48,25 +47,14 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         yield stack
 
 
-def _call(client: httpx.Client, method: str, url: str, body: dict) -> httpx.Response:
-    """One API call, retried while the server answers 503 (SQLite busy under load), as
-    Prefect's own client does; every write here is idempotent (names, idempotency keys)."""
-    for attempt in range(20):
-        response = client.request(method, url, json=body)
-        if response.status_code != 503:
-            return response
-        time.sleep(min(0.25 * 2 ** attempt, 3.0))
-    return response
-
-
-def _deploy(client: httpx.Client, flow_id: str, team: str) -> str:
+def _deploy(client: PrefectApi, flow_id: str, team: str) -> str:
     """A deployment of the sleepy flow on the team's queue, run from this checkout."""
     body = {"name": f"sleepy-{team}", "flow_id": flow_id, "work_pool_name": "gpu",
             "work_queue_name": team, "entrypoint": ENTRYPOINT,
             "enforce_parameter_schema": False, "parameters": {"seconds": SLEEP_S},
             "pull_steps": [{"prefect.deployments.steps.set_working_directory":
                             {"directory": str(ROOT)}}]}
-    response = _call(client, "POST", "/deployments/", body)
+    response = client.post("/deployments/", body)
     assert response.status_code in (200, 201), response.text
     return response.json()["id"]
 
@@ -88,32 +76,31 @@ def _max_overlap(intervals: list[tuple[float, float]]) -> int:
 
 def test_team_queues_cap_concurrency_without_blocking_each_other(platform: dict) -> None:
     assert "create queue gpu/alpha (concurrency 1, priority 1)" in platform["up"], platform["up"]
-    with httpx.Client(base_url=platform["api"], timeout=30.0) as client:
-        flow_id = _call(client, "POST", "/flows/", {"name": "sleepy"}).json()["id"]
-        deployments = {team: _deploy(client, flow_id, team) for team in QUOTAS}
-        team_of = {deployment: team for team, deployment in deployments.items()}
-        for team, count in BACKLOG.items():
-            for index in range(count):
-                created = _call(client, "POST",
-                                f"/deployments/{deployments[team]}/create_flow_run",
-                                {"parameters": {"seconds": SLEEP_S},
-                                 "idempotency_key": f"{team}-{index}"})
-                assert created.status_code == 201, created.text
-        query = {"flow_runs": {"deployment_id": {"any_": list(team_of)}}, "limit": 200}
-        samples: list[dict[str, dict[str, int]]] = []  # per sample: state type -> team -> count
-        began = time.monotonic()
-        while True:
-            runs = _call(client, "POST", "/flow_runs/filter", query).json()
-            counts = {state: dict.fromkeys(QUOTAS, 0) for state in ("SCHEDULED", "ACTIVE")}
-            for run in runs:
-                state, team = run["state"]["type"], team_of[run["deployment_id"]]
-                if state in ("SCHEDULED", *ACTIVE):
-                    counts["ACTIVE" if state in ACTIVE else state][team] += 1
-            samples.append(counts)
-            done = all(run["state"]["type"] in FINAL for run in runs)
-            if done or time.monotonic() - began > RUN_TIMEOUT_S:
-                break
-            time.sleep(0.5)
+    client = PrefectApi(platform["api"])
+    flow_id = client.post("/flows/", {"name": "sleepy"}).json()["id"]
+    deployments = {team: _deploy(client, flow_id, team) for team in QUOTAS}
+    team_of = {deployment: team for team, deployment in deployments.items()}
+    for team, count in BACKLOG.items():
+        for index in range(count):
+            created = client.post(f"/deployments/{deployments[team]}/create_flow_run",
+                                  {"parameters": {"seconds": SLEEP_S},
+                                   "idempotency_key": f"{team}-{index}"})
+            assert created.status_code == 201, created.text
+    query = {"flow_runs": {"deployment_id": {"any_": list(team_of)}}, "limit": 200}
+    samples: list[dict[str, dict[str, int]]] = []  # per sample: state type -> team -> count
+    began = time.monotonic()
+    while True:
+        runs = client.post("/flow_runs/filter", query).json()
+        counts = {state: dict.fromkeys(QUOTAS, 0) for state in ("SCHEDULED", "ACTIVE")}
+        for run in runs:
+            state, team = run["state"]["type"], team_of[run["deployment_id"]]
+            if state in ("SCHEDULED", *ACTIVE):
+                counts["ACTIVE" if state in ACTIVE else state][team] += 1
+        samples.append(counts)
+        done = all(run["state"]["type"] in FINAL for run in runs)
+        if done or time.monotonic() - began > RUN_TIMEOUT_S:
+            break
+        time.sleep(0.5)
     elapsed = time.monotonic() - began
     states = sorted(run["state"]["type"] for run in runs)
     assert len(runs) == sum(BACKLOG.values()), runs
