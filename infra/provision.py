@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
 
 DEFAULT_FILE = Path(__file__).with_name("teams.yaml")
-_PAGE = 200
+PAGE = 200
 # Prefect shifts a queue whose priority another queue takes; a second round puts back any
 # managed queue that was shifted, a third would mean something else is changing the server.
 _MAX_ROUNDS = 3
@@ -99,22 +99,22 @@ async def read_current_state(client: PrefectClient, desired: DesiredState) -> Cu
         except ObjectNotFound:
             continue
         pools.append(PoolState(pool.name, pool.type, pool.concurrency_limit))
-        found = await _read_all(lambda offset, name=want.name: client.read_work_queues(
-            work_pool_name=name, limit=_PAGE, offset=offset))
+        found = await read_all(lambda offset, name=want.name: client.read_work_queues(
+            work_pool_name=name, limit=PAGE, offset=offset))
         queues += [QueueState(want.name, q.name, q.concurrency_limit, q.priority) for q in found]
-    found = await _read_all(lambda offset: client.read_global_concurrency_limits(
-        limit=_PAGE, offset=offset))
+    found = await read_all(lambda offset: client.read_global_concurrency_limits(
+        limit=PAGE, offset=offset))
     limits = [LimitState(limit.name, limit.limit, limit.active) for limit in found]
     return CurrentState(tuple(pools), tuple(queues), tuple(limits))
 
 
-async def _read_all(read_page: Callable[[int], Awaitable[list[Any]]]) -> list[Any]:
+async def read_all(read_page: Callable[[int], Awaitable[list[Any]]]) -> list[Any]:
     """Every item of a paged listing."""
     items: list[Any] = []
     while True:
         page = await read_page(len(items))
         items += page
-        if len(page) < _PAGE:
+        if len(page) < PAGE:
             return items
 
 
@@ -174,10 +174,19 @@ async def _apply_queue(client: PrefectClient, change: Change) -> None:
             return
         except ObjectAlreadyExists:
             pass
-    update = WorkQueueUpdate(concurrency_limit=queue.concurrency_limit, priority=queue.priority)
+    # Only what differs: a limit the fair-share controller owns is never in the diffs.
+    wanted = {"concurrency": {"concurrency_limit": queue.concurrency_limit},
+              "priority": {"priority": queue.priority}}
+    fields = ({k: v for word, *_ in change.diffs for k, v in wanted[word].items()}
+              if change.action == "update" else {**wanted["concurrency"], **wanted["priority"]})
+    await patch_queue(client, queue.pool, queue.name,
+                      WorkQueueUpdate(**fields).model_dump(mode="json", exclude_unset=True))
+
+
+async def patch_queue(client: PrefectClient, pool: str, name: str, fields: dict[str, Any]) -> None:
+    """Update a queue through its pool's route (see ``_apply_queue``)."""
     await client.request("PATCH", "/work_pools/{work_pool_name}/queues/{name}",
-                         path_params={"work_pool_name": queue.pool, "name": queue.name},
-                         json=update.model_dump(mode="json", exclude_unset=True))
+                         path_params={"work_pool_name": pool, "name": name}, json=fields)
 
 
 async def _apply_limit(client: PrefectClient, change: Change) -> None:

@@ -27,10 +27,12 @@ from mlops.processes import (
     tail,
     wait_until_ready,
 )
+from mlops.teams import load_teams
 
 BIN = Path(sys.executable).parent
 POOLS = ("gpu", "cpu")
 READY_TIMEOUT_S = 180.0
+CONTROLLER = "fairshare-controller"
 
 
 @dataclass(frozen=True)
@@ -40,8 +42,9 @@ class Service:
     health_url: str | None  # None: a worker, healthy while its process lives
 
 
-def services(settings: Settings) -> list[Service]:
-    """What `up` starts, in order (`down` stops them in reverse)."""
+def services(settings: Settings, teams_file: Path | None = None) -> list[Service]:
+    """What `up` starts, in order (`down` stops them in reverse); the fair-share controller
+    when ``teams_file`` turns it on (for `down` and `status`: when its pid file exists)."""
     host = settings.platform_host
     prefect = Service("prefect-server", [str(BIN / "prefect"), "server", "start", "--host", host,
                                          "--port", str(settings.prefect_port)],
@@ -54,7 +57,23 @@ def services(settings: Settings) -> list[Service]:
     workers = [Service(f"worker-{pool}", [str(BIN / "prefect"), "worker", "start", "--pool",
                                           pool, "--type", "process", "--name", f"{pool}-{host}"],
                        None) for pool in POOLS]
-    return [prefect, mlflow, *workers]
+    return [prefect, mlflow, *workers, *_controller(settings, teams_file)]
+
+
+def _controller(settings: Settings, teams_file: Path | None) -> list[Service]:
+    if teams_file is None:
+        wanted = (settings.data_dir / "platform" / f"{CONTROLLER}.pid").exists()
+    else:
+        fairshare = load_teams(teams_file).fairshare
+        wanted = fairshare is not None and fairshare.enabled
+    if not wanted:
+        return []
+    port = str(settings.fairshare_port)
+    command = [sys.executable, "-m", "flows.fairshare_controller", "--metrics-port", port]
+    if teams_file is not None:
+        command += ["--file", str(teams_file)]
+    return [Service(CONTROLLER, command,
+                    f"http://{settings.platform_host}:{port}/metrics")]
 
 
 def environment(settings: Settings) -> dict[str, str]:
@@ -70,7 +89,7 @@ def up(settings: Settings, teams_file: Path) -> None:
     folder = settings.stage_dir("platform")
     settings.stage_dir("prefect")
     env = environment(settings)
-    for service in services(settings):
+    for service in services(settings, teams_file):
         if service.name == f"worker-{POOLS[0]}":
             _provision(teams_file, env)
         _ensure_running(service, folder, env)

@@ -127,6 +127,7 @@ class Settings(BaseSettings):
     platform_host: str = "127.0.0.1"
     prefect_port: int = Field(default=4200, ge=1, le=65535)
     mlflow_port: int = Field(default=5000, ge=1, le=65535)
+    fairshare_port: int = Field(default=9464, ge=1, le=65535)  # the controller's /metrics
 
     @field_validator("data_dir")
     @classmethod

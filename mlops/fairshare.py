@@ -114,10 +114,15 @@ def headroom(capacity: int, teams: Sequence[TeamPolicy],
 
     Only slots nobody was allocated are handed out, so the limits still sum to at most the
     capacity: a team that arrives within its quota starts at once, and a borrower's limit
-    is never raised past its allocation.
+    is never raised past its allocation. Unused quota a team does not lend was kept idle
+    for it alone, so it goes to that team first, not into the shared water-filling.
     """
     raised = dict(limits)
     free = capacity - sum(limits.values())
+    for team in teams:  # an allocation below quota is the team's demand: same reserve
+        kept = min(reserved(team, limits[team.name]), max(0, free))
+        raised[team.name] += kept
+        free -= kept
     caps = {team.name: max(limits[team.name], 0 if team.over_budget else team.quota)
             for team in teams}
     _water_fill(list(teams), raised, caps, free)
@@ -172,7 +177,8 @@ def select_preemptions(teams: Sequence[TeamPolicy], limits: Mapping[str, int],
                        capacity: int) -> list[RunningRun]:
     """Borrowed runs to cancel so that every team below its guarantee reaches it now.
 
-    Only what free slots cannot cover is preempted, and only from teams holding more than
+    Only what free slots cannot cover is preempted (with the pool over its capacity, as
+    after it shrank, that includes the overflow), and only from teams holding more than
     their allocation (all such runs are borrowed: a team's allocation is at least its
     quota while its demand exceeds it). Victims: low priority first, then newest first,
     so the least work is lost.
@@ -183,7 +189,7 @@ def select_preemptions(teams: Sequence[TeamPolicy], limits: Mapping[str, int],
     demand = {name: held[name] + queued.get(name, 0) for name in held}
     owed = sum(max(0, min(guarantee(team, demand[team.name]), limits[team.name]) - held[team.name])
                for team in teams)
-    needed = owed - max(0, capacity - len(running))
+    needed = owed - (capacity - len(running)) if owed else 0
     excess = {name: held[name] - limits[name] for name in held}
     rank = {priority: index for index, priority in enumerate(PRIORITIES)}
     candidates = sorted(running, key=lambda run: (-rank.get(run.priority, 1), -run.started_at))

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from mlops.fairshare import PRIORITIES
 from mlops.teams import LIMIT_PREFIX, TeamsConfig, limit_name, queue_name
 
 
@@ -46,6 +47,9 @@ class DesiredState:
     pools: tuple[PoolState, ...] = ()
     queues: tuple[QueueState, ...] = ()
     limits: tuple[LimitState, ...] = ()
+    # The fair-share controller sets queue limits: the plan creates queues with their
+    # starting limit but never updates an existing queue's limit.
+    controller_owns_limits: bool = False
 
 
 CurrentState = DesiredState
@@ -92,13 +96,25 @@ class Change:
 
 def desired_state(config: TeamsConfig) -> DesiredState:
     """The Prefect objects the file implies: per pool its capacity, and per team and pool a
-    queue and a global limit, both set to the team's quota."""
+    queue and a global limit, both set to the team's quota.
+
+    With the fair-share controller on, each team has a high, a normal and a low queue per
+    pool (priorities 3p-2, 3p-1, 3p for team priority p: teams in their order, and within a
+    team high first); they start at the quota (normal) and 0, and the controller moves them.
+    """
     pools = tuple(PoolState(name, pool.type, pool.capacity) for name, pool in config.pools.items())
-    queues = tuple(QueueState(pool, queue_name(team.name), team.quota(pool), team.priority)
-                   for pool in config.pools for team in config.teams)
+    if config.fairshare and config.fairshare.enabled:
+        queues = tuple(
+            QueueState(pool, queue_name(team.name, level),
+                       team.quota(pool) if level == "normal" else 0, 3 * team.priority - 2 + rank)
+            for pool in config.pools for team in config.teams
+            for rank, level in enumerate(PRIORITIES))
+    else:
+        queues = tuple(QueueState(pool, queue_name(team.name), team.quota(pool), team.priority)
+                       for pool in config.pools for team in config.teams)
     limits = tuple(LimitState(limit_name(team.name, pool), team.quota(pool))
                    for pool in config.pools for team in config.teams)
-    return DesiredState(pools, queues, limits)
+    return DesiredState(pools, queues, limits, bool(config.fairshare and config.fairshare.enabled))
 
 
 def plan_changes(desired: DesiredState, current: CurrentState) -> list[Change]:
@@ -112,16 +128,18 @@ def plan_changes(desired: DesiredState, current: CurrentState) -> list[Change]:
     limits = {limit.name: limit for limit in current.limits}
     order = {pool.name: index for index, pool in enumerate(desired.pools)}
     changes = [_diff(pool, pools.get(pool.name)) for pool in desired.pools]
-    changes += [_diff(queue, queues.get((queue.pool, queue.name)))
+    skip = ("concurrency",) if desired.controller_owns_limits else ()
+    changes += [_diff(queue, queues.get((queue.pool, queue.name)), skip)
                 for queue in sorted(desired.queues, key=lambda q: (order[q.pool], q.priority))]
     changes += [_diff(limit, limits.get(limit.name)) for limit in desired.limits]
     return [change for change in changes if change is not None]
 
 
-def _diff(want: Resource, have: Resource | None) -> Change | None:
+def _diff(want: Resource, have: Resource | None, skip: tuple[str, ...] = ()) -> Change | None:
     if have is None:
         return Change("create", want)
-    pairs = ((word, getattr(have, attr), getattr(want, attr)) for word, attr in _FIELDS[type(want)])
+    pairs = ((word, getattr(have, attr), getattr(want, attr))
+             for word, attr in _FIELDS[type(want)] if word not in skip)
     diffs = tuple((word, old, new) for word, old, new in pairs if old != new)
     return Change("update", want, diffs) if diffs else None
 

@@ -16,6 +16,11 @@ Rules, and why:
   queue priorities are unique integers per pool (a duplicate silently shifts other queues).
 - A team named ``default`` must exist: the training pipeline runs as it unless told otherwise,
   and its queue is the pool's own ``default`` queue.
+- Borrowing and lending limits (per pool, optional) bound what the fair-share controller
+  lends: a team holds at most its quota plus its borrowing limit, and others use at most
+  its lending limit of its unused quota. The ``fairshare`` section (optional) turns the
+  controller on; then each team also gets a ``<team>-high`` and a ``<team>-low`` queue in
+  every pool, and the controller, not the file, owns the queues' concurrency limits.
 - The plan only creates and updates. Queues and ``team:`` limits of the declared pools that
   the file does not declare are reported as unmanaged and left in place, so removing a team
   from the file never cancels its runs; delete them by hand once they are drained.
@@ -27,7 +32,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -37,11 +42,14 @@ DEFAULT_TEAM = "default"
 LIMIT_PREFIX = "team:"
 _NAME_RULE = "must be lower case letters, digits and dashes, starting with a letter (<= 40)"
 _TOP_KEYS = ("pools", "teams")
+_OPTIONAL_KEYS = ("fairshare",)
+PRIORITY_SUFFIXES = ("-high", "-low")  # queue names of a team's high and low priority runs
 
 
-def queue_name(team: str) -> str:
-    """The work queue a team's runs go to, in every pool (the pool scopes the name)."""
-    return team
+def queue_name(team: str, priority: str = "normal") -> str:
+    """The work queue a team's runs of a priority go to, in every pool (the pool scopes the
+    name): the team's name for normal runs, ``<team>-high`` and ``<team>-low`` otherwise."""
+    return team if priority == "normal" else f"{team}-{priority}"
 
 
 def limit_name(team: str, pool: str) -> str:
@@ -80,10 +88,32 @@ class TeamConfig(BaseModel):
     quotas: dict[str, Annotated[int, Field(ge=0)]] = Field(
         description="Guaranteed concurrent runs per pool name.")
     budget_gpu_hours: float | None = Field(None, ge=0, description="GPU hours per period.")
+    borrowing_limits: dict[str, Annotated[int, Field(ge=0)]] = Field(
+        default_factory=dict, description="Most runs above its quota per pool (none: no limit).")
+    lending_limits: dict[str, Annotated[int, Field(ge=0)]] = Field(
+        default_factory=dict, description="Most of its unused quota others may use per pool "
+        "(none: all of it).")
 
     def quota(self, pool: str) -> int:
         """The team's quota of a pool (0 where it has none)."""
         return self.quotas.get(pool, 0)
+
+
+class FairShareConfig(BaseModel):
+    """The fair-share controller: how often it decides and what it may do."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    enabled: bool = Field(True, description="Run the controller (`make up` starts it).")
+    period_s: float = Field(10.0, ge=1, description="Seconds between decisions.")
+    preemption: bool = Field(False, description="Cancel and requeue the newest borrowed runs "
+                             "when a team below its guarantee is waiting.")
+    over_budget: Literal["borrow", "hold"] = Field(
+        "borrow", description="A team over its GPU-hour budget keeps no guarantee and may only "
+        "borrow idle capacity (borrow), or starts nothing until the next period (hold).")
+    budget_period: Literal["day", "week", "month"] = Field("month", description="UTC period.")
+    budget_pool: str = Field("gpu", description="The pool whose run time is metered.")
+    gpus_per_run: int = Field(1, ge=1, description="GPUs one run of the metered pool holds.")
 
 
 class TeamsConfig(BaseModel):
@@ -93,6 +123,7 @@ class TeamsConfig(BaseModel):
 
     pools: dict[str, PoolConfig]
     teams: list[TeamConfig]
+    fairshare: FairShareConfig | None = None
 
     @model_validator(mode="after")
     def _check_consistency(self) -> TeamsConfig:
@@ -127,16 +158,32 @@ def parse_teams(raw: Any, source: str = "teams file") -> TeamsConfig:
     """Validate already parsed YAML, collecting the problems of every part before refusing."""
     if not isinstance(raw, dict):
         raise TeamsConfigError(source, ["the file must be a mapping with keys pools and teams"])
-    problems = [f"unknown key {key!r} at the top level (allowed: pools, teams)"
-                for key in raw if key not in _TOP_KEYS]
+    problems = [f"unknown key {key!r} at the top level (allowed: pools, teams, fairshare)"
+                for key in raw if key not in _TOP_KEYS + _OPTIONAL_KEYS]
     problems += [f"missing key {key!r} at the top level" for key in _TOP_KEYS if key not in raw]
     pools, pool_problems = _parse_pools(raw.get("pools", {}))
     teams, facts, team_problems = _parse_team_list(raw.get("teams", []))
     capacities = {name: pool.capacity if pool else None for name, pool in pools.items()}
-    problems += pool_problems + team_problems + _cross_problems(capacities, facts)
+    fairshare, fairshare_problems = _parse_fairshare(raw.get("fairshare"), capacities)
+    problems += pool_problems + team_problems + fairshare_problems
+    problems += _cross_problems(capacities, facts)
     if problems:
         raise TeamsConfigError(source, problems)
-    return TeamsConfig(pools={name: pool for name, pool in pools.items() if pool}, teams=teams)
+    return TeamsConfig(pools={name: pool for name, pool in pools.items() if pool}, teams=teams,
+                       fairshare=fairshare)
+
+
+def _parse_fairshare(raw: Any, pools: dict[str, int | None]
+                     ) -> tuple[FairShareConfig | None, list[str]]:
+    if raw is None:
+        return None, []
+    try:
+        config = FairShareConfig.model_validate(raw)
+    except ValidationError as exc:
+        return None, [_describe("fairshare", error) for error in exc.errors()]
+    if config.budget_pool not in pools:
+        return None, [f"fairshare: budget_pool {config.budget_pool!r} is not a declared pool"]
+    return config, []
 
 
 def _parse_pools(raw: Any) -> tuple[dict[str, PoolConfig | None], list[str]]:
@@ -191,6 +238,7 @@ class _TeamFacts:
     priority: int | None
     quotas: dict[str, int]
     declared: frozenset[str] | None  # pools it gives a quota for, valid or not
+    limited: frozenset[str] = frozenset()  # pools it gives a borrowing or lending limit for
 
 
 def _facts(body: dict[str, Any], label: str) -> _TeamFacts:
@@ -202,7 +250,9 @@ def _facts(body: dict[str, Any], label: str) -> _TeamFacts:
         priority=_count(body.get("priority"), 1),
         quotas={str(pool): quota for pool, quota in quotas.items()
                 if _count(quota, 0) is not None},
-        declared=frozenset(map(str, quotas)) if isinstance(raw_quotas, dict) else None)
+        declared=frozenset(map(str, quotas)) if isinstance(raw_quotas, dict) else None,
+        limited=frozenset(str(pool) for key in ("borrowing_limits", "lending_limits")
+                          if isinstance(body.get(key), dict) for pool in body[key]))
 
 
 def _count(value: Any, low: int) -> int | None:
@@ -216,6 +266,8 @@ def _cross_problems(capacities: dict[str, int | None], teams: list[_TeamFacts]) 
     for team in teams:
         problems += [f"{team.label}: quota for unknown pool {pool!r} (declare it under pools)"
                      for pool in sorted(team.declared or ()) if pool not in capacities]
+        problems += [f"{team.label}: borrowing or lending limit for unknown pool {pool!r}"
+                     for pool in sorted(team.limited) if pool not in capacities]
         if team.declared is not None:
             problems += [f"{team.label}: no quota for pool {pool!r} (use 0 for none)"
                          for pool in capacities if pool not in team.declared]
@@ -234,6 +286,9 @@ def _name_problems(names: list[str]) -> list[str]:
     """Duplicate team names, and the default team the pipeline relies on."""
     problems = [f"duplicate team name {name!r} ({count} teams)"
                 for name, count in Counter(names).items() if count > 1]
+    problems += [f"team name {name!r} must not end in {', '.join(PRIORITY_SUFFIXES)}: those "
+                 "name a team's priority queues" for name in names
+                 if name.endswith(PRIORITY_SUFFIXES)]
     if DEFAULT_TEAM not in names:
         problems.append(f"no team named {DEFAULT_TEAM!r}: the training pipeline runs as it "
                         "by default")

@@ -63,3 +63,17 @@ class PrefectApi:
 
     def post(self, path: str, body: Any) -> httpx.Response:
         return self.call("POST", path, body)
+
+
+def deploy_from_checkout(client: PrefectApi, flow: str, entrypoint: str, name: str, pool: str,
+                         queue: str, parameters: dict[str, Any]) -> str:
+    """A deployment of a flow in this checkout on a pool's queue, run from the checkout."""
+    flow_id = client.post("/flows/", {"name": flow}).json()["id"]
+    body = {"name": name, "flow_id": flow_id, "work_pool_name": pool, "work_queue_name": queue,
+            "entrypoint": entrypoint, "enforce_parameter_schema": False,
+            "parameters": parameters,
+            "pull_steps": [{"prefect.deployments.steps.set_working_directory":
+                            {"directory": str(ROOT)}}]}
+    response = client.post("/deployments/", body)
+    assert response.status_code in (200, 201), response.text
+    return response.json()["id"]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.stack import ROOT, PrefectApi, running_stack
+from tests.e2e.stack import PrefectApi, deploy_from_checkout, running_stack
 
 pytestmark = pytest.mark.slow
 ENTRYPOINT = "tests/e2e/sleepy_flow.py:sleepy"
@@ -47,18 +47,6 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         yield stack
 
 
-def _deploy(client: PrefectApi, flow_id: str, team: str) -> str:
-    """A deployment of the sleepy flow on the team's queue, run from this checkout."""
-    body = {"name": f"sleepy-{team}", "flow_id": flow_id, "work_pool_name": "gpu",
-            "work_queue_name": team, "entrypoint": ENTRYPOINT,
-            "enforce_parameter_schema": False, "parameters": {"seconds": SLEEP_S},
-            "pull_steps": [{"prefect.deployments.steps.set_working_directory":
-                            {"directory": str(ROOT)}}]}
-    response = client.post("/deployments/", body)
-    assert response.status_code in (200, 201), response.text
-    return response.json()["id"]
-
-
 def _time(value: str) -> float:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
@@ -77,8 +65,9 @@ def _max_overlap(intervals: list[tuple[float, float]]) -> int:
 def test_team_queues_cap_concurrency_without_blocking_each_other(platform: dict) -> None:
     assert "create queue gpu/alpha (concurrency 1, priority 1)" in platform["up"], platform["up"]
     client = PrefectApi(platform["api"])
-    flow_id = client.post("/flows/", {"name": "sleepy"}).json()["id"]
-    deployments = {team: _deploy(client, flow_id, team) for team in QUOTAS}
+    deployments = {team: deploy_from_checkout(client, "sleepy", ENTRYPOINT, f"sleepy-{team}",
+                                              "gpu", team, {"seconds": SLEEP_S})
+                   for team in QUOTAS}
     team_of = {deployment: team for team, deployment in deployments.items()}
     for team, count in BACKLOG.items():
         for index in range(count):

@@ -205,3 +205,53 @@ def test_unmanaged_are_reported_not_planned() -> None:
         "unmanaged queue gpu/old-team (not in the teams file; left in place)",
         "unmanaged limit team:old-team:gpu (not in the teams file; left in place)",
     ]
+
+
+def _fairshare(**section: object) -> dict:
+    raw = copy.deepcopy(BASE)
+    raw["fairshare"] = {"period_s": 5, **section}
+    return raw
+
+
+def test_fairshare_section_and_limits_are_read() -> None:
+    raw = _fairshare(preemption=True, over_budget="hold")
+    raw["teams"][0].update(borrowing_limits={"gpu": 1}, lending_limits={"cpu": 2})
+    config = parse_teams(raw)
+    assert config.fairshare is not None and config.fairshare.preemption
+    assert config.fairshare.over_budget == "hold" and config.fairshare.period_s == 5
+    assert config.team("vision").borrowing_limits == {"gpu": 1}
+    assert parse_teams(copy.deepcopy(BASE)).fairshare is None
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"fairshare": {"period_s": 0.5}}, "fairshare: period_s must be >= 1"),
+    ({"fairshare": {"over_budget": "kill"}}, "fairshare: over_budget"),
+    ({"fairshare": {"budget_pool": "tpu"}}, "budget_pool 'tpu' is not a declared pool"),
+    ({"fairshare": {"preempt": True}}, "fairshare: unknown key 'preempt'"),
+])
+def test_invalid_fairshare_section_is_named(change: dict, expected: str) -> None:
+    raw = {**copy.deepcopy(BASE), **change}
+    assert any(expected in problem for problem in _problems(raw)), _problems(raw)
+
+
+def test_limits_for_unknown_pools_and_queue_suffixes_are_refused() -> None:
+    problems = _problems(_with(borrowing_limits={"tpu": 1}))
+    assert "team vision: borrowing or lending limit for unknown pool 'tpu'" in problems
+    problems = _problems(_with(name="vision-high"))
+    assert any("must not end in -high, -low" in problem for problem in problems), problems
+
+
+def test_with_fairshare_each_team_has_three_priority_queues_owned_by_the_controller() -> None:
+    desired = desired_state(parse_teams(_fairshare()))
+    gpu = [(q.name, q.concurrency_limit, q.priority) for q in desired.queues if q.pool == "gpu"]
+    assert gpu[:3] == [("vision-high", 0, 1), ("vision", 2, 2), ("vision-low", 0, 3)]
+    assert ("default", 1, 8) in gpu and len(gpu) == 9
+    assert desired.controller_owns_limits
+    # The controller moved the limits: provisioning again changes nothing; a priority
+    # moved by hand is put back without touching the limit.
+    moved = DesiredState(desired.pools, tuple(
+        QueueState(q.pool, q.name, 7, q.priority + (q.name == "nlp-low")) for q in desired.queues),
+        desired.limits)
+    lines = [str(change) for change in plan_changes(desired, moved)]
+    assert lines == ["update queue gpu/nlp-low priority 7 -> 6",
+                     "update queue cpu/nlp-low priority 7 -> 6"]

@@ -1,0 +1,120 @@
+"""The fair-share controller: one long-running flow run that decides every period.
+
+``python -m flows.fairshare_controller --file infra/teams.yaml`` (``make up`` starts it when
+the teams file has a ``fairshare`` section). Each tick reads every pool's runs per team
+queue, asks the policy for queue limits (``infra.fairshare.tick``), applies what differs
+and, with preemption on, cancels and requeues the newest borrowed runs.
+
+Why a long-running flow run and not a deployment on an interval schedule: the controller
+must act every few seconds without holding a slot of the pools it governs or obeying the
+limits it sets, without creating a flow run per tick (8,640 a day at 10 s), and it serves
+Prometheus gauges from one stable process. As a flow run it still shows in the Prefect UI:
+each decision is in its logs with the inputs it was made from, and each pool's shares are a
+table artifact (key ``fairshare-<pool>``), updated whenever the decision changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import acreate_table_artifact
+from prefect.client.orchestration import get_client
+
+from infra.fairshare import PoolDecision, tick
+from mlops.config import Settings
+from mlops.fairshare_gauges import FairShareGauges
+from mlops.teams import FairShareConfig, TeamsConfig, TeamsConfigError, load_teams
+
+
+@flow(name="fairshare-controller", log_prints=False)
+async def fairshare_controller(teams_file: str = "infra/teams.yaml", ticks: int = 0,
+                               period_s: float | None = None, apply: bool = True,
+                               metrics_port: int | None = None) -> int:
+    """Decide every ``period_s`` (the file's period by default); ``ticks`` > 0 stops after
+    that many. Returns the number of ticks run."""
+    config = load_teams(teams_file)
+    gauges = FairShareGauges()
+    if metrics_port:
+        gauges.serve(metrics_port, Settings().platform_host)
+    last: dict[str, Any] = {}
+    count = 0
+    async with get_client() as client:
+        while True:
+            config = _reload(teams_file, config)
+            try:
+                decisions, changes = await tick(client, config, apply=apply)
+            except Exception as exc:  # the controller outlives a server hiccup
+                get_run_logger().warning("tick failed, limits left as they are: %s", exc)
+            else:
+                await _report(config, decisions, changes, last, gauges)
+            count += 1
+            if ticks and count >= ticks:
+                return count
+            await asyncio.sleep(period_s or (config.fairshare or FairShareConfig()).period_s)
+
+
+def _reload(teams_file: str, config: TeamsConfig) -> TeamsConfig:
+    """The file as it is now, so that an edit (a weight, preemption) applies at the next
+    tick without a restart; an invalid edit is logged and the last valid file kept."""
+    try:
+        fresh = load_teams(teams_file)
+    except TeamsConfigError as exc:
+        get_run_logger().error("keeping the last valid teams file: %s", exc)
+        return config
+    if fresh != config:
+        get_run_logger().info("teams file changed: %s", teams_file)
+    return fresh
+
+
+async def _report(config: TeamsConfig, decisions: list[PoolDecision], changes: list[str],
+                  last: dict[str, Any], gauges: FairShareGauges) -> None:
+    """Log a pool's decision with its inputs when either changed; publish the table when
+    the decision changed; gauges always."""
+    logger = get_run_logger()
+    for decision in decisions:
+        gauges.update(decision.pool, decision.teams, decision.running, decision.queued,
+                      decision.plan)
+        inputs, outputs = decision.inputs(), decision.outputs()
+        applied = [line for line in changes if line.split()[1].startswith(f"{decision.pool}/")]
+        if last.get(decision.pool) != (inputs, outputs) or applied:
+            logger.info("decision %s", json.dumps({"inputs": inputs, "outputs": outputs,
+                                                   "applied": applied}, sort_keys=True))
+        if last.get(decision.pool, (None, None))[1] != outputs:
+            await acreate_table_artifact(
+                decision.rows(), key=f"fairshare-{decision.pool}",
+                description=f"Fair share of pool {decision.pool} (capacity "
+                            f"{decision.capacity}): allocation = runs a team may hold now.")
+        last[decision.pool] = (inputs, outputs)
+    budgets = {team.name: team.budget_gpu_hours for team in config.teams}
+    used = next((d.gpu_hours for d in decisions if d.gpu_hours), {})
+    gauges.update_budgets(used, budgets)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flows.fairshare_controller",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--file", default="infra/teams.yaml", help="the teams file")
+    parser.add_argument("--ticks", type=int, default=0, help="stop after N ticks (0: never)")
+    parser.add_argument("--period-s", type=float, default=None,
+                        help="seconds between ticks (default: the file's fairshare.period_s)")
+    parser.add_argument("--dry-run", action="store_true", help="decide and log, change nothing")
+    parser.add_argument("--metrics-port", type=int, default=None,
+                        help="serve Prometheus gauges on this port")
+    args = parser.parse_args(argv)
+    try:
+        load_teams(args.file)
+    except TeamsConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    asyncio.run(fairshare_controller(args.file, args.ticks, args.period_s, not args.dry_run,
+                                     args.metrics_port))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
