@@ -18,7 +18,7 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 export DO_NOT_TRACK := true
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv run stop test test-fast bench bench-serving gpu-check lint clean up down status provision deploy
+.PHONY: venv run stop test test-fast bench bench-serving bench-fairshare gpu-check lint clean up down status provision deploy
 
 venv: $(VENV)/.installed
 	@mkdir -p $(PREFECT_HOME)
@@ -67,6 +67,9 @@ bench: venv
 bench-serving: venv
 	command -v wrk >/dev/null || (apt-get install -y wrk || (apt-get update && apt-get install -y wrk))
 	$(PY) benchmarks/bench_serving.py $(BENCH_ARGS)
+
+bench-fairshare: venv
+	$(PY) benchmarks/bench_fairshare.py $(BENCH_ARGS)
 
 gpu-check: venv
 	$(PY) benchmarks/gpu_check.py

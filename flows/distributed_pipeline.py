@@ -18,6 +18,7 @@ from prefect import flow
 from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
 
+from infra.fairshare import follow_requeues
 from mlops.config import Settings
 from mlops.handover import HandoverRef, StageFailed, read_result
 from mlops.stages import PipelineParams
@@ -34,6 +35,7 @@ def run_stage(stage: str, params: PipelineParams, handover: HandoverRef) -> None
                            parameters={"params": params.model_dump(mode="json"),
                                        "handover": handover.model_dump(mode="json")},
                            work_queue_name=params.team)
+    child = follow_requeues(child)  # preempted by the fair-share controller: its copy
     state = child.state
     if state is None or not state.is_completed():
         name = state.name if state else "no state"

@@ -214,10 +214,13 @@ async def preempt(client: PrefectClient, run: FlowRun) -> str:
     worst, never lost; the idempotency key makes the next tick reuse the same copy. A
     training run started again resumes from its last checkpoint (``mlops.training``).
     """
-    from prefect.states import Cancelling
+    from prefect.states import Cancelling, Scheduled
 
+    # Scheduled at the original's time: Prefect starts a queue's runs oldest first, so the
+    # copy goes ahead of runs queued after the original instead of to the back of the line.
     copy = await client.create_flow_run_from_deployment(
         run.deployment_id, parameters=run.parameters, work_queue_name=run.work_queue_name,
+        state=Scheduled(scheduled_time=run.expected_start_time or run.start_time),
         tags=[*(t for t in run.tags if not t.startswith(REQUEUED_TAG)), "preempted",
               f"{REQUEUED_TAG}{run.id}"],
         idempotency_key=f"preempted:{run.id}", parent_task_run_id=run.parent_task_run_id)
@@ -225,3 +228,25 @@ async def preempt(client: PrefectClient, run: FlowRun) -> str:
         run.id, Cancelling(message=f"preempted by the fair-share controller; requeued as "
                                    f"{copy.name} ({copy.id})"), force=True)
     return str(copy.id)
+
+
+def follow_requeues(run: FlowRun, poll_s: float = 2.0) -> FlowRun:
+    """The run that finally did a job: a run the controller preempted ends CANCELLED and its
+    copy (tagged ``requeued-from:<id>``) carries on, perhaps preempted in turn; this waits
+    for the last copy to end. Used where a parent waits on a child (a pipeline stage)."""
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    with get_client(sync_client=True) as client:
+        while run.state is not None and run.state.is_cancelled():
+            copies = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                tags=FlowRunFilterTags(all_=[f"{REQUEUED_TAG}{run.id}"])))
+            if not copies:
+                return run  # cancelled by a person, not preempted
+            run = copies[0]
+            while run.state is None or not run.state.is_final():
+                time.sleep(poll_s)
+                run = client.read_flow_run(run.id)
+    return run

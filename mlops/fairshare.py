@@ -15,6 +15,8 @@ simulator (``mlops/fairshare_sim.py``) drive the same functions.
 - ``split_by_priority``: a team's allowance over its high, normal and low queues.
 - ``select_preemptions``: with preemption on, which borrowed runs to cancel (and requeue)
   so that teams below their guarantee get it now rather than when borrowed runs end.
+- ``share_free_slots``: while reclaim is under way, the free slots go to the teams owed
+  their guarantee before anyone else.
 - ``plan_pool``: all of the above for one pool, from its running and queued runs: what the
   controller applies each tick and what the simulator replays.
 """
@@ -238,7 +240,36 @@ def plan_pool(capacity: int, teams: Sequence[TeamPolicy], running: Sequence[Runn
         for run in victims:
             held[run.team][run.priority] -= 1
             waiting[run.team][run.priority] += 1
-    allowed = headroom(capacity, teams, allocation)
+    holding = {name: sum(by.values()) for name, by in held.items()}
+    allowed = share_free_slots(capacity, teams, demand, allocation,
+                               headroom(capacity, teams, allocation), holding)
     limits = {t.name: split_by_priority(allowed[t.name], held[t.name], waiting[t.name])
               for t in teams}
     return PoolPlan(allocation, limits, victims)
+
+
+def share_free_slots(capacity: int, teams: Sequence[TeamPolicy], demand: Mapping[str, int],
+                     allocation: Mapping[str, int], allowed: Mapping[str, int],
+                     holding: Mapping[str, int]) -> dict[str, int]:
+    """Cap the starts the limits allow to the slots actually free, owed teams first.
+
+    While a team still holds more than its allocation (reclaim under way), the limits leave
+    room for more starts than the pool has free slots, and Prefect would hand a freed slot
+    to whichever queue it serves first, not to the team owed its guarantee. So the free
+    slots go first to teams below min(guarantee, allocation), then in team order; a team
+    over its allocation keeps a limit below what it holds, so it refills nothing.
+    """
+    room = {t.name: max(0, allowed[t.name] - holding[t.name]) for t in teams}
+    free = capacity - sum(holding.values())
+    if sum(room.values()) <= free:
+        return dict(allowed)
+    starts = dict.fromkeys(room, 0)
+    owed = {t.name: max(0, min(guarantee(t, demand[t.name]), allocation[t.name])
+                        - holding[t.name]) for t in teams}
+    for cap in (owed, room):
+        for name in starts:
+            give = max(0, min(cap[name] - starts[name], room[name] - starts[name], free))
+            starts[name] += give
+            free -= give
+    return {name: allowed[name] if room[name] == 0 else holding[name] + starts[name]
+            for name in allowed}

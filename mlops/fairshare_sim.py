@@ -22,6 +22,9 @@ within a team, as ``mlops/team_plan.py`` provisions them):
 
 Events at the same instant are handled together: finishes, then arrivals, then the tick,
 then the starts. Deterministic: no clock, no randomness except ``bursty_trace``'s seeded one.
+Not modelled (each delays every scheduler's starts, or the controller's reclaim, in a real
+pool): the worker's poll interval, the time a cancelled run takes to stop, and that the real
+controller requeues a copy scheduled now (behind older queued runs), not at the front.
 """
 
 from __future__ import annotations
@@ -63,6 +66,10 @@ class _Attempt:
     lost: float = 0.0  # work done since the last checkpoint when preempted
     generation: int = 0  # bumped on preemption: a stale finish event is ignored
     finished: float | None = None
+
+    def elapsed(self, time: float) -> float:
+        """Seconds the current attempt has run at ``time`` (0 when not running)."""
+        return 0.0 if self.started is None else time - self.started
 
 
 @dataclass(frozen=True)
@@ -138,7 +145,7 @@ class _Pool:
             return  # preempted since this finish was planned
         del self.running[attempt.job.id]
         self.in_queue[_queue_of(self.scheduler, attempt.job)] -= 1
-        attempt.kept += time - (attempt.started or time)
+        attempt.kept += attempt.elapsed(time)
         attempt.remaining = 0.0
         attempt.finished = time
 
@@ -159,7 +166,7 @@ class _Pool:
     def tick(self, time: float) -> None:
         """The controller: observe running runs and queued counts, set limits, preempt."""
         self.ticks += 1
-        running = [RunningRun(a.job.id, a.job.team, a.started or 0.0, a.job.priority)
+        running = [RunningRun(a.job.id, a.job.team, time - a.elapsed(time), a.job.priority)
                    for a in self.running.values()]
         queued = {t.name: {p: len(self.queues[(t.name, p)]) for p in PRIORITIES}
                   for t in self.teams}
@@ -174,7 +181,7 @@ class _Pool:
 
     def preempt(self, time: float, attempt: _Attempt) -> None:
         """Stop a run; it keeps the work up to its last checkpoint and waits at the front."""
-        done = time - (attempt.started or time)
+        done = attempt.elapsed(time)
         step = self.checkpoint_s
         saved = math.floor(done / step) * step if step else 0.0
         attempt.kept += saved

@@ -29,6 +29,7 @@ def running_stack(root: Path, *up_args: str, **extra_env: str) -> Iterator[dict]
     """Yields the stack's environment, API URL, folder and what `up` printed."""
     env = {**os.environ, "MLOPS_DATA_DIR": str(root / "data"),
            "MLOPS_PREFECT_PORT": str(free_port()), "MLOPS_MLFLOW_PORT": str(free_port()),
+           "MLOPS_FAIRSHARE_PORT": str(free_port()),
            **extra_env}
     env.pop("PREFECT_API_URL", None)
     api = f"http://127.0.0.1:{env['MLOPS_PREFECT_PORT']}/api"

@@ -166,9 +166,13 @@ def test_preemption_requeues_the_newest_borrowed_run_which_resumes(platform: dic
     runs = timeline.runs
     cancelled = [r for r in runs if r["state"]["type"] == "CANCELLED"]
     assert len(cancelled) == 1, [(r["name"], r["state"]["type"]) for r in runs]
-    assert "preempted by the fair-share controller" in (cancelled[0]["state"]["message"] or "")
     copies = [r for r in runs if f"requeued-from:{cancelled[0]['id']}" in r["tags"]]
     assert [c["state"]["type"] for c in copies] == ["COMPLETED"], runs
+    # The controller logged the decision with its inputs, and the preemption it applied.
+    log = (Path(platform["env"]["MLOPS_DATA_DIR"]) / "platform" /
+           "fairshare-controller.log").read_text()
+    assert f"preempt gpu/alpha run {cancelled[0]['id']}" in log, log[-3000:]
+    assert '"inputs": {"capacity": 4' in log, log[-3000:]
     # Beta got its guarantee well before a job could end on its own (steps * step_s = 20 s).
     assert started_s < steps * step_s - 5, report
     # Every job did all its steps; the preempted one resumed from its checkpoint and redid

@@ -30,9 +30,12 @@ def test_up_starts_everything_once(platform: dict) -> None:
     assert "Prefect UI: http://127.0.0.1:" in platform["up"]
     assert "create queue gpu/default" in platform["up"]
     status = run_module("infra.services", "status", env=platform["env"])
-    assert status.returncode == 0 and status.stdout.count("running (pid") == 4
+    # Prefect, MLflow, a worker per pool and the fair-share controller (infra/teams.yaml).
+    assert status.returncode == 0 and status.stdout.count("running (pid") == 5, status.stdout
     again = run_module("infra.services", "up", env=platform["env"])
-    assert again.stdout.count("already running") == 4 and "no changes" in again.stdout
+    assert again.stdout.count("already running") == 5 and "no changes" in again.stdout
+    gauges = httpx.get(f"http://127.0.0.1:{platform['env']['MLOPS_FAIRSHARE_PORT']}/metrics")
+    assert 'mlops_fairshare_allocation{pool="gpu",team="vision"}' in gauges.text
     mlflow = f"http://127.0.0.1:{platform['env']['MLOPS_MLFLOW_PORT']}/health"
     assert httpx.get(mlflow).status_code == 200
     workers = PrefectApi(platform["api"]).post("/work_pools/gpu/workers/filter", {}).json()
