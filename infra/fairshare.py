@@ -7,7 +7,8 @@ requeued is not requeued twice, thanks to an idempotency key). The loop, its log
 artifact and its gauges are in ``flows/fairshare_controller.py``.
 
 What counts, per team queue of a pool (queue names: ``mlops.teams.queue_name``):
-- running: runs PENDING, RUNNING or CANCELLING (what a Prefect queue limit counts);
+- running: runs PENDING or RUNNING. A CANCELLING run (preempted, or cancelled by a person)
+  is already leaving: counted, it would be preempted again and its slot given twice;
 - queued: runs SCHEDULED to start by now, except those a deployment's own concurrency
   limit holds back (AwaitingConcurrencySlots): a slot would not start them.
 """
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
     from prefect.client.schemas.objects import FlowRun
 
-ACTIVE = ("PENDING", "RUNNING", "CANCELLING")
+ACTIVE = ("PENDING", "RUNNING")
 HELD_BACK = "AwaitingConcurrencySlots"
 REQUEUED_TAG = "requeued-from:"  # + the preempted run's id, on the run that replaces it
 
@@ -136,7 +137,7 @@ async def read_pool(client: PrefectClient, config: TeamsConfig, pool: str, now: 
         if queue.name in owners:
             team, level = owners[queue.name]
             limits[team][level] = queue.concurrency_limit
-    states = [StateType.SCHEDULED, *(StateType(name) for name in ACTIVE)]
+    states = [StateType.SCHEDULED, *(StateType(name) for name in ACTIVE)]  # no CANCELLING
     runs = await read_all(lambda offset: client.read_flow_runs(
         flow_run_filter=FlowRunFilter(
             state=FlowRunFilterState(type=FlowRunFilterStateType(any_=states)),
