@@ -1,7 +1,8 @@
 """The training pipeline across infrastructure: each stage runs as its own deployment.
 
 Training runs on the `gpu` pool, validation + features, export, registration and service
-deployment on the `cpu` pool, each on the team's queue (queue name = team name; the
+deployment on the `cpu` pool, each on the team's queue for the run's priority (queue name
+= team name for normal runs, `<team>-high` / `<team>-low` otherwise; the
 `default` team's queue is each pool's `default` queue), so the team's quotas apply per
 stage. Stages hand over through the artifact store (mlops.handover), never through memory.
 A stage that does not complete fails this run with the stage's own message.
@@ -23,6 +24,7 @@ from mlops.config import Settings
 from mlops.handover import HandoverRef, StageFailed, read_result
 from mlops.stages import PipelineParams
 from mlops.summary import PipelineSummary, build_summary
+from mlops.teams import queue_name
 from tasks.report import report
 
 DEPLOYMENT = "default"  # every stage flow has one deployment, named like the team default
@@ -34,7 +36,7 @@ def run_stage(stage: str, params: PipelineParams, handover: HandoverRef) -> None
     child = run_deployment(f"{stage}/{DEPLOYMENT}", timeout=None, poll_interval=2,
                            parameters={"params": params.model_dump(mode="json"),
                                        "handover": handover.model_dump(mode="json")},
-                           work_queue_name=params.team)
+                           work_queue_name=queue_name(params.team, params.priority))
     child = follow_requeues(child)  # preempted by the fair-share controller: its copy
     state = child.state
     if state is None or not state.is_completed():

@@ -23,8 +23,9 @@ within a team, as ``mlops/team_plan.py`` provisions them):
 Events at the same instant are handled together: finishes, then arrivals, then the tick,
 then the starts. Deterministic: no clock, no randomness except ``bursty_trace``'s seeded one.
 Not modelled (each delays every scheduler's starts, or the controller's reclaim, in a real
-pool): the worker's poll interval, the time a cancelled run takes to stop, and that the real
-controller requeues a copy scheduled now (behind older queued runs), not at the front.
+pool): the worker's poll interval and the time a process takes to start, or to stop once
+cancelled. The real controller also requeues a preempted run at its original place (a copy
+scheduled at the original's time, and Prefect starts a queue's oldest runs first).
 """
 
 from __future__ import annotations

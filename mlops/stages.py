@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import pandas as pd
 from pydantic import BaseModel, Field
@@ -34,6 +34,9 @@ class PipelineParams(BaseModel):
     model: ModelSettings = Field(default_factory=ModelSettings, description="MLP and training.")
     team: str = Field(default="default", pattern=r"^[a-z][a-z0-9-]{0,39}$",
                       description="The team the run is accounted to.")
+    priority: Literal["high", "normal", "low"] = Field(
+        default="normal", description="Within the team's share: high runs start first, low "
+        "last (the team's high, normal or low queue; fair-share controller on).")
     deploy: bool = Field(default=True, description="Start the inference service on champion.")
 
 

@@ -197,3 +197,19 @@ def _journal(path: Path) -> tuple[list[int], list[int]]:
     for line in path.read_text().split():
         (starts if line.startswith("s") else done).append(int(line.lstrip("s")))
     return starts, done
+
+
+def test_shares_are_published_as_a_table_artifact_and_gauges(platform: dict) -> None:
+    import httpx
+
+    found = platform["client"].post("/artifacts/filter",
+                                    {"artifacts": {"key": {"any_": ["fairshare-gpu"]}}}).json()
+    assert found, "no fairshare-gpu artifact"
+    rows = json.loads(found[0]["data"]) if isinstance(found[0]["data"], str) else found[0]["data"]
+    assert {row["team"] for row in rows} == set(TEAMS), rows
+    assert {row["quota"] for row in rows if row["team"] == "alpha"} == {QUOTA["alpha"]}
+    port = platform["env"]["MLOPS_FAIRSHARE_PORT"]
+    metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    assert 'mlops_fairshare_quota{pool="gpu",team="alpha"} 2.0' in metrics, metrics[-2000:]
+    # The preemption of the test before was counted.
+    assert 'mlops_fairshare_preemptions_total{pool="gpu",team="alpha"} 1.0' in metrics
