@@ -9,9 +9,9 @@ Prefect's strict queue priority. Metrics are ``mlops/fairshare_metrics.py``'s; o
 scheduler shows each team's running slots over time.
 
 Targets (fair-share schedulers only): utilisation >= 95% while demand >= capacity; mean
-Jain index >= 0.95 over windows with >= 2 backlogged teams; reclaim latency without
-preemption (median of the episodes that had to wait) <= the trace's median run time; with
-preemption, the worst reclaim latency <= one period. The last allows the period plus the
+Jain index >= 0.95 over windows with >= 2 backlogged teams; the worst reclaim latency
+(a team arriving below its quota, until it holds min(quota, demand)) <= the trace's median
+run time without preemption, and <= one period with it. The last allows the period plus the
 event granularity, which is 0 here: the simulator handles each arrival, finish and tick at
 its own instant and starts runs at once, so a team arriving just after a tick is seen at
 the next one and, its slots freed by preemption there, starts at that instant. A real
@@ -129,13 +129,13 @@ def target_checks(metrics: Metrics, median_s: float, period_s: float
                metrics.utilisation >= UTILISATION_TARGET, f"{100 * metrics.utilisation:.1f}%"),
               (f"Jain mean >= {JAIN_TARGET}", metrics.jain_mean >= JAIN_TARGET,
                f"{metrics.jain_mean:.3f}")]
-    waited = [v for v in metrics.reclaim_s if v > 0] or [0.0]
+    # Every arrival counts: the worst reclaim, against one median run without preemption
+    # and one period with it.
+    value = max(metrics.reclaim_s, default=0.0)
     if metrics.scheduler == "fair-share":
-        value = statistics.median(waited)
-        checks.append((f"reclaim p50 (waits) <= median run {median_s:.0f} s", value <= median_s,
+        checks.append((f"reclaim max <= median run {median_s:.0f} s", value <= median_s,
                        f"{value:.1f} s"))
     else:
-        value = max(metrics.reclaim_s, default=0.0)
         checks.append((f"reclaim max <= period {period_s:g} s (+0 s granularity)",
                        value <= period_s + 1e-6, f"{value:.1f} s"))
     return checks

@@ -103,7 +103,8 @@ async def tick(client: PrefectClient, config: TeamsConfig, apply: bool = True,
     over = over_budget(used, {team.name: team.budget_gpu_hours for team in config.teams})
     decisions, changes = [], []
     for pool, spec in config.pools.items():
-        teams = team_policies(config, pool, over)
+        # The budget is of the metered pool: over it, a team still keeps its other quotas.
+        teams = team_policies(config, pool, over if pool == fairshare.budget_pool else set())
         running, queued, limits, runs = await read_pool(client, config, pool, now)
         plan = plan_pool(spec.capacity, teams, running, queued, fairshare.preemption)
         decision = PoolDecision(pool, spec.capacity, teams, running, queued, limits, plan,

@@ -117,3 +117,5 @@ def test_a_team_over_its_gpu_budget_loses_its_guarantee(prefect_server: None,
     assert after.gpu_hours["alpha"] >= 0.0002 and after.inputs()["over_budget"] == ["alpha"]
     # Over budget, alpha keeps no guarantee: beta (within budget) takes the idle slot first.
     assert after.plan.allocation == {"alpha": 0, "beta": 3, "default": 0}, after.outputs()
+    cpu = next(d for d in spent if d.pool == "fsb-cpu")  # a GPU budget: other pools unchanged
+    assert not any(team.over_budget for team in cpu.teams)
