@@ -19,7 +19,7 @@ from prefect import flow
 from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
 
-from infra.fairshare import follow_requeues
+from infra.fairshare import follow_requeues, require_queue
 from mlops.config import Settings
 from mlops.handover import HandoverRef, StageFailed, read_result
 from mlops.stages import PipelineParams
@@ -33,10 +33,12 @@ STAGES = ("validate-stage", "train-stage", "export-stage", "register-stage")
 
 def run_stage(stage: str, params: PipelineParams, handover: HandoverRef) -> None:
     """Run one stage deployment on the team's queue and wait; raise if it did not complete."""
+    queue = queue_name(params.team, params.priority)
+    require_queue(f"{stage}/{DEPLOYMENT}", queue)
     child = run_deployment(f"{stage}/{DEPLOYMENT}", timeout=None, poll_interval=2,
                            parameters={"params": params.model_dump(mode="json"),
                                        "handover": handover.model_dump(mode="json")},
-                           work_queue_name=queue_name(params.team, params.priority))
+                           work_queue_name=queue)
     child = follow_requeues(child)  # preempted by the fair-share controller: its copy
     state = child.state
     if state is None or not state.is_completed():

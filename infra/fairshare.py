@@ -252,3 +252,22 @@ def follow_requeues(run: FlowRun, poll_s: float = 2.0) -> FlowRun:
                 time.sleep(poll_s)
                 run = client.read_flow_run(run.id)
     return run
+
+
+def require_queue(deployment: str, queue: str) -> None:
+    """Refuse to start a run on a queue its deployment's pool lacks: Prefect would create
+    it on the fly, without a limit, outside every team's quota. A missing ``<team>-high``
+    or ``<team>-low`` queue means the fair-share section is off; a missing team queue, a
+    team the teams file does not declare."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        pool = client.read_deployment_by_name(deployment).work_pool_name
+        try:
+            client.read_work_queue_by_name(queue, work_pool_name=pool)
+        except ObjectNotFound:
+            hint = ("priority queues exist only with the fair-share controller on (a "
+                    "fairshare section in the teams file)" if queue.endswith(("-high", "-low"))
+                    else "is the team declared in the teams file and provisioned?")
+            raise ValueError(f"pool {pool!r} has no queue {queue!r}: {hint}") from None

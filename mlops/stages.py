@@ -36,7 +36,8 @@ class PipelineParams(BaseModel):
                       description="The team the run is accounted to.")
     priority: Literal["high", "normal", "low"] = Field(
         default="normal", description="Within the team's share: high runs start first, low "
-        "last (the team's high, normal or low queue; fair-share controller on).")
+        "last. The distributed pipeline's stages run on the team's high, normal or low queue "
+        "(high and low exist with the fair-share controller on).")
     deploy: bool = Field(default=True, description="Start the inference service on champion.")
 
 

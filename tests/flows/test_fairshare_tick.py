@@ -9,12 +9,13 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 from prefect.client.orchestration import PrefectClient, get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 from prefect.states import Completed, Running
 
-from infra.fairshare import REQUEUED_TAG, tick
+from infra.fairshare import REQUEUED_TAG, require_queue, tick
 from infra.provision import provision
 from mlops.teams import TeamsConfig, load_teams
 
@@ -119,3 +120,22 @@ def test_a_team_over_its_gpu_budget_loses_its_guarantee(prefect_server: None,
     assert after.plan.allocation == {"alpha": 0, "beta": 3, "default": 0}, after.outputs()
     cpu = next(d for d in spent if d.pool == "fsb-cpu")  # a GPU budget: other pools unchanged
     assert not any(team.over_budget for team in cpu.teams)
+
+
+def test_a_stage_is_refused_a_queue_its_pool_lacks(prefect_server: None, tmp_path: Path) -> None:
+    raw = _config(tmp_path, "fsq").model_dump(mode="json")
+    raw["fairshare"] = None  # controller off: no high and low queues
+    config = TeamsConfig.model_validate(raw)
+
+    async def scenario() -> None:
+        await provision(config)
+        async with get_client() as client:
+            await _runs(client, "fsq-gpu", "alpha", 0, running=False)  # the deployment only
+
+    asyncio.run(scenario())
+    deployment = "fairshare-probe/probe-fsq-gpu-alpha"
+    require_queue(deployment, "alpha")  # declared: no error
+    with pytest.raises(ValueError, match="no queue 'alpha-high'.*fair-share controller"):
+        require_queue(deployment, "alpha-high")
+    with pytest.raises(ValueError, match="no queue 'gamma'.*declared in the teams file"):
+        require_queue(deployment, "gamma")
