@@ -21,8 +21,10 @@ import orjson
 from fastapi import FastAPI, Header, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field, SecretStr
+from starlette.routing import request_response
 
 from mlops import open_inference as v2
 from mlops.access_log import AccessLog
@@ -101,6 +103,20 @@ class JsonBytes(Response):
         self.status_code, self.body, self.background = 200, body, None
         self.raw_headers = [(b"content-length", str(len(body)).encode()),
                             (b"content-type", b"application/json")]
+
+
+class LeanRoute(APIRoute):
+    """A documented route whose endpoint takes the Request alone and returns a Response.
+
+    FastAPI documents it from the route's options as usual, but a request skips FastAPI's
+    dependency solving, response-model validation and exit stacks (Starlette's plain
+    request handling; errors still reach the app's handlers): ~40 us of a one-row infer.
+    Only for endpoints that parse their own body (``parse_body``) and build their response.
+    """
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **options: Any) -> None:
+        super().__init__(path, endpoint, **options)
+        self.app = request_response(endpoint)
 
 
 def _json(body: Any) -> Response:
@@ -238,12 +254,12 @@ def _both(app: FastAPI, method: str, path: str, endpoint: Callable, **options: A
     """
     summary, extra = options.pop("summary"), options.pop("openapi_extra", {})
     version = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
-    app.add_api_route(f"/v2/models/{{name}}{path}", endpoint, methods=[method],
-                      summary=summary, openapi_extra=extra or None, **options)
-    app.add_api_route(f"/v2/models/{{name}}/versions/{{version}}{path}", endpoint,
-                      methods=[method], summary=f"{summary} of a version",
-                      operation_id=f"{endpoint.__name__}_version",
-                      openapi_extra={**extra, "parameters": [version]}, **options)
+    app.router.add_api_route(f"/v2/models/{{name}}{path}", endpoint, methods=[method],
+                             summary=summary, openapi_extra=extra or None, **options)
+    app.router.add_api_route(f"/v2/models/{{name}}/versions/{{version}}{path}", endpoint,
+                             methods=[method], summary=f"{summary} of a version",
+                             operation_id=f"{endpoint.__name__}_version",
+                             openapi_extra={**extra, "parameters": [version]}, **options)
 
 
 def _v2_routes(app: FastAPI, manager: ModelManager, runner: InferenceRunner,
@@ -272,7 +288,7 @@ def _v2_routes(app: FastAPI, manager: ModelManager, runner: InferenceRunner,
 
     _both(app, "POST", "/infer", infer, tags=["v2"], summary="Inference",
           responses=V2_ERRORS, response_model=v2.InferResponse,
-          openapi_extra=documented_body(v2.InferRequest))
+          openapi_extra=documented_body(v2.InferRequest), route_class_override=LeanRoute)
     _both(app, "GET", "", model_metadata, tags=["v2"], summary="Model metadata",
           responses=V2_ERRORS, response_model=v2.ModelMetadata)
     _both(app, "GET", "/ready", model_ready, tags=["v2"], summary="Model ready",
@@ -291,15 +307,18 @@ def _v1_routes(app: FastAPI, manager: ModelManager, runner: InferenceRunner,
         return {**served(manager, request).describe(), "max_batch": config.max_batch,
                 "entity_lookup": app.state.lookup is not None}
 
-    @app.post("/v1/predict", tags=["v1"], summary="Predict from feature values",
-              response_model=PredictResponse, response_model_exclude_none=True,
-              responses=V1_ERRORS, openapi_extra=documented_body(PredictRequest))
     async def predict(request: Request) -> Response:
         body = await parse_body(request, PredictRequest)
         predictor = served(manager, request)
         check_rows(len(body.records), config.max_batch, "records")
         matrix = records_to_matrix(body.records, predictor.feature_names)
         return v1_response(predictor, await runner.predict(predictor, matrix, request.scope))
+
+    app.router.add_api_route(
+        "/v1/predict", predict, methods=["POST"], tags=["v1"],
+        summary="Predict from feature values", response_model=PredictResponse,
+        response_model_exclude_none=True, responses=V1_ERRORS,
+        openapi_extra=documented_body(PredictRequest), route_class_override=LeanRoute)
 
     @app.post("/v1/predict/entity", tags=["v1"], summary="Predict from the online store",
               response_model=PredictResponse, response_model_exclude_none=True,
