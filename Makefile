@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 SPEC ?= mlops/specs/wage_panel.yaml
 EPOCHS ?= 40
 DATA_DIR ?= data
+PROFILE ?= $(or $(MLOPS_PROFILE),local)
 
 export MLOPS_DATA_DIR ?= $(abspath $(DATA_DIR))
 export PREFECT_HOME ?= $(MLOPS_DATA_DIR)/prefect
@@ -40,7 +41,7 @@ stop: venv
 
 # Platform mode: Prefect server, MLflow server, pools/queues/limits, one worker per pool.
 up: venv
-	$(PY) -m infra.services up
+	MLOPS_PROFILE=$(PROFILE) $(PY) -m infra.services up
 
 down: venv
 	$(PY) -m infra.services down

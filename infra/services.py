@@ -4,6 +4,11 @@ Starts (idempotently) a Prefect server (SQLite under the data directory), an MLf
 tracking server with its UI on the same store the pipeline writes, provisions the pools,
 team queues and limits from infra/teams.yaml, and one process worker per pool. Each runs
 in the background with a pid file and a log under ``<data_dir>/platform/``.
+
+With ``MLOPS_PROFILE=production`` (`make up PROFILE=production`) the same servers run on
+the services a team operates: first ``infra.production`` makes PostgreSQL's role and
+databases, the S3 bucket (with default encryption) and Redis ready, then the Prefect server
+stores its state in PostgreSQL and MLflow its runs in PostgreSQL and its artifacts in S3.
 """
 
 from __future__ import annotations
@@ -13,11 +18,12 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
+from infra.production import ServiceUnreachable, prepare, server_environment
 from mlops.config import Settings
 from mlops.processes import (
     NotReady,
@@ -40,6 +46,7 @@ class Service:
     name: str
     command: list[str]
     health_url: str | None  # None: a worker, healthy while its process lives
+    env: dict[str, str] = field(default_factory=dict)  # on top of the platform's
 
 
 def services(settings: Settings, teams_file: Path | None = None) -> list[Service]:
@@ -49,11 +56,19 @@ def services(settings: Settings, teams_file: Path | None = None) -> list[Service
     prefect = Service("prefect-server", [str(BIN / "prefect"), "server", "start", "--host", host,
                                          "--port", str(settings.prefect_port)],
                       f"{settings.prefect_api_url}/health")
+    if settings.profile == "production":  # PostgreSQL store, artifacts proxied to S3
+        store = ["--backend-store-uri", settings.database_url("mlflow", "postgresql+psycopg2"),
+                 "--serve-artifacts",
+                 "--artifacts-destination", f"s3://{settings.s3_bucket}/mlflow"]
+    else:
+        store = ["--backend-store-uri", settings.tracking, "--default-artifact-root",
+                 settings.artifacts_dir.as_uri()]
+    extra = server_environment(settings) if settings.profile == "production" else {}
+    prefect = Service(prefect.name, prefect.command, prefect.health_url,
+                      extra.get("prefect-server", {}))
     mlflow = Service("mlflow-server", [str(BIN / "mlflow"), "server", "--host", host, "--port",
-                                       str(settings.mlflow_port), "--backend-store-uri",
-                                       settings.tracking, "--default-artifact-root",
-                                       settings.artifacts_dir.as_uri(), "--workers", "1"],
-                     f"{settings.mlflow_url}/health")
+                                       str(settings.mlflow_port), *store, "--workers", "1"],
+                     f"{settings.mlflow_url}/health", extra.get("mlflow-server", {}))
     workers = [Service(f"worker-{pool}", [str(BIN / "prefect"), "worker", "start", "--pool",
                                           pool, "--type", "process", "--name", f"{pool}-{host}"],
                        None) for pool in POOLS]
@@ -88,6 +103,11 @@ def up(settings: Settings, teams_file: Path) -> None:
     """Start what is not running yet; provision pools and queues before their workers."""
     folder = settings.stage_dir("platform")
     settings.stage_dir("prefect")
+    if settings.profile == "production":
+        try:
+            print("\n".join(prepare(settings)))
+        except ServiceUnreachable as exc:
+            raise SystemExit(f"production profile: {exc}") from None
     env = environment(settings)
     for service in services(settings, teams_file):
         if service.name == f"worker-{POOLS[0]}":
@@ -103,7 +123,7 @@ def _ensure_running(service: Service, folder: Path, env: dict[str, str]) -> None
     if pid:
         print(f"{service.name}: already running (pid {pid})")
         return
-    process = start_background(service.command, log_path, pid_path, env)
+    process = start_background(service.command, log_path, pid_path, {**env, **service.env})
     _wait_healthy(service, process, log_path)
     print(f"{service.name}: started (pid {process.pid}), log {log_path}")
 

@@ -11,9 +11,18 @@ import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Literal
+from urllib.parse import quote
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SPECS_DIR = Path(__file__).parent / "specs"
@@ -118,7 +127,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="MLOPS_", extra="ignore")
 
-    profile: Literal["local"] = "local"
+    profile: Literal["local", "production"] = "local"
     data_dir: Path = Path("data")
     serve_host: str = "127.0.0.1"
     serve_port: int = Field(default=8080, ge=1, le=65535)
@@ -128,6 +137,26 @@ class Settings(BaseSettings):
     prefect_port: int = Field(default=4200, ge=1, le=65535)
     mlflow_port: int = Field(default=5000, ge=1, le=65535)
     fairshare_port: int = Field(default=9464, ge=1, le=65535)  # the controller's /metrics
+    # Production profile (MLOPS_PROFILE=production): the services a team already operates.
+    # PostgreSQL: the admin account creates the role and databases (idempotently); the
+    # platform connects as pg_user to <pg_database_prefix>_{prefect,mlflow,feast}.
+    pg_host: str = "127.0.0.1"
+    pg_port: int = Field(default=5432, ge=1, le=65535)
+    pg_admin_user: str = "postgres"
+    pg_admin_password: SecretStr | None = None
+    pg_user: str = Field(default="mlops", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    pg_password: SecretStr | None = None
+    pg_database_prefix: str = Field(default="mlops", pattern=r"^[a-z_][a-z0-9_]{0,40}$")
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # S3 or any S3-compatible store; credentials come from the standard AWS chain
+    # (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, a profile, an instance role), never here.
+    s3_endpoint_url: str | None = None  # None: AWS S3
+    s3_bucket: str = "mlops"
+    s3_region: str = "us-east-1"
+    s3_sse: Literal["AES256", "aws:kms"] = "AES256"  # every write asks for encryption at rest
+    s3_kms_key_id: str | None = None  # with s3_sse aws:kms; None: the account's AWS key
+    s3_ca_bundle: Path | None = None  # an https endpoint's CA, when not a public one
+    dask_scheduler: str | None = None  # None: a LocalCluster
 
     @field_validator("data_dir")
     @classmethod
@@ -150,6 +179,24 @@ class Settings(BaseSettings):
     @property
     def mlflow_url(self) -> str:
         return f"http://{self.platform_host}:{self.mlflow_port}"
+
+    def database_url(self, name: str, driver: str = "postgresql", admin: bool = False,
+                     redact: bool = False) -> str:
+        """The URL of one of the platform's PostgreSQL databases (``name``: prefect, mlflow,
+        feast; or the admin's ``postgres``); ``redact`` hides the password (for messages)."""
+        user, secret = ((self.pg_admin_user, self.pg_admin_password) if admin
+                        else (self.pg_user, self.pg_password))
+        password = quote(secret.get_secret_value(), safe="") if secret else ""
+        auth = f"{user}:{'***' if redact else password}" if password else user
+        database = name if admin else f"{self.pg_database_prefix}_{name}"
+        return f"{driver}://{auth}@{self.pg_host}:{self.pg_port}/{database}"
+
+    def s3_write_args(self) -> dict[str, str]:
+        """What every S3 write asks for: server-side encryption (SSE-S3 or SSE-KMS)."""
+        args = {"ServerSideEncryption": self.s3_sse}
+        if self.s3_sse == "aws:kms" and self.s3_kms_key_id:
+            args["SSEKMSKeyId"] = self.s3_kms_key_id
+        return args
 
     def stage_dir(self, stage: str) -> Path:
         """The folder one stage writes under, created on demand."""
