@@ -19,7 +19,7 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 export DO_NOT_TRACK := true
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv run stop test test-fast bench bench-serving bench-fairshare gpu-check lint clean up down status provision deploy
+.PHONY: venv run stop test test-fast bench bench-serving bench-fairshare bench-scale gpu-check lint clean up down status provision deploy
 
 venv: $(VENV)/.installed
 	@mkdir -p $(PREFECT_HOME)
@@ -71,6 +71,9 @@ bench-serving: venv
 
 bench-fairshare: venv
 	$(PY) benchmarks/bench_fairshare.py $(BENCH_ARGS)
+
+bench-scale: venv
+	$(PY) benchmarks/bench_scale.py $(BENCH_ARGS)
 
 gpu-check: venv
 	$(PY) benchmarks/gpu_check.py

@@ -1,0 +1,167 @@
+"""`make bench-scale`: validation plus feature preparation, in memory vs out of core on Dask.
+
+Three cases on synthetic panels (partitioned parquet, generated once and cached under
+data/bench/scale/): (i) pandas in memory on the small dataset (read all, ``validate_frame``,
+``prepare_frame``, write one file), the baseline; (ii) Dask on the same small dataset;
+(iii) Dask on the big one. Each case runs in a fresh child process; a thread here samples
+the resident memory of that child and all its descendants (Dask's nannies and workers)
+every 0.2 s and keeps the largest sum. Timed: from the first read to the last file written;
+not timed: process start, imports, the cluster start and Great Expectations' first import
+in each worker (a warm-up), which happen once per deployment, not per dataset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mlops.synthetic import synthetic_spec  # noqa: E402
+from mlops.synthetic_partitions import write_partitioned_panel  # noqa: E402
+
+BUDGET_GB = 3.0
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=100_000_000)
+    parser.add_argument("--small-rows", type=int, default=5_000_000)
+    parser.add_argument("--partition-rows", type=int, default=1_000_000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--data-dir", type=Path, default=ROOT / "data" / "bench" / "scale")
+    parser.add_argument("--case", choices=["pandas", "dask"], help=argparse.SUPPRESS)
+    parser.add_argument("--root", help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+def run_pandas(root: str, out: Path) -> dict[str, object]:
+    """Child side of case (i): everything in this one process."""
+    import pandas as pd
+
+    from mlops.partitioned_validation import prepare_frame
+    from mlops.synthetic import generate_panel
+    from mlops.validation import validate_frame
+
+    spec = synthetic_spec(root)
+    validate_frame(generate_panel(10, 10), spec)  # warm-up: GE's first import and run
+    start = time.perf_counter()
+    frame = pd.read_parquet(root)
+    report = validate_frame(frame, spec)
+    prepare_frame(frame, spec).to_parquet(out / "prepared.parquet", index=False)
+    return {"rows": report.rows, "seconds": time.perf_counter() - start,
+            "valid": report.success, "partitions": 1}
+
+
+def _warm() -> None:
+    from mlops.synthetic import generate_panel
+    from mlops.validation import validate_frame
+
+    validate_frame(generate_panel(10, 10), synthetic_spec("warm"))
+
+
+def run_dask(root: str, out: Path, workers: int) -> dict[str, object]:
+    """Child side of cases (ii) and (iii): the default cluster of the platform's code."""
+    from mlops.partitioned_validation import (
+        dask_client,
+        prepare_partitions,
+        validate_partitions,
+    )
+
+    spec = synthetic_spec(root)
+    with dask_client(None, workers) as client:
+        client.run(_warm)
+        start = time.perf_counter()
+        report = validate_partitions(root, spec, client)
+        prepared = prepare_partitions(root, spec, str(out), client)
+        seconds = time.perf_counter() - start
+    assert prepared.rows_in == report.rows
+    return {"rows": report.rows, "seconds": seconds, "valid": report.success,
+            "partitions": report.partitions, "validate_s": report.seconds}
+
+
+def measure(case: str, root: Path, args: argparse.Namespace) -> dict[str, object]:
+    """Run one case in a child process; its result plus the peak RSS of its process tree."""
+    out = args.data_dir / f"prepared-{case}-{root.name}"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    command = [sys.executable, __file__, "--case", case, "--root", str(root),
+               "--data-dir", str(out), "--workers", str(args.workers)]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    peak = [0]
+    sampler = threading.Thread(target=_sample, args=(child.pid, peak), daemon=True)
+    sampler.start()
+    stdout, _ = child.communicate()
+    sampler.join()
+    shutil.rmtree(out, ignore_errors=True)
+    if child.returncode:
+        raise SystemExit(f"case {case} on {root} failed with exit code {child.returncode}")
+    return {**json.loads(stdout.strip().splitlines()[-1]), "peak_gb": peak[0] / 1e9}
+
+
+def _sample(pid: int, peak: list[int]) -> None:
+    try:
+        parent = psutil.Process(pid)
+        while parent.is_running() and parent.status() != psutil.STATUS_ZOMBIE:
+            total = 0
+            for proc in [parent, *parent.children(recursive=True)]:
+                try:
+                    total += proc.memory_info().rss
+                except psutil.NoSuchProcess:
+                    pass
+            peak[0] = max(peak[0], total)
+            time.sleep(0.2)
+    except psutil.NoSuchProcess:
+        return
+
+
+def main() -> None:
+    args = parse_args()
+    if args.case:  # a child: run one case, print its result as the last line
+        out = args.data_dir
+        result = (run_pandas(args.root, out) if args.case == "pandas"
+                  else run_dask(args.root, out, args.workers))
+        print(json.dumps(result))
+        return
+    small = args.data_dir / f"rows-{args.small_rows}"
+    big = args.data_dir / f"rows-{args.rows}"
+    for root, rows in ((small, args.small_rows), (big, args.rows)):
+        started = time.perf_counter()
+        write_partitioned_panel(root, rows, args.partition_rows)
+        print(f"dataset {root}: ready in {time.perf_counter() - started:.1f}s", flush=True)
+    cases = [("pandas in memory (baseline)", "pandas", small), ("Dask", "dask", small),
+             ("Dask", "dask", big)]
+    results = []
+    for label, case, root in cases:
+        results.append((label, measure(case, root, args)))
+        print(f"done: {label} on {root.name}: {results[-1][1]}", file=sys.stderr, flush=True)
+    print_table(results, args)
+
+
+def print_table(results: list[tuple[str, dict[str, object]]], args: argparse.Namespace) -> None:
+    print(f"\nValidation + feature preparation; {args.workers} Dask workers x 1 thread, "
+          f"{args.partition_rows:,} rows per partition, {os.cpu_count()} cores\n")
+    print("| case | rows | partitions | seconds | rows/s | peak RSS (GB, process tree) | valid |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for label, r in results:
+        print(f"| {label} | {r['rows']:,} | {r['partitions']} | {r['seconds']:.1f} | "
+              f"{r['rows'] / r['seconds']:,.0f} | {r['peak_gb']:.2f} | {r['valid']} |")
+    big = results[-1][1]
+    verdict = "PASS" if big["peak_gb"] <= BUDGET_GB else "FAIL"
+    print(f"\n{verdict}: peak RSS {big['peak_gb']:.2f} GB <= {BUDGET_GB} GB on "
+          f"{big['rows']:,} rows (Dask)")
+
+
+if __name__ == "__main__":
+    main()
