@@ -12,6 +12,7 @@ from feature_repo.sources import source_for, source_schema
 from mlops.config import DatasetSpec
 
 TEMPLATE = Path(__file__).parent / "feature_store.yaml"
+PRODUCTION_TEMPLATE = Path(__file__).parent / "feature_store.production.yaml"
 
 
 def definitions(spec: DatasetSpec, source_path: str | Path) -> list[Any]:

@@ -181,13 +181,15 @@ class Settings(BaseSettings):
         return f"http://{self.platform_host}:{self.mlflow_port}"
 
     def database_url(self, name: str, driver: str = "postgresql", admin: bool = False,
-                     redact: bool = False) -> str:
+                     redact: bool = False, env_password: bool = False) -> str:
         """The URL of one of the platform's PostgreSQL databases (``name``: prefect, mlflow,
-        feast; or the admin's ``postgres``); ``redact`` hides the password (for messages)."""
+        feast; or the admin's ``postgres``). ``redact`` hides the password (for messages);
+        ``env_password`` writes it as ``${MLOPS_PG_PASSWORD}`` (for files a tool expands)."""
         user, secret = ((self.pg_admin_user, self.pg_admin_password) if admin
                         else (self.pg_user, self.pg_password))
         password = quote(secret.get_secret_value(), safe="") if secret else ""
-        auth = f"{user}:{'***' if redact else password}" if password else user
+        shown = "***" if redact else "${MLOPS_PG_PASSWORD}" if env_password else password
+        auth = f"{user}:{shown}" if password else user
         database = name if admin else f"{self.pg_database_prefix}_{name}"
         return f"{driver}://{auth}@{self.pg_host}:{self.pg_port}/{database}"
 

@@ -18,12 +18,13 @@ from contextlib import redirect_stdout
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
-from mlops.config import DatasetSpec
+from mlops.config import DatasetSpec, Settings
 from mlops.files import write_atomic
 
 if TYPE_CHECKING:
@@ -123,15 +124,36 @@ def source_frame(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def render_store_yaml(spec: DatasetSpec, directory: Path) -> str:
-    """feature_repo's feature_store.yaml template with this dataset's project and paths."""
-    from feature_repo.repo import TEMPLATE
+def render_store_yaml(spec: DatasetSpec, directory: Path, settings: Settings) -> str:
+    """feature_repo's feature_store.yaml template of the settings' profile, filled in for
+    this dataset: local files (SQLite), or PostgreSQL and Redis in production."""
+    from feature_repo.repo import PRODUCTION_TEMPLATE, TEMPLATE
 
+    if settings.profile == "production":
+        return string.Template(PRODUCTION_TEMPLATE.read_text()).substitute(
+            project=json.dumps(spec.name),
+            registry_url=json.dumps(settings.database_url("feast", "postgresql+psycopg2",
+                                                          env_password=True)),
+            redis_connection=json.dumps(redis_connection_string(settings.redis_url)))
     return string.Template(TEMPLATE.read_text()).substitute(
         project=json.dumps(spec.name),
         registry_path=json.dumps(str(directory / "registry.db")),
         online_path=json.dumps(str(directory / "online.db")),
     )
+
+
+def redis_connection_string(url: str) -> str:
+    """Feast's Redis connection string (``host:port,db=N[,ssl=true]``) from a redis:// URL."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise FeatureError(f"MLOPS_REDIS_URL must be redis://host:port/db, got {parts.scheme}://"
+                           f"{parts.hostname or ''}")
+    if parts.password:
+        raise FeatureError("a password in MLOPS_REDIS_URL is not passed to Feast's online "
+                           "store yet; use a Redis reachable without one")
+    database = parts.path.lstrip("/") or "0"
+    ssl = ",ssl=true" if parts.scheme == "rediss" else ""
+    return f"{parts.hostname}:{parts.port or 6379},db={database}{ssl}"
 
 
 def training_frame(entities: pd.DataFrame, found: pd.DataFrame,
@@ -163,13 +185,14 @@ def write_source(frame: pd.DataFrame, spec: DatasetSpec, data_dir: str | Path) -
     return path
 
 
-def store_for(spec: DatasetSpec, data_dir: str | Path) -> FeatureStore:
+def store_for(spec: DatasetSpec, data_dir: str | Path,
+              settings: Settings | None = None) -> FeatureStore:
     """The dataset's FeatureStore: renders its feature_store.yaml (if changed) and opens it."""
     from feast import FeatureStore
 
     directory = feature_dir(spec, data_dir)
     config = directory / "feature_store.yaml"
-    text = render_store_yaml(spec, directory)
+    text = render_store_yaml(spec, directory, settings or Settings())
     if not config.is_file() or config.read_text() != text:
         write_atomic(config, lambda tmp: tmp.write_text(text))
     return FeatureStore(repo_path=str(directory))
@@ -336,13 +359,15 @@ class OnlineFeatures:
                     values[row, column] = float(getattr(value, kind))
 
 
-def online_lookup(spec: DatasetSpec, data_dir: str | Path) -> OnlineFeatures:
+def online_lookup(spec: DatasetSpec, data_dir: str | Path,
+                  settings: Settings | None = None) -> OnlineFeatures:
     """Open the dataset's feature store once and return its online lookup."""
+    settings = settings or Settings()
     directory = feature_dir(spec, data_dir)
-    if not (directory / "registry.db").is_file():
+    if settings.profile == "local" and not (directory / "registry.db").is_file():
         raise FeatureError(f"no Feast registry for {spec.name} under {directory}; "
                            "run the features stage first")
-    store = store_for(spec, data_dir)
+    store = store_for(spec, data_dir, settings)
     try:
         return OnlineFeatures(store, spec)
     except Exception as exc:  # Feast raises its own not-found types per object kind
