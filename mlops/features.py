@@ -38,6 +38,21 @@ class FeatureError(ValueError):
     """Feature data or a feature store that cannot be used; the message names the problem."""
 
 
+class OnlineStoreUnavailable(RuntimeError):
+    """The online store did not answer (down, restarting, unreachable); worth a retry."""
+
+
+def _unavailable_errors() -> tuple[type[BaseException], ...]:
+    """What an online store that does not answer raises: Redis's connection and timeout
+    errors, SQLite's operational errors, and the OS's."""
+    import sqlite3
+
+    import redis
+
+    return (redis.ConnectionError, redis.TimeoutError, sqlite3.OperationalError,
+            ConnectionError, TimeoutError)
+
+
 class UnknownEntity(LookupError):
     """Entity ids with no values in the online store."""
 
@@ -333,9 +348,14 @@ class OnlineFeatures:
         present = np.zeros(len(ids), dtype=bool)
         if rows:
             with self._lock:
-                response = self._store.get_online_features(
-                    features=self._service,
-                    entity_rows={self.spec.entity: [keys[row] for row in rows]})
+                try:
+                    response = self._store.get_online_features(
+                        features=self._service,
+                        entity_rows={self.spec.entity: [keys[row] for row in rows]})
+                except _unavailable_errors() as exc:  # the client reconnects on a later call
+                    log.warning("online store of %s unavailable: %s", self.spec.name, exc)
+                    raise OnlineStoreUnavailable(
+                        "the online feature store is unavailable; retry shortly") from None
             self._fill(response, rows, values, present)
         missing = [ids[row] for row in range(len(ids)) if not present[row]]
         if missing:

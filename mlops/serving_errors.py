@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
-from mlops.features import UnknownEntity
+from mlops.features import OnlineStoreUnavailable, UnknownEntity
 from mlops.json_body import UnsupportedMediaType
 from mlops.model_manager import ModelSourceError, NothingToRollBack
 from mlops.open_inference import ErrorBody
@@ -52,6 +52,7 @@ STATUS_BY_ERROR: dict[type[Exception], int] = {
     BadInput: 400, Unauthorized: 401, AdminDisabled: 403, UnknownModel: 404,
     UnknownEntity: 404, NothingToRollBack: 409, SwapRefused: 409, BatchTooLarge: 413,
     UnsupportedMediaType: 415, IncompleteFeatures: 422, NotReady: 503, ModelSourceError: 503,
+    OnlineStoreUnavailable: 503,
 }
 
 
