@@ -267,13 +267,13 @@ def materialize(store: FeatureStore, end: datetime, start: datetime | None = Non
     log.debug("feast materialize: %s", printed.getvalue().strip())
 
 
-def prepare_features(frame: pd.DataFrame, spec: DatasetSpec,
-                     data_dir: str | Path) -> FeatureSetResult:
+def prepare_features(frame: pd.DataFrame, spec: DatasetSpec, data_dir: str | Path,
+                     settings: Settings | None = None) -> FeatureSetResult:
     """The whole stage: source, apply, point-in-time training set, online store."""
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     source = write_source(frame, spec, data_dir)
-    store = store_for(spec, data_dir)
+    store = store_for(spec, data_dir, settings)
     apply_definitions(store, spec, source)
     timings["apply"] = time.perf_counter() - clock
 

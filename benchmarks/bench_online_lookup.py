@@ -1,0 +1,103 @@
+"""Feast online lookups, Redis (production profile) against SQLite (local profile).
+
+Both stores are filled by the features stage (``mlops.features.prepare_features``) from the
+same synthetic panel, then read through the service's own path (``OnlineFeatures.matrix``)
+in alternating blocks, so both see the same machine: p50 and p99 of 1 and 100 entities per
+lookup. The Redis store uses the machine's Redis (database 14, emptied first) and Feast's
+SQL registry on the machine's PostgreSQL (role and databases ``mlops_bench*``, created
+if missing). Target: p99 <= 2 ms for one entity on Redis.
+
+``python benchmarks/bench_online_lookup.py`` (part of `make bench-scale`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+from pathlib import Path
+
+import redis
+
+from infra.production import ensure_postgres
+from mlops.config import Settings
+from mlops.features import OnlineFeatures, online_lookup, prepare_features
+from mlops.synthetic import generate_panel, synthetic_spec
+
+REPO = Path(__file__).resolve().parents[1]
+REDIS_DB = 14
+TARGET_P99_MS = 2.0
+
+
+def build(data_dir: Path, entities: int) -> dict[str, tuple[OnlineFeatures, list[int]]]:
+    """The same panel in both stores; returns each store's lookup and the entity ids."""
+    frame = generate_panel(n_entities=entities, n_periods=4, seed=11)
+    ids = sorted(frame["entity_id"].unique().tolist())
+    profiles = {
+        "SQLite (local)": Settings(profile="local", data_dir=data_dir / "local"),
+        "Redis (production)": Settings(profile="production", data_dir=data_dir / "production",
+                                       pg_user="mlops_bench", pg_database_prefix="mlops_bench",
+                                       redis_url=f"redis://127.0.0.1:6379/{REDIS_DB}"),
+    }
+    ensure_postgres(profiles["Redis (production)"])
+    redis.Redis(db=REDIS_DB).flushdb()
+    lookups = {}
+    for name, settings in profiles.items():
+        spec = synthetic_spec(str(settings.data_dir / "panel.parquet"), name="lookup_bench")
+        prepare_features(frame, spec, settings.data_dir, settings)
+        lookups[name] = (online_lookup(spec, settings.data_dir, settings), ids)
+    return lookups
+
+
+def measure(lookups: dict[str, tuple[OnlineFeatures, list[int]]], sizes: tuple[int, ...],
+            calls: int, rounds: int, seed: int) -> dict[tuple[str, int], list[float]]:
+    """Milliseconds per lookup, the stores taking turns block by block."""
+    rng = random.Random(seed)
+    samples: dict[tuple[str, int], list[float]] = {}
+    for _ in range(rounds):
+        for size in sizes:
+            for name, (lookup, ids) in lookups.items():
+                batches = [rng.sample(ids, size) for _ in range(calls)]
+                times = samples.setdefault((name, size), [])
+                for batch in batches:
+                    start = time.perf_counter()
+                    lookup.matrix(batch)
+                    times.append((time.perf_counter() - start) * 1000)
+    return samples
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def report(samples: dict[tuple[str, int], list[float]]) -> bool:
+    print("| store | entities per lookup | lookups | p50 ms | p99 ms |")
+    print("|---|---:|---:|---:|---:|")
+    for (name, size), times in samples.items():
+        print(f"| {name} | {size} | {len(times)} | {statistics.median(times):.3f} "
+              f"| {percentile(times, 0.99):.3f} |")
+    p99 = percentile(samples[("Redis (production)", 1)], 0.99)
+    passed = p99 <= TARGET_P99_MS
+    print(f"\n- {'PASS' if passed else 'FAIL'} Feast online lookup p99 <= {TARGET_P99_MS} ms "
+          f"for one entity on Redis: {p99:.3f} ms")
+    return passed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entities", type=int, default=10_000)
+    parser.add_argument("--calls", type=int, default=300, help="lookups per block")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating blocks per store")
+    parser.add_argument("--out", type=Path, default=REPO / "data" / "bench" / "lookup")
+    args = parser.parse_args()
+    lookups = build(args.out, args.entities)
+    for lookup, ids in lookups.values():  # warm both before timing
+        for entity in ids[:200]:
+            lookup.matrix([entity])
+    report(measure(lookups, (1, 100), args.calls, args.rounds, seed=5))
+
+
+if __name__ == "__main__":
+    main()
