@@ -74,6 +74,7 @@ bench-fairshare: venv
 
 bench-scale: venv
 	$(PY) benchmarks/bench_scale.py $(BENCH_ARGS)
+	$(PY) benchmarks/bench_online_lookup.py
 
 gpu-check: venv
 	$(PY) benchmarks/gpu_check.py

@@ -38,7 +38,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000_000)
     parser.add_argument("--small-rows", type=int, default=5_000_000)
-    parser.add_argument("--partition-rows", type=int, default=1_000_000)
+    parser.add_argument("--partition-rows", type=int, default=500_000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--data-dir", type=Path, default=ROOT / "data" / "bench" / "scale")
     parser.add_argument("--case", choices=["pandas", "dask"], help=argparse.SUPPRESS)

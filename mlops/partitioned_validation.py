@@ -54,14 +54,21 @@ UNIQUE_KEYS = "expect_compound_columns_to_be_unique"
 DISTINCT_COUNT = "expect_column_unique_value_count_to_be_between"
 DATASET_LEVEL = {ROW_COUNT, UNIQUE_KEYS, DISTINCT_COUNT}
 DISTINCT_CAP = 1_000  # distinct values a partition sends back per column
-BUCKET_ROWS = 4_000_000  # about the most key hashes one bucket holds (32 MB)
 # The default cluster: 2 single-threaded worker processes on this 2-core machine. The 3 GB
-# budget of the whole process tree is split as ~0.6 GB for the client with its in-process
-# scheduler and the two nanny processes, and the rest between the workers; a worker holds
-# one partition (~60 MB per million rows in parquet's columns, a few copies inside GE) plus
-# GE itself (~0.3 GB). Dask pauses a worker at 80% of its limit and restarts it at 95%.
+# budget of the whole process tree is split as ~0.3 GB for the client process (it also runs
+# the scheduler and the nannies; ~0.15 GB measured) and the rest between the workers (1.35
+# GB each for 2). A worker holds one partition (~60 MB per million rows as parquet columns,
+# several copies inside GE) plus GE itself (~0.3 GB); at 1M-row partitions a task peaked
+# above 1.28 GB and workers were killed, so keep partitions near 0.5M rows. Between tasks a
+# worker settles near 0.95 GB of unmanaged memory (GE, allocator caches): Dask's pause at
+# 80% of the limit then waits forever for memory only running tasks free (both workers
+# paused: a hang seen at 100M rows), and workers hold no data to spill; so pausing and
+# spilling are off and the limit acts only through the restart at 95% (task retried).
 MEMORY_BUDGET = 3.0e9
-OVERHEAD = 0.6e9
+OVERHEAD = 0.3e9
+WORKER_MEMORY = {"distributed.worker.memory.target": False,
+                 "distributed.worker.memory.spill": False,
+                 "distributed.worker.memory.pause": False}
 
 
 class DatasetCheck(BaseModel):
@@ -139,11 +146,14 @@ def dask_client(client: Client | None = None, workers: int = 2) -> Iterator[Clie
     if client is not None:
         yield client
         return
+    import dask
     from distributed import Client, LocalCluster
 
     limit = int((MEMORY_BUDGET - OVERHEAD) / workers)
-    with LocalCluster(n_workers=workers, threads_per_worker=1, memory_limit=limit,
-                      dashboard_address=None) as cluster, Client(cluster) as local:
+    with (dask.config.set(WORKER_MEMORY),
+          LocalCluster(n_workers=workers, threads_per_worker=1, memory_limit=limit,
+                       dashboard_address=None) as cluster,
+          Client(cluster) as local):
         yield local
 
 
@@ -152,7 +162,8 @@ def list_partitions(root: str) -> list[str]:
     fs, path = fsspec.core.url_to_fs(root)
     if not fs.isdir(path):
         raise DataError(f"{root}: not a folder of parquet partitions")
-    files = sorted(p for p in fs.find(path) if p.endswith(".parquet"))
+    files = sorted(p for p in fs.find(path)  # "_" and "." files are metadata, as for pyarrow
+                   if p.endswith(".parquet") and p.rsplit("/", 1)[-1][0] not in "_.")
     if not files:
         raise DataError(f"{root}: no .parquet files")
     return [fs.unstrip_protocol(p) if "://" in root else p for p in files]
@@ -181,7 +192,7 @@ def validate_partitions(root: str, spec: DatasetSpec, client: Client | None = No
     files = list_partitions(root)
     owned = scratch is None
     scratch = scratch or tempfile.mkdtemp(prefix="mlops-keys-")
-    buckets = max(1, math.ceil(len(files) / 4))
+    buckets = max(1, math.ceil(len(files) / 4))  # ~4 partitions' key hashes per bucket
     try:
         with dask_client(client, workers) as dask:
             checks = dask.submit(_dataset_checks, spec, now, pure=False).result()
@@ -221,11 +232,25 @@ def _validate_one(index: int, url: str, spec: DatasetSpec, now: datetime,
     for check in checks:
         if check.expectation == UNIQUE_KEYS:
             _write_key_hashes(frame, check.kwargs["column_list"], index, scratch, buckets)
+    _release_memory()
     return PartitionResult(
         index=index, file=name, rows=len(frame), distinct=distinct,
         content_hash=report.dataset_hash if report else "",
         evaluated=report.evaluated if report else 0,
         failed=[f for f in report.failed if f.expectation not in DATASET_LEVEL] if report else [])
+
+
+def _release_memory() -> None:
+    """Hand freed memory back to the OS: arrow's pool and glibc keep it otherwise."""
+    import ctypes
+
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def _distinct(frame: pd.DataFrame, column: str) -> list[str]:
@@ -391,4 +416,7 @@ def _prepare_one(url: str, spec: DatasetSpec, out: str) -> tuple[int, int]:
     fs.makedirs(path, exist_ok=True)
     with fs.open(f"{path}/{url.rsplit('/', 1)[-1]}", "wb") as handle:
         prepared.to_parquet(handle, index=False)
-    return len(frame), len(prepared)
+    rows = len(frame), len(prepared)
+    del frame, prepared
+    _release_memory()
+    return rows
