@@ -50,7 +50,7 @@ def run_pandas(root: str, out: Path) -> dict[str, object]:
     """Child side of case (i): everything in this one process."""
     import pandas as pd
 
-    from mlops.partitioned_validation import prepare_frame
+    from mlops.partitioned_features import prepare_frame
     from mlops.synthetic import generate_panel
     from mlops.validation import validate_frame
 
@@ -73,11 +73,8 @@ def _warm() -> None:
 
 def run_dask(root: str, out: Path, workers: int) -> dict[str, object]:
     """Child side of cases (ii) and (iii): the default cluster of the platform's code."""
-    from mlops.partitioned_validation import (
-        dask_client,
-        prepare_partitions,
-        validate_partitions,
-    )
+    from mlops.partitioned_features import prepare_partitions
+    from mlops.partitioned_validation import dask_client, validate_partitions
 
     spec = synthetic_spec(root)
     with dask_client(None, workers) as client:

@@ -1,4 +1,5 @@
-"""Out-of-core validation and feature preparation of a partitioned parquet dataset on Dask.
+"""Out-of-core validation of a partitioned parquet dataset on Dask (feature preparation of
+the same partitions: ``mlops/partitioned_features.py``).
 
 Great Expectations 1.x has no Dask data source, so each parquet file is one partition: a
 Dask worker reads it, runs the same suite as the in-memory path (``validate_frame``) on it,
@@ -232,7 +233,7 @@ def _validate_one(index: int, url: str, spec: DatasetSpec, now: datetime,
     for check in checks:
         if check.expectation == UNIQUE_KEYS:
             _write_key_hashes(frame, check.kwargs["column_list"], index, scratch, buckets)
-    _release_memory()
+    release_memory()
     return PartitionResult(
         index=index, file=name, rows=len(frame), distinct=distinct,
         content_hash=report.dataset_hash if report else "",
@@ -240,7 +241,7 @@ def _validate_one(index: int, url: str, spec: DatasetSpec, now: datetime,
         failed=[f for f in report.failed if f.expectation not in DATASET_LEVEL] if report else [])
 
 
-def _release_memory() -> None:
+def release_memory() -> None:
     """Hand freed memory back to the OS: arrow's pool and glibc keep it otherwise."""
     import ctypes
 
@@ -368,55 +369,3 @@ def content_hash(results: list[PartitionResult]) -> str:
     for result in sorted(results, key=lambda r: r.index):
         digest.update(result.content_hash.encode())
     return digest.hexdigest()
-
-
-# ---- feature preparation ------------------------------------------------------------------
-
-
-class PreparedDataset(BaseModel):
-    """What out-of-core feature preparation wrote: the folder and its row counts."""
-
-    path: str
-    files: int
-    rows_in: int
-    rows_out: int
-
-
-def prepare_frame(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
-    """The training columns of one partition, as training reads them.
-
-    Spec columns only; rows without a label or with a missing feature dropped (training
-    rejects NaN); features and label as float32 (what the model consumes); the event
-    timestamp as UTC datetimes. Pure: the input frame is not changed.
-    """
-    numeric = [*spec.features, spec.label]
-    kept = frame[spec.columns].dropna(subset=numeric)
-    return kept.astype({c: "float32" for c in numeric}).assign(**{
-        spec.timestamp: pd.to_datetime(kept[spec.timestamp], utc=True)}).reset_index(drop=True)
-
-
-def prepare_partitions(root: str, spec: DatasetSpec, out: str, client: Client | None = None,
-                       workers: int = 2) -> PreparedDataset:
-    """``prepare_frame`` on every partition of ``root``, one output file per input file."""
-    files = list_partitions(root)
-    with dask_client(client, workers) as dask:
-        counts = dask.gather(dask.map(_prepare_one, files, spec=spec, out=out, pure=False))
-    prepared = PreparedDataset(path=out, files=len(files), rows_in=sum(c[0] for c in counts),
-                               rows_out=sum(c[1] for c in counts))
-    log.info("prepared %s: %d of %d rows kept in %d files under %s", spec.name,
-             prepared.rows_out, prepared.rows_in, prepared.files, out)
-    return prepared
-
-
-def _prepare_one(url: str, spec: DatasetSpec, out: str) -> tuple[int, int]:
-    """Worker side: read, prepare and write one partition; returns rows in and out."""
-    frame = read_partition(url, columns=spec.columns)
-    prepared = prepare_frame(frame, spec)
-    fs, path = fsspec.core.url_to_fs(out)
-    fs.makedirs(path, exist_ok=True)
-    with fs.open(f"{path}/{url.rsplit('/', 1)[-1]}", "wb") as handle:
-        prepared.to_parquet(handle, index=False)
-    rows = len(frame), len(prepared)
-    del frame, prepared
-    _release_memory()
-    return rows

@@ -15,9 +15,9 @@ import pytest
 from distributed import Client, LocalCluster
 
 from mlops.data import DataError
+from mlops.partitioned_features import prepare_partitions
 from mlops.partitioned_validation import (
     list_partitions,
-    prepare_partitions,
     require_valid_partitions,
     validate_partitions,
 )
@@ -96,3 +96,5 @@ def test_feature_preparation_writes_training_columns(tmp_path, client):
     assert list(out.columns) == SPEC.columns and len(out) == ROWS - 3
     assert all(out[c].dtype == "float32" for c in [*SPEC.features, SPEC.label])
     assert str(out[SPEC.timestamp].dtype) == "datetime64[ns, UTC]"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        partition_name(i) for i in range(4)], "no temporary files left behind"
