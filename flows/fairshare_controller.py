@@ -47,11 +47,11 @@ async def fairshare_controller(teams_file: str = "infra/teams.yaml", ticks: int 
         while True:
             config = _reload(teams_file, config)
             try:
-                decisions, changes = await tick(client, config, apply=apply)
+                decisions = await tick(client, config, apply=apply)
             except Exception as exc:  # the controller outlives a server hiccup
                 get_run_logger().warning("tick failed, limits left as they are: %s", exc)
             else:
-                await _report(config, decisions, changes, last, gauges)
+                await _report(config, decisions, last, gauges)
             count += 1
             if ticks and count >= ticks:
                 return count
@@ -71,8 +71,8 @@ def _reload(teams_file: str, config: TeamsConfig) -> TeamsConfig:
     return fresh
 
 
-async def _report(config: TeamsConfig, decisions: list[PoolDecision], changes: list[str],
-                  last: dict[str, Any], gauges: FairShareGauges) -> None:
+async def _report(config: TeamsConfig, decisions: list[PoolDecision], last: dict[str, Any],
+                  gauges: FairShareGauges) -> None:
     """Log a pool's decision with its inputs when either changed; publish the table when
     the decision changed; gauges always."""
     logger = get_run_logger()
@@ -80,10 +80,10 @@ async def _report(config: TeamsConfig, decisions: list[PoolDecision], changes: l
         gauges.update(decision.pool, decision.teams, decision.running, decision.queued,
                       decision.plan)
         inputs, outputs = decision.inputs(), decision.outputs()
-        applied = [line for line in changes if line.split()[1].startswith(f"{decision.pool}/")]
-        if last.get(decision.pool) != (inputs, outputs) or applied:
+        if last.get(decision.pool) != (inputs, outputs) or decision.applied:
             logger.info("decision %s", json.dumps({"inputs": inputs, "outputs": outputs,
-                                                   "applied": applied}, sort_keys=True))
+                                                   "applied": decision.applied},
+                                                  sort_keys=True))
         if last.get(decision.pool, (None, None))[1] != outputs:
             await acreate_table_artifact(
                 decision.rows(), key=f"fairshare-{decision.pool}",

@@ -15,7 +15,8 @@ What counts, per team queue of a pool (queue names: ``mlops.teams.queue_name``):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,7 @@ class PoolDecision:
     current_limits: dict[str, dict[str, int | None]]
     plan: PoolPlan
     gpu_hours: dict[str, float] = field(default_factory=dict)
+    applied: list[str] = field(default_factory=list)  # one line per change made on the server
 
     def held(self) -> dict[str, int]:
         counts = {team.name: 0 for team in self.teams}
@@ -94,14 +96,14 @@ def team_policies(config: TeamsConfig, pool: str, over: set[str]) -> list[TeamPo
 
 
 async def tick(client: PrefectClient, config: TeamsConfig, apply: bool = True,
-               now: datetime | None = None) -> tuple[list[PoolDecision], list[str]]:
-    """Decide every pool and, when ``apply``, make the server agree; returns the decisions
-    and one line per change made."""
+               now: datetime | None = None) -> list[PoolDecision]:
+    """Decide every pool and, when ``apply``, make the server agree; each decision lists
+    the changes made for its pool."""
     now = now or datetime.now(UTC)
     fairshare = config.fairshare or FairShareConfig()
     used = await read_gpu_hours(client, config, fairshare, now)
     over = over_budget(used, {team.name: team.budget_gpu_hours for team in config.teams})
-    decisions, changes = [], []
+    decisions = []
     for pool, spec in config.pools.items():
         # The budget is of the metered pool: over it, a team still keeps its other quotas.
         teams = team_policies(config, pool, over if pool == fairshare.budget_pool else set())
@@ -109,10 +111,10 @@ async def tick(client: PrefectClient, config: TeamsConfig, apply: bool = True,
         plan = plan_pool(spec.capacity, teams, running, queued, fairshare.preemption)
         decision = PoolDecision(pool, spec.capacity, teams, running, queued, limits, plan,
                                 used if pool == fairshare.budget_pool else {})
-        decisions.append(decision)
         if apply:
-            changes += await apply_decision(client, decision, runs)
-    return decisions, changes
+            decision = replace(decision, applied=await apply_decision(client, decision, runs))
+        decisions.append(decision)
+    return decisions
 
 
 async def read_pool(client: PrefectClient, config: TeamsConfig, pool: str, now: datetime
@@ -236,8 +238,6 @@ def follow_requeues(run: FlowRun, poll_s: float = 2.0) -> FlowRun:
     """The run that finally did a job: a run the controller preempted ends CANCELLED and its
     copy (tagged ``requeued-from:<id>``) carries on, perhaps preempted in turn; this waits
     for the last copy to end. Used where a parent waits on a child (a pipeline stage)."""
-    import time
-
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 
