@@ -15,6 +15,7 @@ its password.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from mlops.config import Settings
@@ -137,7 +138,7 @@ def _redact(url: str) -> str:
 def server_environment(settings: Settings) -> dict[str, dict[str, str]]:
     """Per platform server, what it needs to run on the production services."""
     s3 = {"MLFLOW_S3_ENDPOINT_URL": settings.s3_endpoint_url or "",
-          "MLFLOW_S3_UPLOAD_EXTRA_ARGS": _json(settings.s3_write_args()),
+          "MLFLOW_S3_UPLOAD_EXTRA_ARGS": json.dumps(settings.s3_write_args()),
           "AWS_DEFAULT_REGION": settings.s3_region}
     if settings.s3_ca_bundle:
         s3["AWS_CA_BUNDLE"] = str(settings.s3_ca_bundle)
@@ -145,8 +146,3 @@ def server_environment(settings: Settings) -> dict[str, dict[str, str]]:
                                settings.database_url("prefect", "postgresql+asyncpg")},
             "mlflow-server": {key: value for key, value in s3.items() if value}}
 
-
-def _json(value: dict[str, str]) -> str:
-    import json
-
-    return json.dumps(value)

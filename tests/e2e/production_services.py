@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -66,3 +67,17 @@ def postgres_tenant() -> Iterator[dict[str, str]]:
             cursor.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(
                 sql.Identifier(tenant["MLOPS_PG_USER"])))
         admin.close()
+
+
+def use_production_profile(monkeypatch: Any, tenant: dict[str, str], data_dir: Path,
+                           redis_url: str) -> None:
+    """Point this process's settings at the production profile (the tenant's PostgreSQL
+    role and databases, created now, and the given Redis)."""
+    from infra.production import ensure_postgres
+    from mlops.config import Settings
+
+    env = {**tenant, "MLOPS_PROFILE": "production", "MLOPS_DATA_DIR": str(data_dir),
+           "MLOPS_REDIS_URL": redis_url}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    ensure_postgres(Settings())

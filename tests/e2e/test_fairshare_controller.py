@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -37,6 +37,7 @@ teams:
   - {{name: default, weight: 1, priority: 3, quotas: {{gpu: 1, cpu: 1}}}}
 """
 HOLDING = {"PENDING", "RUNNING", "CANCELLING"}
+Sample = tuple[float, dict[str, int], dict[str, int]]  # seconds, holding and queued per team
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
@@ -67,7 +68,7 @@ class Timeline:
 
     def __init__(self, client: PrefectApi, team_of: dict[str, str]) -> None:
         self.client, self.team_of, self.began = client, team_of, time.monotonic()
-        self.samples: list[tuple[float, dict[str, int], dict[str, int]]] = []
+        self.samples: list[Sample] = []
         self.runs: list[dict] = []
 
     def sample(self) -> None:
@@ -83,7 +84,7 @@ class Timeline:
                 queued[team] += 1
         self.samples.append((round(time.monotonic() - self.began, 1), holding, queued))
 
-    def until(self, done: callable, timeout_s: float) -> bool:
+    def until(self, done: Callable[[Sample], bool], timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             self.sample()

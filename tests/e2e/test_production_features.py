@@ -11,11 +11,9 @@ import psycopg2
 import pytest
 import redis
 
-from infra.production import ensure_postgres
-from mlops.config import Settings
 from mlops.features import online_lookup, prepare_features
 from mlops.synthetic import generate_panel, synthetic_spec
-from tests.e2e.production_services import postgres_tenant
+from tests.e2e.production_services import postgres_tenant, use_production_profile
 
 pytestmark = pytest.mark.slow
 REDIS_DB = 15
@@ -25,11 +23,8 @@ def test_features_stage_on_a_postgresql_registry_and_a_redis_online_store(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     online = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
     with postgres_tenant() as tenant:
-        env = {**tenant, "MLOPS_PROFILE": "production", "MLOPS_DATA_DIR": str(tmp_path),
-               "MLOPS_REDIS_URL": f"redis://127.0.0.1:6379/{REDIS_DB}"}
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
-        ensure_postgres(Settings())
+        use_production_profile(monkeypatch, tenant, tmp_path,
+                               f"redis://127.0.0.1:6379/{REDIS_DB}")
         online.flushdb()
         try:
             _check_the_stage(tmp_path, tenant, online)

@@ -17,13 +17,11 @@ from conftest import serving_manager
 from fastapi.testclient import TestClient
 from onnx_models import FEATURES
 
-from infra.production import ensure_postgres
-from mlops.config import Settings
 from mlops.features import online_lookup, prepare_features
 from mlops.serving import ServingConfig, create_app
 from mlops.synthetic import generate_panel, synthetic_spec
 from tests.conftest import free_port
-from tests.e2e.production_services import postgres_tenant
+from tests.e2e.production_services import postgres_tenant, use_production_profile
 
 pytestmark = pytest.mark.slow
 
@@ -62,11 +60,7 @@ def outage_client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     server = RedisServer(tmp_path)
     server.start()
     with postgres_tenant() as tenant:
-        env = {**tenant, "MLOPS_PROFILE": "production", "MLOPS_DATA_DIR": str(tmp_path),
-               "MLOPS_REDIS_URL": f"redis://127.0.0.1:{server.port}/0"}
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
-        ensure_postgres(Settings())
+        use_production_profile(monkeypatch, tenant, tmp_path, f"redis://127.0.0.1:{server.port}/0")
         spec = synthetic_spec(str(tmp_path / "panel.parquet"), n_features=len(FEATURES),
                               name="outage_panel")
         prepare_features(generate_panel(n_entities=20, n_periods=4, seed=3), spec, tmp_path)
