@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics-port", type=int, default=None,
                         help="serve Prometheus gauges on this port")
     args = parser.parse_args(argv)
+    if args.period_s is not None and args.period_s <= 0 or args.ticks < 0:
+        parser.error("--period-s must be > 0 and --ticks >= 0")
     try:
         load_teams(args.file)
     except TeamsConfigError as exc:

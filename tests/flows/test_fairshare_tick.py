@@ -139,3 +139,16 @@ def test_a_stage_is_refused_a_queue_its_pool_lacks(prefect_server: None, tmp_pat
         require_queue(deployment, "alpha-high")
     with pytest.raises(ValueError, match="no queue 'gamma'.*declared in the teams file"):
         require_queue(deployment, "gamma")
+
+
+def test_the_controller_refuses_bad_settings_before_starting(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from flows.fairshare_controller import main
+
+    with pytest.raises(SystemExit) as refused:
+        main(["--period-s", "0"])
+    assert refused.value.code == 2 and "--period-s must be > 0" in capsys.readouterr().err
+    bad = tmp_path / "teams.yaml"
+    bad.write_text("pools: {gpu: {capacity: 1}}\nteams: []\n")
+    assert main(["--file", str(bad)]) == 2
+    assert "teams must be a non-empty list" in capsys.readouterr().err
