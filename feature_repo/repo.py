@@ -15,13 +15,14 @@ TEMPLATE = Path(__file__).parent / "feature_store.yaml"
 PRODUCTION_TEMPLATE = Path(__file__).parent / "feature_store.production.yaml"
 
 
-def definitions(spec: DatasetSpec, source_path: str | Path) -> list[Any]:
+def definitions(spec: DatasetSpec, source_path: str | Path,
+                s3_endpoint: str | None = None) -> list[Any]:
     """Entity, source, feature view and feature service; types come from the source schema.
 
     Raises ValueError naming the column when the source lacks one or types it wrongly.
     """
     schema = source_schema(source_path)
     entity = entity_for(spec, schema)
-    source = source_for(spec, source_path)
+    source = source_for(spec, source_path, s3_endpoint)
     view = feature_view_for(spec, entity, source, schema)
     return [entity, source, view, feature_service_for(spec, view)]

@@ -115,7 +115,8 @@ def ensure_bucket(settings: Settings) -> list[str]:
 def check_redis(settings: Settings) -> str:
     import redis
 
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+    password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    client = redis.Redis.from_url(settings.redis_url, password=password, socket_connect_timeout=5)
     try:
         client.ping()
     except redis.RedisError as exc:

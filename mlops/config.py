@@ -147,7 +147,8 @@ class Settings(BaseSettings):
     pg_user: str = Field(default="mlops", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     pg_password: SecretStr | None = None
     pg_database_prefix: str = Field(default="mlops", pattern=r"^[a-z_][a-z0-9_]{0,40}$")
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = "redis://127.0.0.1:6379/0"  # rediss:// for TLS; no password in it
+    redis_password: SecretStr | None = None  # Redis AUTH (requirepass); kept out of files
     # S3 or any S3-compatible store; credentials come from the standard AWS chain
     # (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, a profile, an instance role), never here.
     s3_endpoint_url: str | None = None  # None: AWS S3
@@ -165,8 +166,13 @@ class Settings(BaseSettings):
 
     @property
     def tracking(self) -> str:
-        """MLflow tracking URI: SQLite under the data directory unless set."""
-        return self.tracking_uri or f"sqlite:///{self.data_dir / 'mlflow.db'}"
+        """MLflow tracking URI, unless set: the platform's MLflow server on the production
+        profile (runs in PostgreSQL, artifacts in S3), else SQLite under the data directory."""
+        if self.tracking_uri:
+            return self.tracking_uri
+        if self.profile == "production":
+            return self.mlflow_url
+        return f"sqlite:///{self.data_dir / 'mlflow.db'}"
 
     @property
     def artifacts_dir(self) -> Path:

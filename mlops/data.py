@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mlops import storage
 from mlops.config import DatasetSpec
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,9 @@ def _read_file(path: str) -> pd.DataFrame:
     try:
         if suffix == ".csv":
             return pd.read_csv(path)
-        return pd.read_parquet(path)
+        return storage.read_parquet(path)
+    except storage.unavailable_errors():
+        raise  # an outage, not a bad file: the stage reports it and its task retries
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: dataset file has no columns") from None
     except FileNotFoundError:

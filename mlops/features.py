@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
+from mlops import storage
 from mlops.config import DatasetSpec, Settings
 from mlops.files import write_atomic
 
@@ -149,7 +150,8 @@ def render_store_yaml(spec: DatasetSpec, directory: Path, settings: Settings) ->
             project=json.dumps(spec.name),
             registry_url=json.dumps(settings.database_url("feast", "postgresql+psycopg2",
                                                           env_password=True)),
-            redis_connection=json.dumps(redis_connection_string(settings.redis_url)))
+            redis_connection=json.dumps(redis_connection_string(
+                settings.redis_url, password=settings.redis_password is not None)))
     return string.Template(TEMPLATE.read_text()).substitute(
         project=json.dumps(spec.name),
         registry_path=json.dumps(str(directory / "registry.db")),
@@ -157,18 +159,21 @@ def render_store_yaml(spec: DatasetSpec, directory: Path, settings: Settings) ->
     )
 
 
-def redis_connection_string(url: str) -> str:
-    """Feast's Redis connection string (``host:port,db=N[,ssl=true]``) from a redis:// URL."""
+def redis_connection_string(url: str, password: bool = False) -> str:
+    """Feast's Redis connection string (``host:port,db=N[,ssl=true]``) from a redis:// URL;
+    with ``password``, ``password=${MLOPS_REDIS_PASSWORD}``, which Feast expands when it
+    reads its config, so no file holds the secret."""
     parts = urlsplit(url)
     if parts.scheme not in ("redis", "rediss") or not parts.hostname:
         raise FeatureError(f"MLOPS_REDIS_URL must be redis://host:port/db, got {parts.scheme}://"
                            f"{parts.hostname or ''}")
     if parts.password:
-        raise FeatureError("a password in MLOPS_REDIS_URL is not passed to Feast's online "
-                           "store yet; use a Redis reachable without one")
+        raise FeatureError("MLOPS_REDIS_URL must not hold a password (it would be written to "
+                           "Feast's config file); set MLOPS_REDIS_PASSWORD instead")
     database = parts.path.lstrip("/") or "0"
     ssl = ",ssl=true" if parts.scheme == "rediss" else ""
-    return f"{parts.hostname}:{parts.port or 6379},db={database}{ssl}"
+    secret = ",password=${MLOPS_REDIS_PASSWORD}" if password else ""
+    return f"{parts.hostname}:{parts.port or 6379},db={database}{ssl}{secret}"
 
 
 def training_frame(entities: pd.DataFrame, found: pd.DataFrame,
@@ -191,11 +196,20 @@ def training_frame(entities: pd.DataFrame, found: pd.DataFrame,
 # ---- runners (I/O) -----------------------------------------------------------------
 
 
-def write_source(frame: pd.DataFrame, spec: DatasetSpec, data_dir: str | Path) -> Path:
+def offline_dir(spec: DatasetSpec, data_dir: str | Path, settings: Settings | None = None) -> str:
+    """Where the offline source and the training set go: beside the dataset's Feast repo,
+    or under the S3 bucket on the production profile (any worker can read them there)."""
+    if settings is not None and settings.profile == "production":
+        return storage.join(storage.data_root(settings), "features", spec.name)
+    return str(feature_dir(spec, data_dir))
+
+
+def write_source(frame: pd.DataFrame, spec: DatasetSpec, data_dir: str | Path,
+                 settings: Settings | None = None) -> str:
     """Write the validated features (no label) as the offline source parquet."""
     rows = source_frame(frame, spec)
-    path = feature_dir(spec, data_dir) / "source.parquet"
-    write_atomic(path, lambda tmp: rows.to_parquet(tmp, index=False))
+    path = storage.join(offline_dir(spec, data_dir, settings), "source.parquet")
+    storage.write_parquet(path, rows)
     log.info("wrote %d feature rows of %s to %s", len(rows), spec.name, path)
     return path
 
@@ -213,12 +227,13 @@ def store_for(spec: DatasetSpec, data_dir: str | Path,
     return FeatureStore(repo_path=str(directory))
 
 
-def apply_definitions(store: FeatureStore, spec: DatasetSpec, source_path: str | Path) -> None:
+def apply_definitions(store: FeatureStore, spec: DatasetSpec, source_path: str | Path,
+                      s3_endpoint: str | None = None) -> None:
     """Register the dataset's entity, source, feature view and service (idempotent)."""
     from feature_repo.repo import definitions
 
     try:
-        objects = definitions(spec, source_path)
+        objects = definitions(spec, source_path, s3_endpoint)
     except ValueError as exc:
         raise FeatureError(str(exc)) from None
     store.apply(objects)
@@ -272,15 +287,15 @@ def prepare_features(frame: pd.DataFrame, spec: DatasetSpec, data_dir: str | Pat
     """The whole stage: source, apply, point-in-time training set, online store."""
     timings: dict[str, float] = {}
     clock = time.perf_counter()
-    source = write_source(frame, spec, data_dir)
+    source = write_source(frame, spec, data_dir, settings)
     store = store_for(spec, data_dir, settings)
-    apply_definitions(store, spec, source)
+    apply_definitions(store, spec, source, settings.s3_endpoint_url if settings else None)
     timings["apply"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
     training = build_training_set(store, spec, frame[[spec.entity, spec.timestamp, spec.label]])
-    training_path = feature_dir(spec, data_dir) / "training.parquet"
-    write_atomic(training_path, lambda tmp: training.to_parquet(tmp, index=False))
+    training_path = storage.join(offline_dir(spec, data_dir, settings), "training.parquet")
+    storage.write_parquet(training_path, training)
     timings["training_set"] = time.perf_counter() - clock
 
     clock = time.perf_counter()

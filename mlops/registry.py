@@ -102,6 +102,8 @@ def _experiment_id(client, name: str, artifacts_dir: Path) -> str:  # noqa: ANN0
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
+    if client.tracking_uri.startswith(("http://", "https://")):  # the server stores them
+        return client.create_experiment(name)
     location = (artifacts_dir / name).resolve().as_uri()
     return client.create_experiment(name, artifact_location=location)
 
@@ -158,11 +160,16 @@ def register_model(tracking_uri: str, artifacts_dir: Path, onnx_path: str, sha25
             mlflow.log_metrics(metrics)
             mlflow.set_tags({f"lineage.{k}": v for k, v in lineage.model_dump().items()})
             mlflow.set_tag("mlflow.source.git.commit", lineage.git_commit)
-            info = mlflow.onnx.log_model(model, name="model", signature=_signature(n_features),
-                                         save_as_external_data=False,
-                                         pip_requirements=_serving_requirements())
-            version = _create_verified_version(client, name, info.model_uri, run.info.run_id,
-                                               sha256, lineage)
+            try:
+                info = mlflow.onnx.log_model(
+                    model, name="model", signature=_signature(n_features),
+                    save_as_external_data=False, pip_requirements=_serving_requirements())
+            except Exception as exc:  # the upload's error type depends on the artifact store
+                raise RegistryError(
+                    f"{name}: storing the model in the artifact store of {tracking_uri} "
+                    f"failed, so no version was registered: {str(exc)[:500]}") from exc
+            version = _create_verified_version(client, name, info, run.info.run_id, sha256,
+                                               lineage)
             try:
                 return _move_aliases(client, name, version, run.info.run_id, info.model_uri,
                                      sha256, metrics[primary_metric], primary_metric,
@@ -172,7 +179,7 @@ def register_model(tracking_uri: str, artifacts_dir: Path, onnx_path: str, sha25
                 raise
 
 
-def _create_verified_version(client, name: str, source: str, run_id: str, sha256: str,  # noqa: ANN001
+def _create_verified_version(client, name: str, info, run_id: str, sha256: str,  # noqa: ANN001
                              lineage: Lineage) -> str:
     """Create the version with its tags, then prove the stored file is the exported one."""
     from mlflow.exceptions import MlflowException
@@ -182,7 +189,9 @@ def _create_verified_version(client, name: str, source: str, run_id: str, sha256
     except MlflowException:
         client.create_registered_model(name, description=f"Models trained on {name}.")
     tags = {"sha256": sha256, **{f"lineage.{k}": v for k, v in lineage.model_dump().items()}}
-    version = str(client.create_model_version(name, source, run_id=run_id, tags=tags).version)
+    # The logged model's id: a tracking server (REST) refuses a models:/ source without it.
+    version = str(client.create_model_version(name, info.model_uri, run_id=run_id, tags=tags,
+                                              model_id=info.model_id).version)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             fetched = fetch_model(client.tracking_uri, f"models:/{name}/{version}", Path(tmp))

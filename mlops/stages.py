@@ -11,7 +11,6 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-import pandas as pd
 from pydantic import BaseModel, Field
 
 from mlops.config import DatasetSpec, ModelSettings, Settings
@@ -52,7 +51,22 @@ class ValidatedData(BaseModel):
 
 
 def validate_stage(spec: DatasetSpec, settings: Settings) -> ValidatedData:
-    """Load and validate; a failing batch is quarantined and raises ValidationFailed."""
+    """Load and validate; a failing batch is quarantined and raises ValidationFailed.
+
+    A folder of parquet partitions is validated out of core on Dask instead. The snapshot
+    goes under the data root: the data directory, or the S3 bucket on production.
+    """
+    from mlops import storage
+
+    storage.use_object_store(settings)
+    with storage.object_store_errors(settings, f"validating {spec.path}"):
+        if not spec.path.startswith("builtin://") and storage.is_folder(spec.path):
+            return _validate_partitioned(spec, settings)
+        return _validate_in_memory(spec, settings)
+
+
+def _validate_in_memory(spec: DatasetSpec, settings: Settings) -> ValidatedData:
+    from mlops import storage
     from mlops.data import load_dataset
     from mlops.validation import require_valid, validate_dataset
 
@@ -60,26 +74,57 @@ def validate_stage(spec: DatasetSpec, settings: Settings) -> ValidatedData:
     out_dir = settings.stage_dir(f"validation/{spec.name}")
     report = validate_dataset(frame, spec, out_dir, settings.stage_dir("quarantine"))
     require_valid(report)
-    snapshot = settings.stage_dir(f"datasets/{spec.name}") / f"{report.dataset_hash[:16]}.parquet"
-    if not snapshot.exists():
-        write_atomic(snapshot, lambda tmp: frame[spec.columns].to_parquet(tmp, index=False))
-    return ValidatedData(snapshot_path=str(snapshot), dataset_hash=report.dataset_hash,
+    snapshot = storage.join(storage.data_root(settings), "datasets", spec.name,
+                            f"{report.dataset_hash[:16]}.parquet")
+    if not storage.exists(snapshot):
+        storage.write_parquet(snapshot, frame[spec.columns])
+    return ValidatedData(snapshot_path=snapshot, dataset_hash=report.dataset_hash,
                          rows=report.rows, report_path=report.report_path,
                          docs_path=report.docs_path)
 
 
+def _validate_partitioned(spec: DatasetSpec, settings: Settings) -> ValidatedData:
+    """Great Expectations per partition on the Dask cluster, one report; the snapshot is the
+    partitions prepared for training (``prepare_partitions``), one file per partition."""
+    from mlops import storage
+    from mlops.dask_cluster import cluster_client
+    from mlops.partitioned_features import prepare_partitions
+    from mlops.partitioned_validation import require_valid_partitions, validate_partitions
+
+    with cluster_client(settings) as client:
+        report = validate_partitions(spec.path, spec, client)
+        path = settings.stage_dir(f"validation/{spec.name}") / (
+            f"{spec.name}-{report.dataset_hash[:16]}.partitions.json")
+        write_atomic(path, lambda tmp: tmp.write_text(report.model_dump_json(indent=2)))
+        require_valid_partitions(report)
+        snapshot = storage.join(storage.data_root(settings), "datasets", spec.name,
+                                report.dataset_hash[:16])
+        if not storage.complete(snapshot):
+            storage.write_folder(
+                snapshot, lambda folder: prepare_partitions(spec.path, spec, folder, client))
+    return ValidatedData(snapshot_path=snapshot, dataset_hash=report.dataset_hash,
+                         rows=report.rows, report_path=str(path), docs_path=None)
+
+
 def features_stage(data: ValidatedData, spec: DatasetSpec, settings: Settings) -> FeatureSetResult:
     """Feast: apply the repo, point-in-time training set, materialise online."""
+    from mlops import storage
     from mlops.features import prepare_features
 
-    return prepare_features(pd.read_parquet(data.snapshot_path), spec, settings.data_dir)
+    storage.use_object_store(settings)
+    with storage.object_store_errors(settings, f"preparing the features of {spec.name}"):
+        return prepare_features(storage.read_parquet(data.snapshot_path), spec,
+                                settings.data_dir, settings)
 
 
 def train_stage(training_path: str, spec: DatasetSpec, model: ModelSettings,
                 settings: Settings) -> TrainResult:
+    from mlops import storage
     from mlops.training import train_model
 
-    return train_model(training_path, spec, model, settings.stage_dir(f"training/{spec.name}"))
+    storage.use_object_store(settings)
+    with storage.object_store_errors(settings, f"reading the training set {training_path}"):
+        return train_model(training_path, spec, model, settings.stage_dir(f"training/{spec.name}"))
 
 
 def export_stage(model_path: str, test_path: str, spec: DatasetSpec,

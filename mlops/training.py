@@ -17,8 +17,9 @@ import pandas as pd
 import torch
 from pydantic import BaseModel
 
+from mlops import storage
 from mlops.config import DatasetSpec, ModelSettings, TaskType
-from mlops.files import sha256_file, write_atomic
+from mlops.files import write_atomic
 from mlops.loop import (
     CHECKPOINT_FORMAT,
     LoopState,
@@ -142,7 +143,7 @@ def check_train_labels(y: np.ndarray, task: TaskType) -> None:
 
 def run_key(training_path: str, spec: DatasetSpec, settings: ModelSettings) -> str:
     """sha256 of the training file's content, the model settings and the spec."""
-    material = {"format": CHECKPOINT_FORMAT, "data": sha256_file(training_path),
+    material = {"format": CHECKPOINT_FORMAT, "data": storage.sha256(training_path),
                 "settings": settings.model_dump(mode="json"),
                 "spec": spec.model_dump(mode="json")}
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
@@ -197,10 +198,12 @@ def train_model(training_path: str, spec: DatasetSpec, settings: ModelSettings, 
 
 def read_training_set(path: str, spec: DatasetSpec) -> pd.DataFrame:
     """The feature stage's parquet, with the timestamp as UTC datetimes."""
-    if not Path(path).is_file():
+    if not storage.exists(path):
         raise TrainingError(f"training set not found: {path}")
     try:
-        frame = pd.read_parquet(path)
+        frame = storage.read_parquet(path)
+    except storage.unavailable_errors():
+        raise  # an outage, not a bad file: the stage reports it and its task retries
     except Exception as exc:  # pyarrow raises several types for unreadable bytes
         raise TrainingError(f"{path}: cannot read training set as parquet: {exc}") from None
     missing = [c for c in spec.columns if c not in frame.columns]

@@ -10,10 +10,12 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 
 from tests.conftest import free_port
 
@@ -21,28 +23,69 @@ AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
        "AWS_DEFAULT_REGION": "us-east-1"}
 
 
+@dataclass
+class S3Server:
+    """moto's S3 server on a loopback port: ``endpoint``, and ``stop`` for outage tests."""
+
+    endpoint: str
+    process: subprocess.Popen
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+
 @contextmanager
-def moto_s3(log: Path) -> Iterator[str]:
-    """An S3-compatible server on a free loopback port; yields its endpoint URL."""
+def moto_s3(log: Path) -> Iterator[S3Server]:
+    """An S3-compatible server on a free loopback port, stopped at the end."""
     port = free_port()
     server = Path(sys.executable).parent / "moto_server"
     with log.open("w") as out:
         process = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)],
                                    stdout=out, stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{port}"
+    s3 = S3Server(f"http://127.0.0.1:{port}", process)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                httpx.get(endpoint, timeout=1.0)
+                httpx.get(s3.endpoint, timeout=1.0)
                 break
             except httpx.HTTPError:
                 assert process.poll() is None, log.read_text()
                 time.sleep(0.2)
-        yield endpoint
+        yield s3
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        s3.stop()
+
+
+class RedisServer:
+    """redis-server on a free port, persisting to its own folder (append-only file), so a
+    restart comes back with the data it had; with ``password``, it requires AUTH."""
+
+    def __init__(self, folder: Path, password: str | None = None) -> None:
+        self.folder, self.port, self.password = folder, free_port(), password
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        auth = ["--requirepass", self.password] if self.password else []
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
+             str(self.folder), "--appendonly", "yes", "--save", "", *auth],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        client = redis.Redis(port=self.port, password=self.password)
+        for _ in range(100):
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.1)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()  # SIGTERM: redis writes its append-only file and exits
+            self.process.wait(timeout=30)
 
 
 @contextmanager

@@ -78,3 +78,30 @@ def deploy_from_checkout(client: PrefectApi, flow: str, entrypoint: str, name: s
     response = client.post("/deployments/", body)
     assert response.status_code in (200, 201), response.text
     return response.json()["id"]
+
+
+FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def wait_final(api: str, run_id: str, timeout_s: float) -> dict:
+    """The flow run once it ended, or as it is when ``timeout_s`` has passed."""
+    deadline = time.monotonic() + timeout_s
+    client = PrefectApi(api)
+    while time.monotonic() < deadline:
+        run = client.get(f"/flow_runs/{run_id}")
+        if run["state"]["type"] in FINAL:
+            return run
+        time.sleep(2)
+    return run
+
+
+def child_runs(api: str, run_id: str) -> dict[str, dict]:
+    """A parent's child flow runs by flow name (each flow ran once)."""
+    client = PrefectApi(api)
+    body = {"flow_runs": {"parent_flow_run_id": {"any_": [run_id]}}}
+    named = {}
+    for child in client.post("/flow_runs/filter", body).json():
+        flow = client.get(f"/flows/{child['flow_id']}")
+        assert flow["name"] not in named, f"{flow['name']} ran twice"
+        named[flow["name"]] = child
+    return named

@@ -5,7 +5,6 @@ worker of its pool (train on `gpu`, the rest on `cpu`), handing over through fil
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 
 from mlops.synthetic import generate_panel, synthetic_spec
-from tests.e2e.stack import PrefectApi, run_module, running_stack
+from tests.e2e.stack import PrefectApi, child_runs, run_module, running_stack, wait_final
 
 pytestmark = pytest.mark.slow
 PARENT = "training-pipeline-distributed/default"
@@ -34,10 +33,10 @@ def test_the_stages_run_on_their_pools_and_register_a_model(platform: dict) -> N
     data = platform["root"] / "panel.parquet"
     generate_panel(n_entities=40, n_periods=6, seed=5).to_parquet(data, index=False)
     run_id = _trigger(platform["api"], data, "dist_panel")
-    run = _wait_final(platform["api"], run_id, timeout_s=540)
+    run = wait_final(platform["api"], run_id, timeout_s=540)
     assert run["state"]["type"] == "COMPLETED", run["state"]
     assert run["work_pool_name"] == "cpu"
-    children = _children(platform["api"], run_id)
+    children = child_runs(platform["api"], run_id)
     assert sorted(children) == sorted([*CPU_STAGES, "train-stage"])
     assert children["train-stage"]["work_pool_name"] == "gpu"
     for stage in CPU_STAGES:
@@ -62,12 +61,12 @@ def test_a_failed_stage_fails_the_parent_with_its_message(platform: dict) -> Non
     data = platform["root"] / "corrupt.parquet"
     frame.to_parquet(data, index=False)
     run_id = _trigger(platform["api"], data, "dist_corrupt")
-    run = _wait_final(platform["api"], run_id, timeout_s=540)
+    run = wait_final(platform["api"], run_id, timeout_s=540)
     assert run["state"]["type"] == "FAILED", run["state"]
     message = run["state"]["message"] or ""
     assert "validate-stage" in message, message
     assert "expect_column_values_to_not_be_null" in message and "entity_id" in message, message
-    children = _children(platform["api"], run_id)
+    children = child_runs(platform["api"], run_id)
     assert list(children) == ["validate-stage"]
     assert children["validate-stage"]["state"]["type"] == "FAILED"
     assert _model_versions(platform, "dist_corrupt") == []
@@ -85,33 +84,9 @@ def _trigger(api: str, data: Path, name: str) -> str:
     return run.json()["id"]
 
 
-def _children(api: str, run_id: str) -> dict[str, dict]:
-    """The parent's stage runs by stage (flow) name."""
-    client = PrefectApi(api)
-    body = {"flow_runs": {"parent_flow_run_id": {"any_": [run_id]}}}
-    runs = client.post("/flow_runs/filter", body).json()
-    named = {}
-    for child in runs:
-        flow = client.get(f"/flows/{child['flow_id']}")
-        assert flow["name"] not in named, f"{flow['name']} ran twice"
-        named[flow["name"]] = child
-    return named
-
-
 def _model_versions(platform: dict, name: str) -> list:
     from mlflow import MlflowClient
 
     tracking = f"sqlite:///{platform['env']['MLOPS_DATA_DIR']}/mlflow.db"
     client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
     return client.search_model_versions(f"name='{name}'")
-
-
-def _wait_final(api: str, run_id: str, timeout_s: float) -> dict:
-    deadline = time.monotonic() + timeout_s
-    client = PrefectApi(api)
-    while time.monotonic() < deadline:
-        run = client.get(f"/flow_runs/{run_id}")
-        if run["state"]["type"] in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}:
-            return run
-        time.sleep(2)
-    return run

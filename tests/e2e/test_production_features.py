@@ -13,7 +13,7 @@ import redis
 
 from mlops.features import online_lookup, prepare_features
 from mlops.synthetic import generate_panel, synthetic_spec
-from tests.e2e.production_services import postgres_tenant, use_production_profile
+from tests.e2e.production_services import RedisServer, postgres_tenant, use_production_profile
 
 pytestmark = pytest.mark.slow
 REDIS_DB = 15
@@ -56,3 +56,37 @@ def _check_the_stage(data_dir: Path, tenant: dict[str, str], online: redis.Redis
     values = online_lookup(spec, data_dir).matrix(ids)
     np.testing.assert_allclose(values, latest.loc[ids, spec.features].to_numpy("float64"),
                                rtol=1e-6)
+
+
+def test_a_redis_that_requires_a_password_gets_it_from_the_environment_only(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from infra.production import ServiceUnreachable, check_redis
+    from mlops.config import Settings
+    from mlops.features import FeatureError, redis_connection_string
+
+    secret = "s3cret-redis-auth"
+    server = RedisServer(tmp_path / "redis", password=secret)
+    (tmp_path / "redis").mkdir()
+    server.start()
+    try:
+        with postgres_tenant() as tenant:
+            use_production_profile(monkeypatch, tenant, tmp_path,
+                                   f"redis://127.0.0.1:{server.port}/0")
+            with pytest.raises(ServiceUnreachable, match=f"127.0.0.1:{server.port}/0"):
+                check_redis(Settings())  # no password set: AUTH refused, named
+            monkeypatch.setenv("MLOPS_REDIS_PASSWORD", secret)
+            assert "answers" in check_redis(Settings())
+            frame = generate_panel(n_entities=10, n_periods=3, seed=4)
+            spec = synthetic_spec(str(tmp_path / "unused.parquet"), name="auth_panel")
+            result = prepare_features(frame, spec, tmp_path)
+            rendered = (Path(result.repo_path) / "feature_store.yaml").read_text()
+            assert "password=${MLOPS_REDIS_PASSWORD}" in rendered and secret not in rendered
+            latest = frame.sort_values(spec.timestamp).groupby(spec.entity).last()
+            entity = int(latest.index[3])
+            values = online_lookup(spec, tmp_path).matrix([entity])
+            expected = latest.loc[entity, spec.features].to_numpy("float64")
+            np.testing.assert_allclose(values[0], expected, rtol=1e-6)
+    finally:
+        server.stop()
+    with pytest.raises(FeatureError, match="set MLOPS_REDIS_PASSWORD instead"):
+        redis_connection_string(f"redis://:{secret}@127.0.0.1:6379/0")

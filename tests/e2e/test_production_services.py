@@ -6,29 +6,47 @@ PostgreSQL stops `up` with its URL named and its password hidden."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import psycopg2
 import pytest
+import redis
 
+from mlops.config import Settings
+from mlops.export import ExportResult
+from mlops.features import FeatureSetResult, online_lookup
+from mlops.registry import RegistryError
+from mlops.stages import PipelineParams, ValidatedData, register_stage
+from mlops.synthetic import synthetic_spec
+from mlops.synthetic_partitions import write_partitioned_panel
+from mlops.training import TrainResult
+from tasks.policy import RETRIES
 from tests.conftest import free_port
 from tests.e2e.production_services import AWS, moto_s3, postgres_tenant
-from tests.e2e.stack import run_module, running_stack
+from tests.e2e.stack import PrefectApi, child_runs, run_module, running_stack, wait_final
 
 pytestmark = pytest.mark.slow
 BUCKET = "mlops-test"
+REDIS_URL = "redis://127.0.0.1:6379/14"  # a database of the tests' own, flushed after
 
 
 @pytest.fixture(scope="module")
 def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     root = tmp_path_factory.mktemp("production")
-    with moto_s3(root / "moto.log") as endpoint, postgres_tenant() as tenant:
+    with moto_s3(root / "moto.log") as s3, postgres_tenant() as tenant:
         extra = {**AWS, **tenant, "MLOPS_PROFILE": "production",
-                 "MLOPS_S3_ENDPOINT_URL": endpoint, "MLOPS_S3_BUCKET": BUCKET}
-        with running_stack(root, **extra) as stack:
-            yield {**stack, "endpoint": endpoint, "tenant": tenant}
+                 "MLOPS_S3_ENDPOINT_URL": s3.endpoint, "MLOPS_S3_BUCKET": BUCKET,
+                 "MLOPS_REDIS_URL": REDIS_URL, "PREFECT_WORKER_QUERY_SECONDS": "2"}
+        try:
+            with running_stack(root, **extra) as stack:
+                yield {**stack, "endpoint": s3.endpoint, "s3_server": s3, "tenant": tenant}
+        finally:
+            redis.Redis.from_url(REDIS_URL).flushdb()
 
 
 def _query(tenant: dict[str, str], database: str, statement: str, *args: object) -> list:
@@ -57,7 +75,7 @@ def test_up_prepares_the_services_once_and_prefect_keeps_its_state_in_postgresql
                  f"postgres: created database {prefix}_mlflow",
                  f"postgres: created database {prefix}_feast",
                  f"s3: created bucket {BUCKET}", f"s3: default encryption AES256 on {BUCKET}",
-                 "redis: redis://127.0.0.1:6379/0 answers"):
+                 f"redis: {REDIS_URL} answers"):
         assert line in out, out
     # The pools provisioned through the Prefect API are rows of its PostgreSQL database.
     pools = {name for (name,) in _query(tenant, "prefect", "SELECT name FROM work_pool")}
@@ -111,3 +129,122 @@ def test_an_unreachable_postgresql_stops_up_naming_it_without_the_password(
         in output, output
     assert "admin-secret-value" not in output
     assert not list((tmp_path / "platform").glob("*.pid")), "something was started"
+
+
+# The two tests below use the stack's S3 for a whole pipeline run, then stop it: keep them
+# last, in this order.
+PARENT = "training-pipeline-distributed/default"
+PANEL = "prod_panel"
+
+
+def _trigger(production: dict, spec: dict, key: str) -> str:
+    client = PrefectApi(production["api"])
+    deployment = client.get(f"/deployments/name/{PARENT}")
+    body = {"parameters": {"params": {"spec": spec, "model": {"epochs": 3}, "deploy": False}},
+            "idempotency_key": key}
+    run = client.post(f"/deployments/{deployment['id']}/create_flow_run", body)
+    assert run.status_code == 201, run.text
+    return run.json()["id"]
+
+
+def test_the_pipeline_runs_on_postgresql_redis_s3_and_dask(
+        production: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env, s3 = production["env"], _s3(production["endpoint"])
+    deployed = run_module("infra.deploy", env={**env, "PREFECT_API_URL": production["api"]})
+    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+    # Without the bucket's default, an object is encrypted only if its write asked for it.
+    s3.delete_bucket_encryption(Bucket=BUCKET)
+    write_partitioned_panel(tmp_path / "raw", rows=8_000, partition_rows=2_000, seed=3)
+    for part in sorted((tmp_path / "raw").glob("part-*.parquet")):
+        s3.upload_file(str(part), BUCKET, f"raw/{PANEL}/{part.name}")
+    spec = synthetic_spec(f"s3://{BUCKET}/raw/{PANEL}/", name=PANEL)
+
+    run_id = _trigger(production, spec.model_dump(mode="json"), PANEL)
+    run = wait_final(production["api"], run_id, timeout_s=540)
+    assert run["state"]["type"] == "COMPLETED", run["state"]
+    handover = Path(env["MLOPS_DATA_DIR"]) / "handover" / run_id
+    validated, features, registered = (json.loads((handover / f"{stage}.json").read_text())
+                                       for stage in ("validate", "features", "register"))
+    # Validation ran per partition on Dask; the snapshot and Feast's offline data are in S3.
+    report = json.loads(Path(validated["report_path"]).read_text())
+    assert (report["partitions"], report["rows"], report["success"]) == (4, 8_000, True)
+    assert validated["snapshot_path"].startswith(f"s3://{BUCKET}/datasets/{PANEL}/")
+    assert features["training_path"] == f"s3://{BUCKET}/features/{PANEL}/training.parquet"
+    written = [item["Key"] for item in s3.list_objects_v2(Bucket=BUCKET)["Contents"]
+               if not item["Key"].startswith("raw/")]
+    assert sum(k.startswith(f"datasets/{PANEL}/") and k.endswith(".parquet")
+               for k in written) == 4, written
+    assert f"features/{PANEL}/source.parquet" in written
+    models = [k for k in written if k.startswith("mlflow/") and k.endswith("model.onnx")]
+    assert len(models) == 1, written
+    for key in written:
+        head = s3.head_object(Bucket=BUCKET, Key=key)
+        assert head.get("ServerSideEncryption") == "AES256", (key, head)
+    # The registry is MLflow's PostgreSQL database; Feast's registry is its own.
+    tenant = production["tenant"]
+    versions = _query(tenant, "mlflow", "SELECT version FROM model_versions WHERE name = %s",
+                      PANEL)
+    assert versions == [(int(registered["version"]),)]
+    aliases = _query(tenant, "mlflow", "SELECT alias FROM registered_model_aliases "
+                     "WHERE name = %s", PANEL)
+    assert sorted(a for (a,) in aliases) == ["challenger", "champion"]
+    views = _query(tenant, "feast", "SELECT feature_view_name FROM feature_views "
+                   "WHERE project_id = %s", PANEL)
+    assert views == [(f"{PANEL}_features",)]
+    # The online store is Redis: the latest values of an entity, as served by entity.
+    frame = pd.concat(pd.read_parquet(p) for p in sorted((tmp_path / "raw").glob("*.parquet")))
+    latest = frame.sort_values("event_timestamp").groupby("entity_id").last()
+    entity = int(latest.index[7])
+    lookup = online_lookup(spec, tmp_path / "reader", _as_platform(monkeypatch, env))
+    np.testing.assert_allclose(lookup.matrix([entity])[0],
+                               latest.loc[entity, spec.features].to_numpy("float64"), rtol=1e-6)
+
+
+def _as_platform(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> Settings:
+    """This process's settings as the platform's (its MLOPS_* and AWS_* variables)."""
+    for key, value in env.items():
+        if key.startswith(("MLOPS_", "AWS_")):
+            monkeypatch.setenv(key, value)
+    return Settings()
+
+
+def test_an_object_store_outage_is_retried_then_fails_clearly_with_nothing_registered(
+        production: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """S3 stops answering: a run's data stage retries, then fails naming the endpoint; a
+    registration in flight leaves no model version behind."""
+    env, api = production["env"], production["api"]
+    runs = PrefectApi(api).post("/flow_runs/filter", {}).json()
+    done = next(r for r in runs if r["idempotency_key"] == PANEL)
+    handover = Path(env["MLOPS_DATA_DIR"]) / "handover" / done["id"]
+    stage = {name: json.loads((handover / f"{name}.json").read_text())
+             for name in ("validate", "features", "train", "export")}
+    production["s3_server"].stop()
+
+    # A run: its validation task is retried (transient), then the run fails saying why.
+    spec = synthetic_spec(f"s3://{BUCKET}/raw/{PANEL}/", name=PANEL)
+    run_id = _trigger(production, spec.model_dump(mode="json"), f"{PANEL}-outage")
+    run = wait_final(api, run_id, timeout_s=300)
+    assert run["state"]["type"] == "FAILED", run["state"]
+    message = run["state"]["message"] or ""
+    assert f"object store {production['endpoint']} did not answer while validating" in message
+    validate = child_runs(api, run_id)["validate-stage"]
+    tasks = PrefectApi(api).post("/task_runs/filter", {"task_runs": {
+        "flow_run_id": {"any_": [validate["id"]]}}}).json()
+    attempts = {t["name"].rsplit("-", 1)[0]: t["run_count"] for t in tasks}
+    assert attempts == {"validate-data": RETRIES + 1}, attempts
+
+    # A registration whose model upload fails: a clear error, the run marked failed, and no
+    # version, alias or registered model added.
+    settings = _as_platform(monkeypatch, env)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    params = PipelineParams(spec=spec)
+    with pytest.raises(RegistryError, match="no version was registered"):
+        register_stage(params, ValidatedData(**stage["validate"]),
+                       FeatureSetResult(**stage["features"]), TrainResult(**stage["train"]),
+                       ExportResult(**stage["export"]), settings)
+    tenant = production["tenant"]
+    assert _query(tenant, "mlflow", "SELECT count(*) FROM model_versions "
+                  "WHERE name = %s", PANEL) == [(1,)]
+    statuses = _query(tenant, "mlflow", "SELECT status FROM runs ORDER BY start_time DESC "
+                      "LIMIT 1")
+    assert statuses == [("FAILED",)]

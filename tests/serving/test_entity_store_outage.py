@@ -5,14 +5,11 @@ naming the problem; once Redis is back, the same service answers again by itself
 
 from __future__ import annotations
 
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import redis
 from conftest import serving_manager
 from fastapi.testclient import TestClient
 from onnx_models import FEATURES
@@ -20,38 +17,9 @@ from onnx_models import FEATURES
 from mlops.features import online_lookup, prepare_features
 from mlops.serving import ServingConfig, create_app
 from mlops.synthetic import generate_panel, synthetic_spec
-from tests.conftest import free_port
-from tests.e2e.production_services import postgres_tenant, use_production_profile
+from tests.e2e.production_services import RedisServer, postgres_tenant, use_production_profile
 
 pytestmark = pytest.mark.slow
-
-
-class RedisServer:
-    """redis-server on a free port, persisting to its own folder (append-only file), so a
-    restart comes back with the data it had."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder, self.port = folder, free_port()
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
-             str(self.folder), "--appendonly", "yes", "--save", ""],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        client = redis.Redis(port=self.port)
-        for _ in range(100):
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                time.sleep(0.1)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()  # SIGTERM: redis writes its append-only file and exits
-            self.process.wait(timeout=30)
 
 
 @pytest.fixture
