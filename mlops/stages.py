@@ -8,6 +8,7 @@ never live objects, so any stage can run in another process or be retried alone.
 from __future__ import annotations
 
 import logging
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -91,8 +92,16 @@ def _validate_partitioned(spec: DatasetSpec, settings: Settings) -> ValidatedDat
     from mlops.partitioned_features import prepare_partitions
     from mlops.partitioned_validation import require_valid_partitions, validate_partitions
 
+    # The key-hash buckets of the uniqueness check: a local temporary folder serves a
+    # LocalCluster; a team's cluster may span machines, so they go under the data root.
+    scratch = (storage.join(storage.data_root(settings), "tmp", f"keys-{uuid.uuid4().hex}")
+               if settings.dask_scheduler else None)
     with cluster_client(settings) as client:
-        report = validate_partitions(spec.path, spec, client)
+        try:
+            report = validate_partitions(spec.path, spec, client, scratch=scratch)
+        finally:
+            if scratch:
+                storage.remove(scratch)
         path = settings.stage_dir(f"validation/{spec.name}") / (
             f"{spec.name}-{report.dataset_hash[:16]}.partitions.json")
         write_atomic(path, lambda tmp: tmp.write_text(report.model_dump_json(indent=2)))

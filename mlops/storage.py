@@ -116,6 +116,13 @@ def exists(path: str) -> bool:
     return fs.exists(stripped)
 
 
+def remove(path: str) -> None:
+    """Delete a file or folder (recursively); absent is fine."""
+    fs, stripped = fsspec.core.url_to_fs(path)
+    if fs.exists(stripped):
+        fs.rm(stripped, recursive=True)
+
+
 def sha256(path: str) -> str:
     """Hex sha256 of a file's bytes, local or remote, read in chunks."""
     import hashlib

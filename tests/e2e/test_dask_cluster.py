@@ -1,0 +1,101 @@
+"""The data stages on a team's own Dask cluster (``MLOPS_DASK_SCHEDULER``): a real scheduler
+and worker started with Dask's CLI, as a team runs them, and the dataset in S3 (moto's
+server). The worker knows nothing of the platform's settings but the AWS credentials every
+worker of a team has: the object store's endpoint and encryption reach it from the stage."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import fsspec
+import pytest
+from distributed import Client
+
+from mlops.config import Settings
+from mlops.dask_cluster import DaskUnavailable, cluster_client
+from mlops.stages import validate_stage
+from mlops.synthetic import synthetic_spec
+from mlops.synthetic_partitions import write_partitioned_panel
+from tests.conftest import free_port
+from tests.e2e.production_services import AWS, moto_s3
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+BUCKET = "team-data"
+
+
+@pytest.fixture(scope="module")
+def scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A scheduler and one single-threaded worker on loopback; yields the address."""
+    logs = tmp_path_factory.mktemp("dask")
+    address = f"tcp://127.0.0.1:{free_port()}"
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("MLOPS_", "FSSPEC_"))}
+    env.update(AWS)
+    commands = [[str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port",
+                 address.rsplit(":", 1)[1], "--no-dashboard"],
+                [str(BIN / "dask"), "worker", address, "--nthreads", "1", "--nworkers", "1",
+                 "--no-dashboard", "--memory-limit", "2GB"]]
+    processes = []
+    try:
+        for index, command in enumerate(commands):
+            with (logs / f"{index}.log").open("w") as log:
+                processes.append(subprocess.Popen(command, env=env, stdout=log,
+                                                  stderr=subprocess.STDOUT))
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(1, timeout=60)
+        yield address
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def test_partitions_in_s3_are_validated_and_prepared_on_the_teams_cluster(
+        scheduler: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in AWS.items():
+        monkeypatch.setenv(key, value)
+    # The stage installs the S3 settings process-wide: undo that after this test.
+    monkeypatch.setenv("FSSPEC_S3", "{}")
+    monkeypatch.setitem(fsspec.config.conf, "s3", {})
+    with moto_s3(tmp_path / "moto.log") as server:
+        s3 = boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1")
+        s3.create_bucket(Bucket=BUCKET)  # no default encryption: writes must ask for it
+        write_partitioned_panel(tmp_path / "raw", rows=3_000, partition_rows=1_000, seed=2)
+        for part in sorted((tmp_path / "raw").glob("part-*.parquet")):
+            s3.upload_file(str(part), BUCKET, f"raw/{part.name}")
+        settings = Settings(profile="production", data_dir=tmp_path / "data",
+                            dask_scheduler=scheduler, s3_endpoint_url=server.endpoint,
+                            s3_bucket=BUCKET)
+        spec = synthetic_spec(f"s3://{BUCKET}/raw/", name="team_panel")
+
+        validated = validate_stage(spec, settings)
+
+        assert validated.rows == 3_000
+        assert validated.snapshot_path.startswith(f"s3://{BUCKET}/datasets/team_panel/")
+        keys = [item["Key"] for item in s3.list_objects_v2(Bucket=BUCKET)["Contents"]]
+        written = [key for key in keys if not key.startswith("raw/")]
+        assert sum(key.endswith(".parquet") for key in written) == 3, keys
+        assert not [key for key in keys if key.startswith("tmp/")], "scratch left behind"
+        for key in written:
+            head = s3.head_object(Bucket=BUCKET, Key=key)
+            assert head.get("ServerSideEncryption") == "AES256", (key, head)
+    with Client(scheduler) as client:  # the work ran on the team's worker
+        prefixes = client.run_on_scheduler(lambda dask_scheduler: list(
+            dask_scheduler.task_prefixes))
+    assert {"validate_one", "count_duplicates", "prepare_one"} <= set(prefixes), prefixes
+
+
+def test_an_unreachable_scheduler_is_named(tmp_path: Path) -> None:
+    address = f"tcp://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    with pytest.raises(DaskUnavailable, match=f"Dask scheduler at {address} is unreachable"):
+        with cluster_client(Settings(data_dir=tmp_path, dask_scheduler=address)):
+            pass
+    assert time.monotonic() - started < 60
