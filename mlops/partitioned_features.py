@@ -13,12 +13,8 @@ import pandas as pd
 from pydantic import BaseModel
 
 from mlops.config import DatasetSpec
-from mlops.partitioned_validation import (
-    dask_client,
-    list_partitions,
-    read_partition,
-    release_memory,
-)
+from mlops.partitioned_validation import dask_client, list_partitions, read_partition
+from mlops.worker_memory import freeze_long_lived, release_memory
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -64,6 +60,7 @@ def prepare_partitions(root: str, spec: DatasetSpec, out: str, client: Client | 
 
 def _prepare_one(url: str, spec: DatasetSpec, out: str) -> tuple[int, int]:
     """Worker side: read, prepare and write one partition; returns rows in and out."""
+    freeze_long_lived()
     frame = read_partition(url, columns=spec.columns)
     prepared = prepare_frame(frame, spec)
     fs, path = fsspec.core.url_to_fs(out)

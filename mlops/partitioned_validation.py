@@ -44,6 +44,7 @@ from mlops.validation import (
     ValidationReport,
     validate_frame,
 )
+from mlops.worker_memory import freeze_long_lived, release_memory
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -58,13 +59,15 @@ DISTINCT_CAP = 1_000  # distinct values a partition sends back per column
 # The default cluster: 2 single-threaded worker processes on this 2-core machine. The 3 GB
 # budget of the whole process tree is split as ~0.3 GB for the client process (it also runs
 # the scheduler and the nannies; ~0.15 GB measured) and the rest between the workers (1.35
-# GB each for 2). A worker holds one partition (~60 MB per million rows as parquet columns,
-# several copies inside GE) plus GE itself (~0.3 GB); at 1M-row partitions a task peaked
-# above 1.28 GB and workers were killed, so keep partitions near 0.5M rows. Between tasks a
-# worker settles near 0.95 GB of unmanaged memory (GE, allocator caches): Dask's pause at
-# 80% of the limit then waits forever for memory only running tasks free (both workers
-# paused: a hang seen at 100M rows), and workers hold no data to spill; so pausing and
-# spilling are off and the limit acts only through the restart at 95% (task retried).
+# GB each for 2). Between tasks a worker holds GE and its libraries, ~0.45 GB, flat from one
+# partition to the next since each task ends with a full garbage collection (without it GE's
+# reference cycles kept a dozen partitions per worker: up to 0.95 GB between tasks, workers
+# killed again and again at 100M rows; mlops/worker_memory.py). While working it adds one
+# partition (~60 MB per million rows as parquet columns, several copies inside GE): 100M
+# rows in 0.5M-row partitions peaked at 1.45 GB for the whole tree. Workers hold no data to
+# spill (results are small) and a pause could only wait for memory the running task frees
+# (both workers paused: a hang seen before the fix), so pausing and spilling are off and the
+# limit acts only through the restart at 95% (the task is retried).
 MEMORY_BUDGET = 3.0e9
 OVERHEAD = 0.3e9
 WORKER_MEMORY = {"distributed.worker.memory.target": False,
@@ -222,6 +225,9 @@ def _dataset_checks(spec: DatasetSpec, now: datetime) -> list[DatasetCheck]:
 def _validate_one(index: int, url: str, spec: DatasetSpec, now: datetime,
                   checks: list[DatasetCheck], scratch: str, buckets: int) -> PartitionResult:
     """Worker side: the suite on one partition, minus the whole-table checks."""
+    import great_expectations.expectations  # noqa: F401 (imported before the freeze)
+
+    freeze_long_lived()
     name = url.rsplit("/", 1)[-1]
     try:
         frame = read_partition(url)
@@ -239,19 +245,6 @@ def _validate_one(index: int, url: str, spec: DatasetSpec, now: datetime,
         content_hash=report.dataset_hash if report else "",
         evaluated=report.evaluated if report else 0,
         failed=[f for f in report.failed if f.expectation not in DATASET_LEVEL] if report else [])
-
-
-def release_memory() -> None:
-    """Hand freed memory back to the OS: arrow's pool and glibc keep it otherwise."""
-    import ctypes
-
-    import pyarrow as pa
-
-    pa.default_memory_pool().release_unused()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
 
 
 def _distinct(frame: pd.DataFrame, column: str) -> list[str]:

@@ -7,6 +7,7 @@ code under test is the same either way (tasks are pickled to the in-process work
 
 from __future__ import annotations
 
+import gc
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -75,6 +76,15 @@ def test_duplicate_key_across_partitions_is_found(tmp_path, client):
         ("expect_compound_columns_to_be_unique", "['entity_id', 'event_timestamp']")}
     assert report.failed[0].unexpected_count == in_memory.failed[0].unexpected_count == 2
     assert [p.index for p in report.failing_partitions] == [0, 3]
+
+
+def test_a_validated_partition_does_not_outlive_its_task(tmp_path, client):
+    # GE leaves each run in reference cycles holding the frame; a worker must not wait for
+    # Python's rare full collections (at 100M rows workers piled up partitions and died).
+    write_partitioned_panel(tmp_path, ROWS, PART)
+    validate_partitions(str(tmp_path), SPEC, client, NOW)
+    alive = [o for o in gc.get_objects() if isinstance(o, pd.DataFrame) and len(o) == PART]
+    assert len(alive) <= 1, "only the frame of GE's current context (replaced by the next)"
 
 
 def test_corrupt_partition_file_is_named(tmp_path, client):
