@@ -64,7 +64,8 @@ DISTINCT_CAP = 1_000  # distinct values a partition sends back per column
 # reference cycles kept a dozen partitions per worker: up to 0.95 GB between tasks, workers
 # killed again and again at 100M rows; mlops/worker_memory.py). While working it adds one
 # partition (~60 MB per million rows as parquet columns, several copies inside GE): 100M
-# rows in 0.5M-row partitions peaked at 1.45 GB for the whole tree. Workers hold no data to
+# rows in 0.5M-row partitions peaked at 1.45 GB for the whole tree, 20M rows in 1M-row
+# partitions at 1.74 GB (before the fix those workers died). Workers hold no data to
 # spill (results are small) and a pause could only wait for memory the running task frees
 # (both workers paused: a hang seen before the fix), so pausing and spilling are off and the
 # limit acts only through the restart at 95% (the task is retried).
