@@ -38,6 +38,7 @@ from pydantic import BaseModel
 
 from mlops.config import DatasetSpec
 from mlops.data import DataError
+from mlops.storage import unavailable_errors
 from mlops.validation import (
     FailedExpectation,
     ValidationFailed,
@@ -179,6 +180,8 @@ def read_partition(url: str, columns: list[str] | None = None) -> pd.DataFrame:
     fs, path = fsspec.core.url_to_fs(url)
     try:
         return pq.read_table(path, columns=columns, filesystem=fs).to_pandas()
+    except unavailable_errors():
+        raise  # the object store is down, the file may be fine: the stage says so, retries
     except Exception as exc:  # pyarrow raises several types for bytes that are not parquet
         raise DataError(f"{url}: cannot read partition as parquet: {exc}") from None
 

@@ -85,3 +85,19 @@ def test_an_object_store_that_does_not_answer_is_named_and_retried_as_transient(
                               "s3://mlops/raw/, after retries"), message
     assert isinstance(raised.value, TRANSIENT)  # the stage tasks retry it
     assert time.monotonic() - started < 60
+
+
+def test_a_partition_the_object_store_cannot_serve_is_an_outage_not_a_corrupt_file(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlops.data import DataError
+    from mlops.partitioned_validation import read_partition
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("FSSPEC_S3", "{}")
+    monkeypatch.setitem(fsspec.config.conf, "s3", {})
+    storage.use_object_store(Settings(profile="production",
+                                      s3_endpoint_url="http://127.0.0.1:9"))
+    with pytest.raises(storage.unavailable_errors()) as raised:
+        read_partition("s3://mlops/raw/part-00000.parquet")
+    assert not isinstance(raised.value, DataError)
