@@ -164,10 +164,13 @@ def dask_client(client: Client | None = None, workers: int = 2) -> Iterator[Clie
 
 
 def list_partitions(root: str) -> list[str]:
-    """The dataset's parquet files (local path or fsspec URL), sorted by name."""
+    """The dataset's parquet files (local path or fsspec URL), sorted by name; a single
+    parquet file is a dataset of one partition."""
     fs, path = fsspec.core.url_to_fs(root)
+    if path.endswith((".parquet", ".pq")) and fs.isfile(path):
+        return [root]
     if not fs.isdir(path):
-        raise DataError(f"{root}: not a folder of parquet partitions")
+        raise DataError(f"{root}: neither a parquet file nor a folder of parquet partitions")
     files = sorted(p for p in fs.find(path)  # "_" and "." files are metadata, as for pyarrow
                    if p.endswith(".parquet") and p.rsplit("/", 1)[-1][0] not in "_.")
     if not files:

@@ -54,16 +54,29 @@ class ValidatedData(BaseModel):
 def validate_stage(spec: DatasetSpec, settings: Settings) -> ValidatedData:
     """Load and validate; a failing batch is quarantined and raises ValidationFailed.
 
-    A folder of parquet partitions is validated out of core on Dask instead. The snapshot
-    goes under the data root: the data directory, or the S3 bucket on production.
+    Partitioned parquet (and on production any parquet) is validated out of core on Dask
+    instead. The snapshot goes under the data root: the data directory, or the S3 bucket
+    on production.
     """
     from mlops import storage
 
     storage.use_object_store(settings)
     with storage.object_store_errors(settings, f"validating {spec.path}"):
-        if not spec.path.startswith("builtin://") and storage.is_folder(spec.path):
+        if _on_dask(spec.path, settings):
             return _validate_partitioned(spec, settings)
         return _validate_in_memory(spec, settings)
+
+
+def _on_dask(path: str, settings: Settings) -> bool:
+    """A folder of parquet partitions always; on the production profile, where the data
+    stages run on the Dask cluster, a single parquet file too (one partition)."""
+    from mlops import storage
+
+    if path.startswith("builtin://"):
+        return False
+    if storage.is_folder(path):
+        return True
+    return settings.profile == "production" and path.endswith((".parquet", ".pq"))
 
 
 def _validate_in_memory(spec: DatasetSpec, settings: Settings) -> ValidatedData:

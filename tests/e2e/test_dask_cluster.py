@@ -5,6 +5,7 @@ worker of a team has: the object store's endpoint and encryption reach it from t
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from distributed import Client
 from mlops.config import Settings
 from mlops.dask_cluster import DaskUnavailable, cluster_client
 from mlops.stages import validate_stage
-from mlops.synthetic import synthetic_spec
+from mlops.synthetic import generate_panel, synthetic_spec
 from mlops.synthetic_partitions import write_partitioned_panel
 from tests.conftest import free_port
 from tests.e2e.production_services import AWS, moto_s3
@@ -90,6 +91,31 @@ def test_partitions_in_s3_are_validated_and_prepared_on_the_teams_cluster(
         prefixes = client.run_on_scheduler(lambda dask_scheduler: list(
             dask_scheduler.task_prefixes))
     assert {"validate_one", "count_duplicates", "prepare_one"} <= set(prefixes), prefixes
+
+
+def test_on_production_a_single_parquet_file_is_one_partition_on_the_cluster(
+        scheduler: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in AWS.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("FSSPEC_S3", "{}")
+    monkeypatch.setitem(fsspec.config.conf, "s3", {})
+    with moto_s3(tmp_path / "moto.log") as server:
+        s3 = boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1")
+        s3.create_bucket(Bucket=BUCKET)
+        generate_panel(n_entities=50, n_periods=6, seed=1).to_parquet(tmp_path / "one.parquet")
+        s3.upload_file(str(tmp_path / "one.parquet"), BUCKET, "raw/one.parquet")
+        settings = Settings(profile="production", data_dir=tmp_path / "data",
+                            dask_scheduler=scheduler, s3_endpoint_url=server.endpoint,
+                            s3_bucket=BUCKET)
+        spec = synthetic_spec(f"s3://{BUCKET}/raw/one.parquet", name="one_file")
+
+        validated = validate_stage(spec, settings)
+
+        report = json.loads(Path(validated.report_path).read_text())
+        assert (report["partitions"], report["rows"], report["success"]) == (1, 300, True)
+        prepared = [item["Key"] for item in s3.list_objects_v2(
+            Bucket=BUCKET, Prefix="datasets/one_file/")["Contents"]]
+        assert sum(key.endswith("/one.parquet") for key in prepared) == 1, prepared
 
 
 def test_an_unreachable_scheduler_is_named(tmp_path: Path) -> None:
