@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import fsspec
@@ -58,35 +59,43 @@ def scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             process.wait(timeout=30)
 
 
-def test_partitions_in_s3_are_validated_and_prepared_on_the_teams_cluster(
-        scheduler: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def team_s3(scheduler: str, tmp_path: Path,
+            monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Settings]]:
+    """An S3 server with an empty bucket (no default encryption: writes must ask for it),
+    and production settings on it and on the team's scheduler."""
     for key, value in AWS.items():
         monkeypatch.setenv(key, value)
-    # The stage installs the S3 settings process-wide: undo that after this test.
+    # The stage installs the S3 settings process-wide: undo that after the test.
     monkeypatch.setenv("FSSPEC_S3", "{}")
     monkeypatch.setitem(fsspec.config.conf, "s3", {})
     with moto_s3(tmp_path / "moto.log") as server:
         s3 = boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1")
-        s3.create_bucket(Bucket=BUCKET)  # no default encryption: writes must ask for it
-        write_partitioned_panel(tmp_path / "raw", rows=3_000, partition_rows=1_000, seed=2)
-        for part in sorted((tmp_path / "raw").glob("part-*.parquet")):
-            s3.upload_file(str(part), BUCKET, f"raw/{part.name}")
-        settings = Settings(profile="production", data_dir=tmp_path / "data",
-                            dask_scheduler=scheduler, s3_endpoint_url=server.endpoint,
-                            s3_bucket=BUCKET)
-        spec = synthetic_spec(f"s3://{BUCKET}/raw/", name="team_panel")
+        s3.create_bucket(Bucket=BUCKET)
+        yield s3, Settings(profile="production", data_dir=tmp_path / "data",
+                           dask_scheduler=scheduler, s3_endpoint_url=server.endpoint,
+                           s3_bucket=BUCKET)
 
-        validated = validate_stage(spec, settings)
 
-        assert validated.rows == 3_000
-        assert validated.snapshot_path.startswith(f"s3://{BUCKET}/datasets/team_panel/")
-        keys = [item["Key"] for item in s3.list_objects_v2(Bucket=BUCKET)["Contents"]]
-        written = [key for key in keys if not key.startswith("raw/")]
-        assert sum(key.endswith(".parquet") for key in written) == 3, keys
-        assert not [key for key in keys if key.startswith("tmp/")], "scratch left behind"
-        for key in written:
-            head = s3.head_object(Bucket=BUCKET, Key=key)
-            assert head.get("ServerSideEncryption") == "AES256", (key, head)
+def test_partitions_in_s3_are_validated_and_prepared_on_the_teams_cluster(
+        scheduler: str, team_s3: tuple[Any, Settings], tmp_path: Path) -> None:
+    s3, settings = team_s3
+    write_partitioned_panel(tmp_path / "raw", rows=3_000, partition_rows=1_000, seed=2)
+    for part in sorted((tmp_path / "raw").glob("part-*.parquet")):
+        s3.upload_file(str(part), BUCKET, f"raw/{part.name}")
+    spec = synthetic_spec(f"s3://{BUCKET}/raw/", name="team_panel")
+
+    validated = validate_stage(spec, settings)
+
+    assert validated.rows == 3_000
+    assert validated.snapshot_path.startswith(f"s3://{BUCKET}/datasets/team_panel/")
+    keys = [item["Key"] for item in s3.list_objects_v2(Bucket=BUCKET)["Contents"]]
+    written = [key for key in keys if not key.startswith("raw/")]
+    assert sum(key.endswith(".parquet") for key in written) == 3, keys
+    assert not [key for key in keys if key.startswith("tmp/")], "scratch left behind"
+    for key in written:
+        head = s3.head_object(Bucket=BUCKET, Key=key)
+        assert head.get("ServerSideEncryption") == "AES256", (key, head)
     with Client(scheduler) as client:  # the work ran on the team's worker
         prefixes = client.run_on_scheduler(lambda dask_scheduler: list(
             dask_scheduler.task_prefixes))
@@ -94,28 +103,19 @@ def test_partitions_in_s3_are_validated_and_prepared_on_the_teams_cluster(
 
 
 def test_on_production_a_single_parquet_file_is_one_partition_on_the_cluster(
-        scheduler: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for key, value in AWS.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("FSSPEC_S3", "{}")
-    monkeypatch.setitem(fsspec.config.conf, "s3", {})
-    with moto_s3(tmp_path / "moto.log") as server:
-        s3 = boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1")
-        s3.create_bucket(Bucket=BUCKET)
-        generate_panel(n_entities=50, n_periods=6, seed=1).to_parquet(tmp_path / "one.parquet")
-        s3.upload_file(str(tmp_path / "one.parquet"), BUCKET, "raw/one.parquet")
-        settings = Settings(profile="production", data_dir=tmp_path / "data",
-                            dask_scheduler=scheduler, s3_endpoint_url=server.endpoint,
-                            s3_bucket=BUCKET)
-        spec = synthetic_spec(f"s3://{BUCKET}/raw/one.parquet", name="one_file")
+        team_s3: tuple[Any, Settings], tmp_path: Path) -> None:
+    s3, settings = team_s3
+    generate_panel(n_entities=50, n_periods=6, seed=1).to_parquet(tmp_path / "one.parquet")
+    s3.upload_file(str(tmp_path / "one.parquet"), BUCKET, "raw/one.parquet")
+    spec = synthetic_spec(f"s3://{BUCKET}/raw/one.parquet", name="one_file")
 
-        validated = validate_stage(spec, settings)
+    validated = validate_stage(spec, settings)
 
-        report = json.loads(Path(validated.report_path).read_text())
-        assert (report["partitions"], report["rows"], report["success"]) == (1, 300, True)
-        prepared = [item["Key"] for item in s3.list_objects_v2(
-            Bucket=BUCKET, Prefix="datasets/one_file/")["Contents"]]
-        assert sum(key.endswith("/one.parquet") for key in prepared) == 1, prepared
+    report = json.loads(Path(validated.report_path).read_text())
+    assert (report["partitions"], report["rows"], report["success"]) == (1, 300, True)
+    prepared = [item["Key"] for item in s3.list_objects_v2(
+        Bucket=BUCKET, Prefix="datasets/one_file/")["Contents"]]
+    assert sum(key.endswith("/one.parquet") for key in prepared) == 1, prepared
 
 
 def test_an_unreachable_scheduler_is_named(tmp_path: Path) -> None:
