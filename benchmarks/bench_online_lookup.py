@@ -5,7 +5,8 @@ same synthetic panel, then read through the service's own path (``OnlineFeatures
 in alternating blocks, so both see the same machine: p50 and p99 of 1 and 100 entities per
 lookup. The Redis store uses the machine's Redis (database 14, emptied first) and Feast's
 SQL registry on the machine's PostgreSQL (role and databases ``mlops_bench*``, created
-if missing). Target: p99 <= 2 ms for one entity on Redis.
+if missing); its offline data goes to moto's S3 server, started on loopback for the run
+(the one stand-in: lookups never touch it). Target: p99 <= 2 ms for one entity on Redis.
 
 ``python benchmarks/bench_online_lookup.py`` (part of `make bench-scale`).
 """
@@ -13,16 +14,20 @@ if missing). Target: p99 <= 2 ms for one entity on Redis.
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import random
 import time
 from pathlib import Path
 
 import numpy as np
 import redis
+from moto.server import ThreadedMotoServer
 
-from infra.production import ensure_postgres
+from infra.production import ensure_bucket, ensure_postgres
 from mlops.config import Settings
 from mlops.features import OnlineFeatures, online_lookup, prepare_features
+from mlops.storage import use_object_store
 from mlops.synthetic import generate_panel, synthetic_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,7 +35,8 @@ REDIS_DB = 14
 TARGET_P99_MS = 2.0
 
 
-def build(data_dir: Path, entities: int) -> dict[str, tuple[OnlineFeatures, list[int]]]:
+def build(data_dir: Path, entities: int,
+          s3_endpoint: str) -> dict[str, tuple[OnlineFeatures, list[int]]]:
     """The same panel in both stores; returns each store's lookup and the entity ids."""
     frame = generate_panel(n_entities=entities, n_periods=4, seed=11)
     ids = sorted(frame["entity_id"].unique().tolist())
@@ -38,9 +44,12 @@ def build(data_dir: Path, entities: int) -> dict[str, tuple[OnlineFeatures, list
         "SQLite (local)": Settings(profile="local", data_dir=data_dir / "local"),
         "Redis (production)": Settings(profile="production", data_dir=data_dir / "production",
                                        pg_user="mlops_bench", pg_database_prefix="mlops_bench",
-                                       redis_url=f"redis://127.0.0.1:6379/{REDIS_DB}"),
+                                       redis_url=f"redis://127.0.0.1:6379/{REDIS_DB}",
+                                       s3_endpoint_url=s3_endpoint, s3_bucket="lookup-bench"),
     }
     ensure_postgres(profiles["Redis (production)"])
+    ensure_bucket(profiles["Redis (production)"])
+    use_object_store(profiles["Redis (production)"])
     redis.Redis(db=REDIS_DB).flushdb()
     lookups = {}
     for name, settings in profiles.items():
@@ -87,11 +96,21 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="alternating blocks per store")
     parser.add_argument("--out", type=Path, default=REPO / "data" / "bench" / "lookup")
     args = parser.parse_args()
-    lookups = build(args.out, args.entities)
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):  # moto's: any will do
+        os.environ.setdefault(key, "testing")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
+    s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)  # a free port
+    s3.start()
+    try:
+        host, port = s3.get_host_and_port()
+        lookups = build(args.out, args.entities, f"http://{host}:{port}")
+    finally:
+        s3.stop()
     for lookup, ids in lookups.values():  # warm both before timing
         for entity in ids[:200]:
             lookup.matrix([entity])
-    report(measure(lookups, (1, 100), args.calls, args.rounds, seed=5))
+    if not report(measure(lookups, (1, 100), args.calls, args.rounds, seed=5)):
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":
