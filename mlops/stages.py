@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
+from mlops import storage
 from mlops.config import DatasetSpec, ModelSettings, Settings
 from mlops.files import write_atomic
 
@@ -58,10 +59,7 @@ def validate_stage(spec: DatasetSpec, settings: Settings) -> ValidatedData:
     instead. The snapshot goes under the data root: the data directory, or the S3 bucket
     on production.
     """
-    from mlops import storage
-
-    storage.use_object_store(settings)
-    with storage.object_store_errors(settings, f"validating {spec.path}"):
+    with storage.object_store(settings, f"validating {spec.path}"):
         if _on_dask(spec.path, settings):
             return _validate_partitioned(spec, settings)
         return _validate_in_memory(spec, settings)
@@ -70,8 +68,6 @@ def validate_stage(spec: DatasetSpec, settings: Settings) -> ValidatedData:
 def _on_dask(path: str, settings: Settings) -> bool:
     """A folder of parquet partitions always; on the production profile, where the data
     stages run on the Dask cluster, a single parquet file too (one partition)."""
-    from mlops import storage
-
     if path.startswith("builtin://"):
         return False
     if storage.is_folder(path):
@@ -80,7 +76,6 @@ def _on_dask(path: str, settings: Settings) -> bool:
 
 
 def _validate_in_memory(spec: DatasetSpec, settings: Settings) -> ValidatedData:
-    from mlops import storage
     from mlops.data import load_dataset
     from mlops.validation import require_valid, validate_dataset
 
@@ -100,7 +95,6 @@ def _validate_in_memory(spec: DatasetSpec, settings: Settings) -> ValidatedData:
 def _validate_partitioned(spec: DatasetSpec, settings: Settings) -> ValidatedData:
     """Great Expectations per partition on the Dask cluster, one report; the snapshot is the
     partitions prepared for training (``prepare_partitions``), one file per partition."""
-    from mlops import storage
     from mlops.dask_cluster import cluster_client
     from mlops.partitioned_features import prepare_partitions
     from mlops.partitioned_validation import require_valid_partitions, validate_partitions
@@ -130,22 +124,18 @@ def _validate_partitioned(spec: DatasetSpec, settings: Settings) -> ValidatedDat
 
 def features_stage(data: ValidatedData, spec: DatasetSpec, settings: Settings) -> FeatureSetResult:
     """Feast: apply the repo, point-in-time training set, materialise online."""
-    from mlops import storage
     from mlops.features import prepare_features
 
-    storage.use_object_store(settings)
-    with storage.object_store_errors(settings, f"preparing the features of {spec.name}"):
+    with storage.object_store(settings, f"preparing the features of {spec.name}"):
         return prepare_features(storage.read_parquet(data.snapshot_path), spec,
                                 settings.data_dir, settings)
 
 
 def train_stage(training_path: str, spec: DatasetSpec, model: ModelSettings,
                 settings: Settings) -> TrainResult:
-    from mlops import storage
     from mlops.training import train_model
 
-    storage.use_object_store(settings)
-    with storage.object_store_errors(settings, f"reading the training set {training_path}"):
+    with storage.object_store(settings, f"reading the training set {training_path}"):
         return train_model(training_path, spec, model, settings.stage_dir(f"training/{spec.name}"))
 
 

@@ -100,9 +100,11 @@ def unavailable_errors() -> tuple[type[BaseException], ...]:
 
 
 @contextmanager
-def object_store_errors(settings: Settings, what: str) -> Iterator[None]:
-    """Turn an object store that does not answer, after its retries, into one
-    StorageUnavailable naming the endpoint and what was being read or written."""
+def object_store(settings: Settings, what: str) -> Iterator[None]:
+    """Work with the settings' object store (``use_object_store``); one that does not
+    answer, after its retries, becomes one StorageUnavailable naming the endpoint and
+    ``what`` was being done."""
+    use_object_store(settings)
     try:
         yield
     except unavailable_errors() as exc:

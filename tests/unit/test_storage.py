@@ -75,10 +75,9 @@ def test_an_object_store_that_does_not_answer_is_named_and_retried_as_transient(
     monkeypatch.setenv("FSSPEC_S3", "{}")  # restored after the test, like fsspec's config
     monkeypatch.setitem(fsspec.config.conf, "s3", {})
     settings = Settings(profile="production", s3_endpoint_url="http://127.0.0.1:9")
-    storage.use_object_store(settings)
     started = time.monotonic()
     with pytest.raises(storage.StorageUnavailable) as raised:
-        with storage.object_store_errors(settings, "reading s3://mlops/raw/"):
+        with storage.object_store(settings, "reading s3://mlops/raw/"):
             storage.read_parquet("s3://mlops/raw/part-0.parquet")
     message = str(raised.value)
     assert message.startswith("object store http://127.0.0.1:9 did not answer while reading "
