@@ -35,6 +35,10 @@ S3_READ_TIMEOUT_S = 30
 COMPLETE = "_COMPLETE"  # written last into a dataset folder: the folder is whole
 
 
+class StorageUntrusted(RuntimeError):
+    """The object store's TLS certificate is not trusted: a setting to fix, not retried."""
+
+
 class StorageUnavailable(ConnectionError):
     """The object store did not answer after retries; the message names endpoint and object.
     A ConnectionError, so the stage tasks' retry policy retries it as transient."""
@@ -104,9 +108,15 @@ def object_store(settings: Settings, what: str) -> Iterator[None]:
     """Work with the settings' object store (``use_object_store``); one that does not
     answer, after its retries, becomes one StorageUnavailable naming the endpoint and
     ``what`` was being done."""
+    from botocore.exceptions import SSLError
+
     use_object_store(settings)
     try:
         yield
+    except SSLError as exc:
+        raise StorageUntrusted(
+            f"object store {endpoint_of(settings)}: its TLS certificate is not trusted while "
+            f"{what}; set MLOPS_S3_CA_BUNDLE to the CA that signed it: {exc}") from None
     except unavailable_errors() as exc:
         raise StorageUnavailable(
             f"object store {endpoint_of(settings)} did not answer while {what}, after "

@@ -37,19 +37,21 @@ class S3Server:
 
 
 @contextmanager
-def moto_s3(log: Path) -> Iterator[S3Server]:
-    """An S3-compatible server on a free loopback port, stopped at the end."""
+def moto_s3(log: Path, tls: tuple[Path, Path] | None = None) -> Iterator[S3Server]:
+    """An S3-compatible server on a free loopback port, stopped at the end; with ``tls``
+    (certificate, key), on https."""
     port = free_port()
     server = Path(sys.executable).parent / "moto_server"
+    options = ["-c", str(tls[0]), "-k", str(tls[1])] if tls else []
     with log.open("w") as out:
-        process = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)],
+        process = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port), *options],
                                    stdout=out, stderr=subprocess.STDOUT)
-    s3 = S3Server(f"http://127.0.0.1:{port}", process)
+    s3 = S3Server(f"{'https' if tls else 'http'}://127.0.0.1:{port}", process)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                httpx.get(s3.endpoint, timeout=1.0)
+                httpx.get(s3.endpoint, timeout=1.0, verify=False)
                 break
             except httpx.HTTPError:
                 assert process.poll() is None, log.read_text()
@@ -57,6 +59,22 @@ def moto_s3(log: Path) -> Iterator[S3Server]:
         yield s3
     finally:
         s3.stop()
+
+
+def private_ca(folder: Path) -> tuple[Path, Path, Path]:
+    """A CA of the test's own and a certificate it signed for 127.0.0.1, made with openssl:
+    (CA certificate, server certificate, server key)."""
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
+        "ca.pem", "-days", "1", "-subj", "/CN=mlops test CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+        "-subj", "/CN=127.0.0.1")
+    (folder / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "server.pem", "-days", "1", "-extfile", "san.cnf")
+    return folder / "ca.pem", folder / "server.pem", folder / "server.key"
 
 
 class RedisServer:
