@@ -1,7 +1,8 @@
-"""An S3 endpoint on https whose certificate a private CA signed (moto's server with a
-certificate made by openssl here): trusted through ``MLOPS_S3_CA_BUNDLE`` by both clients
-of the platform (boto3 in ``up``, s3fs in the data stages), and refused without it with a
-message that says what to set."""
+"""The object store's encryption settings against moto's S3 server: SSE-KMS with a key of
+its KMS, and an https endpoint whose certificate a private CA signed (made by openssl
+here), trusted through ``MLOPS_S3_CA_BUNDLE`` by both clients of the platform (boto3 in
+``up``, s3fs in the data stages) and refused without it with a message that says what to
+set."""
 
 from __future__ import annotations
 
@@ -22,13 +23,37 @@ pytestmark = pytest.mark.slow
 BUCKET = "tls-bucket"
 
 
-@pytest.fixture
-def https_s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Path]]:
-    """The endpoint and the CA certificate that signed its certificate."""
+@pytest.fixture(autouse=True)
+def platform_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in AWS.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("FSSPEC_S3", "{}")  # the stage's process-wide S3 settings, undone after
     monkeypatch.setitem(fsspec.config.conf, "s3", {})
+
+
+def test_sse_kms_writes_name_the_key(tmp_path: Path) -> None:
+    with moto_s3(tmp_path / "moto.log") as server:
+        kms = boto3.client("kms", endpoint_url=server.endpoint, region_name="us-east-1")
+        key_id = kms.create_key(Description="mlops test")["KeyMetadata"]["KeyId"]
+        settings = Settings(profile="production", s3_endpoint_url=server.endpoint,
+                            s3_bucket=BUCKET, s3_sse="aws:kms", s3_kms_key_id=key_id)
+        ensure_bucket(settings)
+        s3 = boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1")
+        rule = s3.get_bucket_encryption(Bucket=BUCKET)[
+            "ServerSideEncryptionConfiguration"]["Rules"][0]["ApplyServerSideEncryptionByDefault"]
+        assert rule == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key_id}
+        s3.delete_bucket_encryption(Bucket=BUCKET)  # so the write itself must ask for it
+        with storage.object_store(settings, "writing with SSE-KMS"):
+            storage.write_parquet(f"s3://{BUCKET}/kms/part-0.parquet",
+                                  pd.DataFrame({"f0": [1.0]}))
+        head = s3.head_object(Bucket=BUCKET, Key="kms/part-0.parquet")
+        assert head["ServerSideEncryption"] == "aws:kms", head
+        assert head["SSEKMSKeyId"].endswith(key_id), head
+
+
+@pytest.fixture
+def https_s3(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """The endpoint and the CA certificate that signed its certificate."""
     ca, certificate, key = private_ca(tmp_path)
     with moto_s3(tmp_path / "moto.log", tls=(certificate, key)) as server:
         yield server.endpoint, ca
