@@ -26,7 +26,8 @@ from moto.server import ThreadedMotoServer
 
 from infra.production import ensure_bucket, ensure_postgres
 from mlops.config import Settings
-from mlops.features import OnlineFeatures, online_lookup, prepare_features
+from mlops.features import prepare_features
+from mlops.online_features import OnlineFeatures, online_lookup
 from mlops.storage import use_object_store
 from mlops.synthetic import generate_panel, synthetic_spec
 

@@ -113,7 +113,7 @@ def start_up(args: argparse.Namespace, spec: DatasetSpec | None, manager: ModelM
         if manager.current is None:
             raise StartupError(result.detail or f"no model loaded from {manager.source.uri}")
         if spec is not None:
-            from mlops.features import online_lookup  # Feast takes seconds to import
+            from mlops.online_features import online_lookup  # Feast takes seconds to import
 
             app.state.lookup = online_lookup(spec, args.data_dir)
     except Exception as exc:  # every start-up failure (registry, Feast, spec) in one line

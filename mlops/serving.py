@@ -60,7 +60,7 @@ _DOC_PATHS = ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")
 
 
 class FeatureLookup(Protocol):
-    """What predict-by-entity needs of a feature store (``mlops.features.OnlineFeatures``)."""
+    """What predict-by-entity needs of a feature store (``online_features.OnlineFeatures``)."""
 
     spec: Any  # its .features name the matrix's columns
 

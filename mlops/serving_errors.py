@@ -19,9 +19,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
-from mlops.features import OnlineStoreUnavailable, UnknownEntity
 from mlops.json_body import UnsupportedMediaType
 from mlops.model_manager import ModelSourceError, NothingToRollBack
+from mlops.online_features import OnlineStoreUnavailable, UnknownEntity
 from mlops.open_inference import ErrorBody
 from mlops.payloads import BadInput, BatchTooLarge, IncompleteFeatures, error_body
 

@@ -11,7 +11,8 @@ import psycopg2
 import pytest
 import redis
 
-from mlops.features import online_lookup, prepare_features
+from mlops.features import prepare_features
+from mlops.online_features import online_lookup
 from mlops.synthetic import generate_panel, synthetic_spec
 from tests.e2e.production_services import RedisServer, postgres_tenant, use_production_profile
 

@@ -19,7 +19,8 @@ import redis
 
 from mlops.config import Settings
 from mlops.export import ExportResult
-from mlops.features import FeatureSetResult, online_lookup
+from mlops.features import FeatureSetResult
+from mlops.online_features import online_lookup
 from mlops.registry import RegistryError
 from mlops.stages import PipelineParams, ValidatedData, register_stage
 from mlops.synthetic import synthetic_spec

@@ -14,7 +14,8 @@ from conftest import serving_manager
 from fastapi.testclient import TestClient
 from onnx_models import FEATURES
 
-from mlops.features import online_lookup, prepare_features
+from mlops.features import prepare_features
+from mlops.online_features import online_lookup
 from mlops.serving import ServingConfig, create_app
 from mlops.synthetic import generate_panel, synthetic_spec
 from tests.e2e.production_services import RedisServer, postgres_tenant, use_production_profile

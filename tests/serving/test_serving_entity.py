@@ -9,7 +9,8 @@ from conftest import serving_manager
 from fastapi.testclient import TestClient
 from onnx_models import FEATURES, expected_scores
 
-from mlops.features import UnknownEntity, online_lookup, prepare_features
+from mlops.features import prepare_features
+from mlops.online_features import UnknownEntity, online_lookup
 from mlops.payloads import IncompleteFeatures, entity_matrix
 from mlops.serving import ServingConfig, create_app
 from mlops.synthetic import generate_panel, synthetic_spec
