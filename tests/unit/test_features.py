@@ -17,13 +17,12 @@ from mlops.data import load_dataset
 from mlops.features import (
     FeatureError,
     FeatureSetResult,
-    UnknownEntity,
     apply_definitions,
-    online_lookup,
     prepare_features,
     source_frame,
     store_for,
 )
+from mlops.online_features import UnknownEntity, online_lookup
 
 Stage = tuple[DatasetSpec, pd.DataFrame, FeatureSetResult, Path]
 
