@@ -28,7 +28,6 @@ from infra.production import ensure_bucket, ensure_postgres
 from mlops.config import Settings
 from mlops.features import prepare_features
 from mlops.online_features import OnlineFeatures, online_lookup
-from mlops.storage import use_object_store
 from mlops.synthetic import generate_panel, synthetic_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,7 +49,6 @@ def build(data_dir: Path, entities: int,
     }
     ensure_postgres(profiles["Redis (production)"])
     ensure_bucket(profiles["Redis (production)"])
-    use_object_store(profiles["Redis (production)"])
     redis.Redis(db=REDIS_DB).flushdb()
     lookups = {}
     for name, settings in profiles.items():

@@ -44,6 +44,8 @@ def _load_builtin(name: str) -> pd.DataFrame:
 
 def _read_file(path: str) -> pd.DataFrame:
     suffix = Path(path.split("?")[0]).suffix.lower()
+    if not suffix:  # a folder would have been read as partitions: there is none
+        raise DataError(f"{path}: no dataset file or folder of parquet partitions there")
     if suffix not in {".parquet", ".pq", ".csv"}:
         raise DataError(f"{path}: unsupported file type {suffix!r} (use .parquet or .csv)")
     if "://" not in path:

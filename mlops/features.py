@@ -175,7 +175,8 @@ def training_frame(entities: pd.DataFrame, found: pd.DataFrame,
 def offline_dir(spec: DatasetSpec, data_dir: str | Path, settings: Settings | None = None) -> str:
     """Where the offline source and the training set go: beside the dataset's Feast repo,
     or under the S3 bucket on the production profile (any worker can read them there)."""
-    if settings is not None and settings.profile == "production":
+    settings = settings or Settings()
+    if settings.profile == "production":
         return storage.join(storage.data_root(settings), "features", spec.name)
     return str(feature_dir(spec, data_dir))
 
@@ -261,11 +262,13 @@ def materialize(store: FeatureStore, end: datetime, start: datetime | None = Non
 def prepare_features(frame: pd.DataFrame, spec: DatasetSpec, data_dir: str | Path,
                      settings: Settings | None = None) -> FeatureSetResult:
     """The whole stage: source, apply, point-in-time training set, online store."""
+    settings = settings or Settings()
+    storage.use_object_store(settings)
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     source = write_source(frame, spec, data_dir, settings)
     store = store_for(spec, data_dir, settings)
-    apply_definitions(store, spec, source, settings.s3_endpoint_url if settings else None)
+    apply_definitions(store, spec, source, settings.s3_endpoint_url)
     timings["apply"] = time.perf_counter() - clock
 
     clock = time.perf_counter()

@@ -7,6 +7,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 
 def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
@@ -25,8 +26,13 @@ def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
 
 def sha256_file(path: str | Path) -> str:
     """Hex sha256 of a file's bytes, read in chunks: the identity of a model or data file."""
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
+        return sha256_stream(handle)
+
+
+def sha256_stream(handle: BinaryIO) -> str:
+    """Hex sha256 of what an open binary file holds from where it stands, in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    while chunk := handle.read(1 << 20):
+        digest.update(chunk)
     return digest.hexdigest()

@@ -12,7 +12,6 @@ Credentials come from the standard AWS chain only, never from these options.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,11 +23,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from mlops.config import Settings
-from mlops.files import write_atomic
+from mlops.files import sha256_stream, write_atomic
 
-log = logging.getLogger(__name__)
-# botocore's own retries per request (standard mode: exponential backoff with jitter); s3fs
-# retries its transient errors again around them, so a dead endpoint fails within ~a minute.
+# botocore's own retries per request (standard mode: exponential backoff with jitter): a
+# dead endpoint fails a request in ~10-15 s here, then the stage task's retries take over.
 S3_ATTEMPTS = 4
 S3_CONNECT_TIMEOUT_S = 5
 S3_READ_TIMEOUT_S = 30
@@ -136,14 +134,9 @@ def remove(path: str) -> None:
 
 
 def sha256(path: str) -> str:
-    """Hex sha256 of a file's bytes, local or remote, read in chunks."""
-    import hashlib
-
-    digest = hashlib.sha256()
+    """Hex sha256 of a file's bytes, local or remote."""
     with fsspec.open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return sha256_stream(handle)
 
 
 def is_folder(path: str) -> bool:

@@ -68,3 +68,18 @@ def test_corrupt_input_is_refused_and_nothing_is_registered(case: str, tmp_path:
     assert not (settings.data_dir / "training").exists()
     assert not (settings.data_dir / "models").exists()
     assert not (settings.data_dir / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda folder: None, "no dataset file or folder of parquet partitions there"),
+    (lambda folder: folder.mkdir(), "no .parquet files"),
+], ids=["no such folder", "empty folder"])
+def test_a_dataset_folder_that_holds_no_partitions_is_named(
+        make: Callable[[Path], None], message: str, tmp_path: Path) -> None:
+    folder = tmp_path / "partitions"
+    make(folder)
+    settings = Settings(data_dir=tmp_path / "data")
+    params = PipelineParams(spec=synthetic_spec(str(folder)), deploy=False)
+    with pytest.raises(ValueError, match=re.escape(f"{folder}: {message}")):
+        run_pipeline(params, settings)
+    assert not (settings.data_dir / "datasets").exists()

@@ -130,15 +130,24 @@ def postgres_tenant() -> Iterator[dict[str, str]]:
         admin.close()
 
 
-def use_production_profile(monkeypatch: Any, tenant: dict[str, str], data_dir: Path,
-                           redis_url: str) -> None:
-    """Point this process's settings at the production profile (the tenant's PostgreSQL
-    role and databases, created now, and the given Redis)."""
-    from infra.production import ensure_postgres
+@contextmanager
+def production_profile(monkeypatch: Any, tenant: dict[str, str], data_dir: Path,
+                       redis_url: str) -> Iterator[S3Server]:
+    """This process's settings on the production profile: the tenant's PostgreSQL role and
+    databases and the S3 bucket (on a moto server of its own), created now, and the given
+    Redis. The S3 settings the stages install process-wide are undone after."""
+    import fsspec
+
+    from infra.production import ensure_bucket, ensure_postgres
     from mlops.config import Settings
 
-    env = {**tenant, "MLOPS_PROFILE": "production", "MLOPS_DATA_DIR": str(data_dir),
-           "MLOPS_REDIS_URL": redis_url}
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    ensure_postgres(Settings())
+    with moto_s3(data_dir / "moto.log") as s3:
+        env = {**AWS, **tenant, "MLOPS_PROFILE": "production", "MLOPS_DATA_DIR": str(data_dir),
+               "MLOPS_REDIS_URL": redis_url, "MLOPS_S3_ENDPOINT_URL": s3.endpoint,
+               "FSSPEC_S3": "{}"}
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setitem(fsspec.config.conf, "s3", {})
+        ensure_postgres(Settings())
+        ensure_bucket(Settings())
+        yield s3

@@ -14,7 +14,7 @@ import redis
 from mlops.features import prepare_features
 from mlops.online_features import online_lookup
 from mlops.synthetic import generate_panel, synthetic_spec
-from tests.e2e.production_services import RedisServer, postgres_tenant, use_production_profile
+from tests.e2e.production_services import RedisServer, postgres_tenant, production_profile
 
 pytestmark = pytest.mark.slow
 REDIS_DB = 15
@@ -23,9 +23,8 @@ REDIS_DB = 15
 def test_features_stage_on_a_postgresql_registry_and_a_redis_online_store(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     online = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
-    with postgres_tenant() as tenant:
-        use_production_profile(monkeypatch, tenant, tmp_path,
-                               f"redis://127.0.0.1:6379/{REDIS_DB}")
+    with postgres_tenant() as tenant, production_profile(
+            monkeypatch, tenant, tmp_path, f"redis://127.0.0.1:6379/{REDIS_DB}"):
         online.flushdb()
         try:
             _check_the_stage(tmp_path, tenant, online)
@@ -39,6 +38,7 @@ def _check_the_stage(data_dir: Path, tenant: dict[str, str], online: redis.Redis
     frame.to_parquet(path, index=False)
     spec = synthetic_spec(str(path), name="prod_panel")
     result = prepare_features(frame, spec, data_dir)
+    assert result.source_path == "s3://mlops/features/prod_panel/source.parquet"
     repo = Path(result.repo_path)
     assert not (repo / "registry.db").exists() and not (repo / "online.db").exists()
     rendered = (repo / "feature_store.yaml").read_text()
@@ -70,9 +70,8 @@ def test_a_redis_that_requires_a_password_gets_it_from_the_environment_only(
     (tmp_path / "redis").mkdir()
     server.start()
     try:
-        with postgres_tenant() as tenant:
-            use_production_profile(monkeypatch, tenant, tmp_path,
-                                   f"redis://127.0.0.1:{server.port}/0")
+        with postgres_tenant() as tenant, production_profile(
+                monkeypatch, tenant, tmp_path, f"redis://127.0.0.1:{server.port}/0"):
             with pytest.raises(ServiceUnreachable, match=f"127.0.0.1:{server.port}/0"):
                 check_redis(Settings())  # no password set: AUTH refused, named
             monkeypatch.setenv("MLOPS_REDIS_PASSWORD", secret)

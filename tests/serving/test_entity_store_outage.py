@@ -18,7 +18,7 @@ from mlops.features import prepare_features
 from mlops.online_features import online_lookup
 from mlops.serving import ServingConfig, create_app
 from mlops.synthetic import generate_panel, synthetic_spec
-from tests.e2e.production_services import RedisServer, postgres_tenant, use_production_profile
+from tests.e2e.production_services import RedisServer, postgres_tenant, production_profile
 
 pytestmark = pytest.mark.slow
 
@@ -28,8 +28,8 @@ def outage_client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                   onnx_model: tuple[Path, str]) -> Iterator[tuple[TestClient, RedisServer]]:
     server = RedisServer(tmp_path)
     server.start()
-    with postgres_tenant() as tenant:
-        use_production_profile(monkeypatch, tenant, tmp_path, f"redis://127.0.0.1:{server.port}/0")
+    with postgres_tenant() as tenant, production_profile(
+            monkeypatch, tenant, tmp_path, f"redis://127.0.0.1:{server.port}/0"):
         spec = synthetic_spec(str(tmp_path / "panel.parquet"), n_features=len(FEATURES),
                               name="outage_panel")
         prepare_features(generate_panel(n_entities=20, n_periods=4, seed=3), spec, tmp_path)
