@@ -34,10 +34,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: venv
-	$(PY) -m mlops.cli run --spec $(SPEC) --epochs $(EPOCHS)
+	$(PY) -m flows.cli run --spec $(SPEC) --epochs $(EPOCHS)
 
 stop: venv
-	$(PY) -m mlops.cli stop
+	$(PY) -m flows.cli stop
 
 # Platform mode: Prefect server, MLflow server, pools/queues/limits, one worker per pool.
 up: venv
@@ -53,7 +53,7 @@ provision: venv
 	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:4200/api} $(PY) -m infra.provision
 
 deploy: venv
-	$(PY) -m infra.deploy
+	$(PY) -m infra.flow_deployments
 
 test: venv
 	$(PY) -m pytest tests
@@ -62,22 +62,22 @@ test-fast: venv
 	$(PY) -m pytest tests -m "not slow"
 
 bench: venv
-	$(PY) benchmarks/bench_pipeline.py
+	$(PY) -m benchmarks.bench_pipeline
 
 # Load test of the inference service with wrk (Debian's package; installed when missing).
 bench-serving: venv
 	command -v wrk >/dev/null || (apt-get install -y wrk || (apt-get update && apt-get install -y wrk))
-	$(PY) benchmarks/bench_serving.py $(BENCH_ARGS)
+	$(PY) -m benchmarks.bench_serving $(BENCH_ARGS)
 
 bench-fairshare: venv
-	$(PY) benchmarks/bench_fairshare.py $(BENCH_ARGS)
+	$(PY) -m benchmarks.bench_fairshare $(BENCH_ARGS)
 
 bench-scale: venv
-	$(PY) benchmarks/bench_scale.py $(BENCH_ARGS)
-	$(PY) benchmarks/bench_online_lookup.py
+	$(PY) -m benchmarks.bench_scale $(BENCH_ARGS)
+	$(PY) -m benchmarks.bench_online_lookup
 
 gpu-check: venv
-	$(PY) benchmarks/gpu_check.py
+	$(PY) -m benchmarks.gpu_check
 
 lint: venv
 	$(PY) -m ruff check mlops tasks flows feature_repo infra tests benchmarks

@@ -1,11 +1,11 @@
 """`make bench-fairshare`: the fair-share controller against what Prefect does without it.
 
 One bursty trace (teams alternate busy bursts and idle gaps, lognormal run times, total
-demand often above the pool) is replayed by ``mlops/fairshare_sim.py`` through five
+demand often above the pool) is replayed by ``benchmarks/fairshare_sim/simulator.py`` through five
 schedulers in this one process: the controller (``plan_pool`` every --period-s, queue limits
 in between) without and with preemption, and three baselines measured on the same trace:
 static queue limits = quota (the platform before the controller), one FIFO queue, and
-Prefect's strict queue priority. Metrics are ``mlops/fairshare_metrics.py``'s; one PNG per
+Prefect's strict queue priority. Metrics are ``benchmarks/fairshare_sim/scores.py``'s; one PNG per
 scheduler shows each team's running slots over time.
 
 Targets (fair-share schedulers only): utilisation >= 95% while demand >= capacity; mean
@@ -29,9 +29,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from mlops.fairshare import TeamPolicy
-from mlops.fairshare_metrics import Metrics, plot_allocation, summarise
-from mlops.fairshare_sim import SCHEDULERS, Job, SimResult, bursty_trace, simulate
+from benchmarks.fairshare_sim.plots import plot_allocation
+from benchmarks.fairshare_sim.scores import Metrics, summarise
+from benchmarks.fairshare_sim.simulator import SCHEDULERS, Job, SimResult, bursty_trace, simulate
+from mlops.fairshare.policy import TeamPolicy
 
 REPO = Path(__file__).resolve().parents[1]
 TEAM_NAMES = ("vision", "nlp", "speech", "recsys", "ranking")

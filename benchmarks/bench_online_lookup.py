@@ -1,6 +1,6 @@
 """Feast online lookups, Redis (production profile) against SQLite (local profile).
 
-Both stores are filled by the features stage (``mlops.features.prepare_features``) from the
+Both stores are filled by the features stage (``prepare_features``) from the
 same synthetic panel, then read through the service's own path (``OnlineFeatures.matrix``)
 in alternating blocks, so both see the same machine: p50 and p99 of 1 and 100 entities per
 lookup. The Redis store uses the machine's Redis (database 14, emptied first) and Feast's
@@ -8,7 +8,7 @@ SQL registry on the machine's PostgreSQL (role and databases ``mlops_bench*``, c
 if missing); its offline data goes to moto's S3 server, started on loopback for the run
 (the one stand-in: lookups never touch it). Target: p99 <= 2 ms for one entity on Redis.
 
-``python benchmarks/bench_online_lookup.py`` (part of `make bench-scale`).
+``python -m benchmarks.bench_online_lookup`` (part of `make bench-scale`).
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ import numpy as np
 import redis
 from moto.server import ThreadedMotoServer
 
+from benchmarks.synthetic import generate_panel, synthetic_spec
 from infra.production import ensure_bucket, ensure_postgres
 from mlops.config import Settings
-from mlops.features import prepare_features
-from mlops.online_features import OnlineFeatures, online_lookup
-from mlops.synthetic import generate_panel, synthetic_spec
+from mlops.features.online import OnlineFeatures, online_lookup
+from mlops.features.training_set import prepare_features
 
 REPO = Path(__file__).resolve().parents[1]
 REDIS_DB = 14

@@ -25,9 +25,9 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-from mlops.config import DEFAULT_SPEC, Settings, load_spec  # noqa: E402
-from mlops.deploy import stop_service  # noqa: E402
-from mlops.stages import PipelineParams, run_pipeline  # noqa: E402
+from mlops.config import DEFAULT_SPEC, Settings, load_spec
+from mlops.pipeline.stages import PipelineParams, run_stages
+from mlops.serving.deploy import stop_service
 
 
 def fresh_settings(root: Path, label: str) -> Settings:
@@ -58,11 +58,11 @@ def bench_orchestration(root: Path, params: PipelineParams, reps: int) -> list[t
 
     flow(name="warm-up")(lambda: None)()  # starts the embedded server and migrates it
     warm = fresh_settings(root, "warm-up")
-    time_run(lambda: run_pipeline(params, warm), warm)
+    time_run(lambda: run_stages(params, warm), warm)
     plain, prefect = [], []
     for rep in range(reps):
         settings = fresh_settings(root, f"plain-{rep}")
-        plain.append(time_run(lambda s=settings: run_pipeline(params, s), settings))
+        plain.append(time_run(lambda s=settings: run_stages(params, s), settings))
         settings = fresh_settings(root, f"prefect-{rep}")
         prefect.append(time_run(lambda: training_pipeline(params), settings))
     ratio = statistics.median(prefect) / statistics.median(plain)
@@ -90,15 +90,15 @@ def paired_median_ms(calls_a, calls_b, batch: np.ndarray, calls: int,  # noqa: A
 def bench_inference(settings: Settings, spec_name: str) -> list[tuple]:
     import torch
 
-    from mlops.model import Predictor, load_model
-    from mlops.serving import OnnxPredictor, session_options
+    from mlops.serving.predictor import OnnxPredictor, session_options
+    from mlops.training.model import TorchPredictor, load_model
 
     model_path = next((settings.data_dir / "training" / spec_name).rglob("model.pt"))
     onnx_path = settings.data_dir / "models" / spec_name / "model.onnx"
     mlp, arch = load_model(model_path)
     threads = session_options().intra_op_num_threads
     torch.set_num_threads(threads)  # the same cores for both engines
-    eager = Predictor(mlp, arch.task).eval()
+    eager = TorchPredictor(mlp, arch.task).eval()
     ort_model = OnnxPredictor.load(str(onnx_path), threads=threads)
 
     def torch_call(batch: np.ndarray) -> np.ndarray:

@@ -24,15 +24,15 @@ from pathlib import Path
 
 import psutil
 
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from mlops.synthetic import synthetic_spec  # noqa: E402
-from mlops.synthetic_partitions import (  # noqa: E402
+from benchmarks.synthetic import (
     PartitionedPanel,
+    synthetic_spec,
     write_partitioned_panel,
 )
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+
+ROOT = Path(__file__).resolve().parents[1]
 
 BUDGET_GB = 3.0
 
@@ -53,9 +53,9 @@ def run_pandas(root: str, out: Path) -> dict[str, object]:
     """Child side of case (i): everything in this one process."""
     import pandas as pd
 
-    from mlops.partitioned_features import prepare_frame
-    from mlops.synthetic import generate_panel
-    from mlops.validation import validate_frame
+    from benchmarks.synthetic import generate_panel
+    from mlops.data.validation import validate_frame
+    from mlops.partitioned.preparation import prepare_frame
 
     spec = synthetic_spec(root)
     validate_frame(generate_panel(10, 10), spec)  # warm-up: GE's first import and run
@@ -68,16 +68,16 @@ def run_pandas(root: str, out: Path) -> dict[str, object]:
 
 
 def _warm() -> None:
-    from mlops.synthetic import generate_panel
-    from mlops.validation import validate_frame
+    from benchmarks.synthetic import generate_panel
+    from mlops.data.validation import validate_frame
 
     validate_frame(generate_panel(10, 10), synthetic_spec("warm"))
 
 
 def run_dask(root: str, out: Path, workers: int) -> dict[str, object]:
     """Child side of cases (ii) and (iii): the default cluster of the platform's code."""
-    from mlops.partitioned_features import prepare_partitions
-    from mlops.partitioned_validation import dask_client, validate_partitions
+    from mlops.partitioned.preparation import prepare_partitions
+    from mlops.partitioned.validation import dask_client, validate_partitions
 
     spec = synthetic_spec(root)
     with dask_client(None, workers) as client:
@@ -99,7 +99,7 @@ def measure(case: str, root: Path, args: argparse.Namespace) -> dict[str, object
     out = args.data_dir / f"prepared-{case}-{root.name}"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    command = [sys.executable, __file__, "--case", case, "--root", str(root),
+    command = [sys.executable, "-m", "benchmarks.bench_scale", "--case", case, "--root", str(root),
                "--data-dir", str(out), "--workers", str(args.workers)]
     child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     peak = [0]

@@ -34,10 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import profile_serving
-import servers
-import wrk
 
+from benchmarks import profile_serving, servers, wrk
 from mlops.config import DEFAULT_SPEC, DatasetSpec, Settings, load_spec
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -59,7 +57,7 @@ APIS: dict[str, dict[str, str]] = {
     "v1": {"ready": "/v2/health/ready", "predict": "/v1/predict", "body": "records"},
     "mlflow": {"ready": "/ping", "predict": "/invocations", "body": "mlflow"},
 }
-SERVICE = ["{python}", "-m", "mlops.service", "--model-uri", MODEL_URI, "--tracking-uri",
+SERVICE = ["{python}", "-m", "mlops.serving", "--model-uri", MODEL_URI, "--tracking-uri",
            "{tracking}", "--spec", "{spec}", "--data-dir", "{data_dir}", "--host", "127.0.0.1",
            "--port", "{port}"]
 # The servers in run order; "api": "service" means the --service-api choice (v2 or v1).
@@ -72,7 +70,7 @@ SERVERS: list[dict[str, Any]] = [
      "command": ["{bin}/mlflow", "models", "serve", "-m", MODEL_URI, "--env-manager", "local",
                  "--host", "127.0.0.1", "-p", "{port}"]},
     {"key": "floor", "name": "HTTP floor", "api": "service", "constant": True,
-     "command": ["{python}", str(REPO / "benchmarks" / "http_floor.py"), "--port", "{port}"]},
+     "command": ["{python}", "-m", "benchmarks.http_floor", "--port", "{port}"]},
 ]
 
 
@@ -122,7 +120,7 @@ def ensure_champion(settings: Settings, spec: DatasetSpec, fresh: bool) -> str:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from mlops.stages import PipelineParams, run_pipeline
+    from mlops.pipeline.stages import PipelineParams, run_stages
 
     if fresh:
         shutil.rmtree(settings.data_dir, ignore_errors=True)
@@ -133,7 +131,7 @@ def ensure_champion(settings: Settings, spec: DatasetSpec, fresh: bool) -> str:
         except MlflowException:
             pass
     print(f"training and registering {MODEL} into {settings.data_dir} ...", flush=True)
-    run_pipeline(PipelineParams(spec=spec, deploy=False), settings)
+    run_stages(PipelineParams(spec=spec, deploy=False), settings)
     return str(client.get_model_version_by_alias(MODEL, "champion").version)
 
 
@@ -282,7 +280,7 @@ def report(meta: dict[str, Any], rows: list[dict], goals: list[tuple],
 
 def request_payloads(spec: DatasetSpec) -> dict[str, Any]:
     """Feature names and rows of the dataset per row count, and one existing entity id."""
-    from mlops.data import load_dataset
+    from mlops.data.loading import load_dataset
 
     frame = load_dataset(spec)
     names = list(spec.features)

@@ -1,6 +1,6 @@
 """GPU check: training throughput of a plain torch loop against the platform's loop.
 
-Run as ``python benchmarks/gpu_check.py [--rows N]``. Needs torch and numpy plus the
+Run as ``python -m benchmarks.gpu_check [--rows N]``. Needs torch and numpy plus the
 platform's core modules. Prints the device and a table of samples/second: a plain torch
 loop (the baseline, measured in the same run), the platform's loop in fp32, and the
 platform's loop with autocast (bf16, or fp16 with a grad scaler), which runs only on CUDA.
@@ -13,16 +13,13 @@ import os
 import platform
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a bare checkout
+import numpy as np
+import torch
+from torch import nn
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from mlops.config import ModelSettings, TaskType  # noqa: E402
-from mlops.loop import (  # noqa: E402
+from mlops.config import ModelSettings, TaskType
+from mlops.training.loop import (
     choose_precision,
     cpu_threads,
     fit,
@@ -30,7 +27,7 @@ from mlops.loop import (  # noqa: E402
     resolve_device,
     seed_everything,
 )
-from mlops.model import ModelArch, build_mlp, column_stats  # noqa: E402
+from mlops.training.model import ModelArch, build_mlp, column_stats
 
 HIDDEN = [512, 256]
 

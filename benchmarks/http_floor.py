@@ -1,12 +1,12 @@
 """The HTTP floor of the serving benchmark: the service's HTTP stack with no model behind it.
 
-FastAPI on uvicorn, started exactly as ``mlops.service`` starts it (``uvicorn.run(app, host,
+FastAPI on uvicorn, started exactly as ``mlops.serving.server`` starts it (``uvicorn.run(app, host,
 port, log_config=None, access_log=False)``; uvloop and httptools are installed, so uvicorn
 picks them). The predict routes take the same POSTs as the service and answer a constant
 JSON body without reading or parsing the request: whatever the service spends above this
 floor is its own work (parsing, validation, inference, serialisation).
 
-``python benchmarks/http_floor.py --port 8099``
+``python -m benchmarks.http_floor --port 8099``
 """
 
 from __future__ import annotations

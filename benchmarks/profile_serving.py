@@ -5,7 +5,7 @@ uvicorn would send) in alternating rounds, so both see the same machine; the med
 CPU time of the whole process (event loop and inference threads). Then one profile of the
 service's inference route, grouped by package. HTTP parsing (uvicorn, httptools) is not
 in these numbers: it is the same for every server. Run by `make bench-serving` after the
-load test, or alone: ``python benchmarks/profile_serving.py --tracking-uri <uri>``.
+load test, or alone: ``python -m benchmarks.profile_serving --tracking-uri <uri>``.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import http_floor
 import numpy as np
 import orjson
 
-from mlops.access_log import AccessLog
-from mlops.model_manager import ModelManager, RegistrySource
-from mlops.serving import ServingConfig, create_app
+from benchmarks import http_floor
+from mlops.serving.access_log import AccessLog
+from mlops.serving.app import ServingConfig, create_app
+from mlops.serving.model_manager import ModelManager, RegistrySource
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 ROUNDS, CALLS = 9, 400

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from mlops.processes import NotReady, start_background, stop_background, wait_until_ready
+from mlops.processes import ServerNotReady, start_background, stop_background, wait_until_ready
 
 READY_TIMEOUT_S = 180.0
 
@@ -38,7 +38,7 @@ def serving(server: dict[str, Any], ready_path: str, fill: dict[str, str],
     try:
         try:
             wait_until_ready(url + ready_path, process, log_path, READY_TIMEOUT_S)
-        except NotReady as exc:
+        except ServerNotReady as exc:
             raise SystemExit(str(exc)) from None
         yield url
     finally:

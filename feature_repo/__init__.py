@@ -1,9 +1,9 @@
-"""Feast object declarations, one module per kind, built from a DatasetSpec.
+"""Feast object declarations, one module per kind, built from a dataset (``dataset.Dataset``).
 
 Like the ``feast init`` template (entities, sources, feature views, feature services), but
 every object is made by a function of the dataset spec and the offline source path, so
 any dataset with an entity and a timestamp gets its own Feast objects without code
-changes. ``mlops.features`` applies them programmatically; the runtime
+changes. ``mlops.features.store`` applies them programmatically; the runtime
 ``feature_store.yaml`` is rendered per dataset under the data directory from the
 template in this folder, because the paths live there. Importing this package imports
 Feast (seconds); import it only where Feast is needed.

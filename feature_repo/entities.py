@@ -5,10 +5,10 @@ from __future__ import annotations
 import pyarrow as pa
 from feast import Entity, ValueType
 
-from mlops.config import DatasetSpec
+from feature_repo.dataset import Dataset
 
 
-def join_key_type(spec: DatasetSpec, schema: pa.Schema) -> ValueType:
+def join_key_type(spec: Dataset, schema: pa.Schema) -> ValueType:
     """INT64 for integer keys, STRING for string keys; anything else cannot be joined on."""
     if spec.entity not in schema.names:
         raise ValueError(f"feature source has no entity column {spec.entity!r}")
@@ -22,7 +22,7 @@ def join_key_type(spec: DatasetSpec, schema: pa.Schema) -> ValueType:
     )
 
 
-def entity_for(spec: DatasetSpec, schema: pa.Schema) -> Entity:
+def entity_for(spec: Dataset, schema: pa.Schema) -> Entity:
     return Entity(
         name=spec.entity,
         join_keys=[spec.entity],

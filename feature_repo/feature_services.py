@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from feast import FeatureService, FeatureView
 
-from mlops.config import DatasetSpec
+from feature_repo.dataset import Dataset
 
 SERVICE_VERSION = 1
 
 
-def feature_service_name(spec: DatasetSpec, version: int = SERVICE_VERSION) -> str:
+def feature_service_name(spec: Dataset, version: int = SERVICE_VERSION) -> str:
     return f"{spec.name}_v{version}"
 
 
-def feature_service_for(spec: DatasetSpec, view: FeatureView) -> FeatureService:
+def feature_service_for(spec: Dataset, view: FeatureView) -> FeatureService:
     return FeatureService(
         name=feature_service_name(spec),
         features=[view],

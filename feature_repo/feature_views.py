@@ -8,7 +8,7 @@ import pyarrow as pa
 from feast import Entity, FeatureView, Field, FileSource
 from feast.types import Float64, Int64, PrimitiveFeastType
 
-from mlops.config import DatasetSpec
+from feature_repo.dataset import Dataset
 
 # Feature values never expire within a panel: leakage is prevented by the point-in-time
 # join (a value is used only at or after its own timestamp), not by the ttl. A century
@@ -16,7 +16,7 @@ from mlops.config import DatasetSpec
 FEATURE_TTL = timedelta(days=36_500)
 
 
-def feature_view_name(spec: DatasetSpec) -> str:
+def feature_view_name(spec: Dataset) -> str:
     return f"{spec.name}_features"
 
 
@@ -32,7 +32,7 @@ def field_type(column: str, schema: pa.Schema) -> PrimitiveFeastType:
     raise ValueError(f"feature {column!r} has type {arrow_type}; features must be numeric")
 
 
-def feature_view_for(spec: DatasetSpec, entity: Entity, source: FileSource,
+def feature_view_for(spec: Dataset, entity: Entity, source: FileSource,
                      schema: pa.Schema, ttl: timedelta = FEATURE_TTL) -> FeatureView:
     fields = [Field(name=column, dtype=field_type(column, schema)) for column in spec.features]
     return FeatureView(

@@ -5,17 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from feature_repo.dataset import Dataset
 from feature_repo.entities import entity_for
 from feature_repo.feature_services import feature_service_for
 from feature_repo.feature_views import feature_view_for
 from feature_repo.sources import source_for, source_schema
-from mlops.config import DatasetSpec
 
 TEMPLATE = Path(__file__).parent / "feature_store.yaml"
 PRODUCTION_TEMPLATE = Path(__file__).parent / "feature_store.production.yaml"
 
 
-def definitions(spec: DatasetSpec, source_path: str | Path,
+def definitions(spec: Dataset, source_path: str | Path,
                 s3_endpoint: str | None = None) -> list[Any]:
     """Entity, source, feature view and feature service; types come from the source schema.
 

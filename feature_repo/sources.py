@@ -9,10 +9,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from feast import FileSource
 
-from mlops.config import DatasetSpec
+from feature_repo.dataset import Dataset
 
 
-def source_name(spec: DatasetSpec) -> str:
+def source_name(spec: Dataset) -> str:
     return f"{spec.name}_source"
 
 
@@ -25,7 +25,7 @@ def source_schema(source_path: str | Path) -> pa.Schema:
         raise ValueError(f"feature source {source_path} cannot be read: {exc}") from None
 
 
-def source_for(spec: DatasetSpec, source_path: str | Path,
+def source_for(spec: Dataset, source_path: str | Path,
                s3_endpoint: str | None = None) -> FileSource:
     """A FileSource over the offline parquet (a local file, or an s3:// object read through
     s3fs at ``s3_endpoint``); its event time is the spec's timestamp."""

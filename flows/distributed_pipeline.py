@@ -4,7 +4,7 @@ Training runs on the `gpu` pool, validation + features, export, registration and
 deployment on the `cpu` pool, each on the team's queue for the run's priority (queue name
 = team name for normal runs, `<team>-high` / `<team>-low` otherwise; the
 `default` team's queue is each pool's `default` queue), so the team's quotas apply per
-stage. Stages hand over through the artifact store (mlops.handover), never through memory.
+stage. Stages hand over through the artifact store (mlops.pipeline.handover), never through memory.
 A stage that does not complete fails this run with the stage's own message.
 
 Deadlock: this parent holds a `cpu` slot on its queue for its whole run while each cpu
@@ -19,23 +19,26 @@ from prefect import flow
 from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
 
-from infra.fairshare import follow_requeues, require_queue
+from flows.stage_flows import stage_flow_name
+from infra.prefect_api import follow_requeues, require_queue
 from mlops.config import Settings
-from mlops.handover import HandoverRef, StageFailed, read_result
-from mlops.stages import PipelineParams
-from mlops.summary import PipelineSummary, build_summary
-from mlops.teams import queue_name
+from mlops.fairshare.teams import queue_name
+from mlops.pipeline.handover import HandoverRef, StageFailed, read_result
+from mlops.pipeline.stages import PipelineParams, Stage
+from mlops.pipeline.summary import PipelineSummary, build_summary
 from tasks.report import report
 
 DEPLOYMENT = "default"  # every stage flow has one deployment, named like the team default
-STAGES = ("validate-stage", "train-stage", "export-stage", "register-stage")
+# The stages run as deployments, in order (validate's flow runs the features stage too).
+DEPLOYED = (Stage.VALIDATE, Stage.TRAIN, Stage.EXPORT, Stage.REGISTER)
 
 
-def run_stage(stage: str, params: PipelineParams, handover: HandoverRef) -> None:
+def run_stage(stage: Stage, params: PipelineParams, handover: HandoverRef) -> None:
     """Run one stage deployment on the team's queue and wait; raise if it did not complete."""
     queue = queue_name(params.team, params.priority)
-    require_queue(f"{stage}/{DEPLOYMENT}", queue)
-    child = run_deployment(f"{stage}/{DEPLOYMENT}", timeout=None, poll_interval=2,
+    deployment = f"{stage_flow_name(stage)}/{DEPLOYMENT}"
+    require_queue(deployment, queue)
+    child = run_deployment(deployment, timeout=None, poll_interval=2,
                            parameters={"params": params.model_dump(mode="json"),
                                        "handover": handover.model_dump(mode="json")},
                            work_queue_name=queue)
@@ -44,20 +47,18 @@ def run_stage(stage: str, params: PipelineParams, handover: HandoverRef) -> None
     if state is None or not state.is_completed():
         name = state.name if state else "no state"
         message = state.message if state and state.message else "no message"
-        raise StageFailed(f"stage {stage} (flow run {child.name}) ended {name}: {message}")
+        raise StageFailed(f"stage {stage_flow_name(stage)} (flow run {child.name}) ended "
+                          f"{name}: {message}")
 
 
 @flow(name="training-pipeline-distributed", validate_parameters=True)
 def training_pipeline_distributed(params: PipelineParams) -> PipelineSummary:
     """Take a dataset to a served model, each stage on its own pool and the team's queue."""
     handover = HandoverRef(run_id=str(flow_run.id))
-    stages = (*STAGES, "deploy-stage") if params.deploy else STAGES
-    for stage in stages:
+    for stage in (*DEPLOYED, Stage.DEPLOY) if params.deploy else DEPLOYED:
         run_stage(stage, params, handover)
     data_dir = Settings().data_dir
-    results = {stage: read_result(data_dir, handover, stage)
-               for stage in ("validate", "features", "train", "export", "register")}
-    service = read_result(data_dir, handover, "deploy") if params.deploy else None
-    return report(build_summary(params, results["validate"], results["features"],
-                                results["train"], results["export"], results["register"],
-                                service))
+    results = [read_result(data_dir, handover, stage) for stage in Stage
+               if stage is not Stage.DEPLOY]
+    service = read_result(data_dir, handover, Stage.DEPLOY) if params.deploy else None
+    return report(build_summary(params, *results, service))

@@ -2,7 +2,7 @@
 
 ``python -m flows.fairshare_controller --file infra/teams.yaml`` (``make up`` starts it when
 the teams file has a ``fairshare`` section). Each tick reads every pool's runs per team
-queue, asks the policy for queue limits (``infra.fairshare.tick``), applies what differs
+queue, asks the policy for queue limits (``infra.fairshare_tick.tick``), applies what differs
 and, with preemption on, cancels and requeues the newest borrowed runs.
 
 Why a long-running flow run and not a deployment on an interval schedule: the controller
@@ -25,10 +25,10 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_table_artifact
 from prefect.client.orchestration import get_client
 
-from infra.fairshare import PoolDecision, tick
+from infra.fairshare_tick import PoolDecision, tick
 from mlops.config import Settings
-from mlops.fairshare_gauges import FairShareGauges
-from mlops.teams import FairShareConfig, TeamsConfig, TeamsConfigError, load_teams
+from mlops.fairshare.gauges import FairShareGauges
+from mlops.fairshare.teams import FairShareConfig, TeamsConfig, TeamsConfigError, load_teams
 
 
 @flow(name="fairshare-controller", log_prints=False)

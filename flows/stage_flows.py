@@ -3,14 +3,15 @@
 Each runs where its deployment puts it (train on the `gpu` pool, the others on `cpu`),
 reads its inputs from the handover store, calls the stage's task(s) and writes its own
 result back to the store: results travel as files (paths, URIs, hashes), never in memory.
-Each returns only the path of the result it wrote.
+Each returns only the path of the result it wrote. A stage's flow (and its deployment's
+flow) is named ``<stage>-stage``; the validate stage's flow runs the features stage too.
 """
 
 from prefect import flow
 
 from mlops.config import Settings
-from mlops.handover import HandoverRef, read_result, write_result
-from mlops.stages import PipelineParams
+from mlops.pipeline.handover import HandoverRef, read_result, write_result
+from mlops.pipeline.stages import PipelineParams, Stage
 from tasks.deploy import deploy
 from tasks.export import export
 from tasks.features import build_features
@@ -19,48 +20,52 @@ from tasks.training import train
 from tasks.validation import validate_data
 
 
-@flow(name="validate-stage", validate_parameters=True)
+def stage_flow_name(stage: Stage) -> str:
+    return f"{stage}-stage"
+
+
+@flow(name=stage_flow_name(Stage.VALIDATE), validate_parameters=True)
 def validate_stage_flow(params: PipelineParams, handover: HandoverRef) -> str:
     """The data stages: validate the dataset, then build and materialise its features."""
     settings = Settings()
     data = validate_data(params.spec, settings)
-    write_result(settings.data_dir, handover, "validate", data)
+    write_result(settings.data_dir, handover, Stage.VALIDATE, data)
     features = build_features(data, params.spec, settings)
-    return str(write_result(settings.data_dir, handover, "features", features))
+    return str(write_result(settings.data_dir, handover, Stage.FEATURES, features))
 
 
-@flow(name="train-stage", validate_parameters=True)
+@flow(name=stage_flow_name(Stage.TRAIN), validate_parameters=True)
 def train_stage_flow(params: PipelineParams, handover: HandoverRef) -> str:
     """Train on the point-in-time training set the features stage handed over."""
     settings = Settings()
-    features = read_result(settings.data_dir, handover, "features")
+    features = read_result(settings.data_dir, handover, Stage.FEATURES)
     trained = train(features.training_path, params.spec, params.model, settings)
-    return str(write_result(settings.data_dir, handover, "train", trained))
+    return str(write_result(settings.data_dir, handover, Stage.TRAIN, trained))
 
 
-@flow(name="export-stage", validate_parameters=True)
+@flow(name=stage_flow_name(Stage.EXPORT), validate_parameters=True)
 def export_stage_flow(params: PipelineParams, handover: HandoverRef) -> str:
     """Export the trained model to ONNX with its parity check."""
     settings = Settings()
-    trained = read_result(settings.data_dir, handover, "train")
+    trained = read_result(settings.data_dir, handover, Stage.TRAIN)
     exported = export(trained.model_path, trained.test_path, params.spec, settings)
-    return str(write_result(settings.data_dir, handover, "export", exported))
+    return str(write_result(settings.data_dir, handover, Stage.EXPORT, exported))
 
 
-@flow(name="register-stage", validate_parameters=True)
+@flow(name=stage_flow_name(Stage.REGISTER), validate_parameters=True)
 def register_stage_flow(params: PipelineParams, handover: HandoverRef) -> str:
     """Register the exported model with the lineage of every earlier stage."""
     settings = Settings()
     data, features, trained, exported = (read_result(settings.data_dir, handover, stage)
-                                         for stage in ("validate", "features", "train",
-                                                       "export"))
+                                         for stage in (Stage.VALIDATE, Stage.FEATURES,
+                                                       Stage.TRAIN, Stage.EXPORT))
     registered = register(params, data, features, trained, exported, settings)
-    return str(write_result(settings.data_dir, handover, "register", registered))
+    return str(write_result(settings.data_dir, handover, Stage.REGISTER, registered))
 
 
-@flow(name="deploy-stage", validate_parameters=True)
+@flow(name=stage_flow_name(Stage.DEPLOY), validate_parameters=True)
 def deploy_stage_flow(params: PipelineParams, handover: HandoverRef) -> str:
     """(Re)start the inference service on the registry's champion."""
     settings = Settings()
     service = deploy(params.spec, settings)
-    return str(write_result(settings.data_dir, handover, "deploy", service))
+    return str(write_result(settings.data_dir, handover, Stage.DEPLOY, service))

@@ -1,7 +1,7 @@
 """Apply the teams file to Prefect: ``python -m infra.provision [--file F] [--dry-run]``.
 
 Reads the pools, queues and global concurrency limits that the server holds, plans the
-creates and updates that ``infra/teams.yaml`` implies (``mlops.teams``), applies them and
+creates and updates that ``infra/teams.yaml`` implies (``mlops.fairshare.teams``), applies them and
 prints each one; a second run prints ``no changes``. Nothing is ever deleted: queues and
 ``team:`` limits the file does not declare are printed as unmanaged. An invalid file is
 refused with every problem listed (exit 2) before the server is touched.
@@ -16,12 +16,12 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops.team_plan import (
+from infra.prefect_api import PAGE, patch_queue, read_all
+from mlops.fairshare.plan import (
     Change,
     CurrentState,
     DesiredState,
@@ -32,7 +32,7 @@ from mlops.team_plan import (
     find_unmanaged,
     plan_changes,
 )
-from mlops.teams import (
+from mlops.fairshare.teams import (
     TeamsConfig,
     TeamsConfigError,
     load_teams,
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
 
 DEFAULT_FILE = Path(__file__).with_name("teams.yaml")
-PAGE = 200
 # Prefect shifts a queue whose priority another queue takes; a second round puts back any
 # managed queue that was shifted, a third would mean something else is changing the server.
 _MAX_ROUNDS = 3
@@ -108,16 +107,6 @@ async def read_current_state(client: PrefectClient, desired: DesiredState) -> Cu
     return CurrentState(tuple(pools), tuple(queues), tuple(limits))
 
 
-async def read_all(read_page: Callable[[int], Awaitable[list[Any]]]) -> list[Any]:
-    """Every item of a paged listing."""
-    items: list[Any] = []
-    while True:
-        page = await read_page(len(items))
-        items += page
-        if len(page) < PAGE:
-            return items
-
-
 async def apply_changes(client: PrefectClient, changes: list[Change]) -> None:
     """Apply changes in the order given (pools, then queues by priority, then limits)."""
     appliers = {"pool": _apply_pool, "queue": _apply_queue, "limit": _apply_limit}
@@ -157,9 +146,7 @@ async def _apply_queue(client: PrefectClient, change: Change) -> None:
     """Create or update a queue; creating one that exists (a new pool's own ``default``
     queue) updates it.
 
-    Updates go through the pool's queue route, which keeps priorities unique by shifting
-    the queues below (``update_work_queue``'s /work_queues/{id} would let two queues of a
-    pool share a priority).
+    Updates go through the pool's queue route (``prefect_api.patch_queue``).
     """
     from prefect.client.schemas.actions import WorkQueueUpdate
     from prefect.exceptions import ObjectAlreadyExists
@@ -181,12 +168,6 @@ async def _apply_queue(client: PrefectClient, change: Change) -> None:
               if change.action == "update" else {**wanted["concurrency"], **wanted["priority"]})
     await patch_queue(client, queue.pool, queue.name,
                       WorkQueueUpdate(**fields).model_dump(mode="json", exclude_unset=True))
-
-
-async def patch_queue(client: PrefectClient, pool: str, name: str, fields: dict[str, Any]) -> None:
-    """Update a queue through its pool's route (see ``_apply_queue``)."""
-    await client.request("PATCH", "/work_pools/{work_pool_name}/queues/{name}",
-                         path_params={"work_pool_name": pool, "name": name}, json=fields)
 
 
 async def _apply_limit(client: PrefectClient, change: Change) -> None:

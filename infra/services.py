@@ -25,15 +25,15 @@ import httpx
 
 from infra.production import ServiceUnreachable, prepare, server_environment
 from mlops.config import Settings
+from mlops.fairshare.teams import load_teams
 from mlops.processes import (
-    NotReady,
+    ServerNotReady,
     running_pid,
     start_background,
     stop_background,
     tail,
     wait_until_ready,
 )
-from mlops.teams import load_teams
 
 BIN = Path(sys.executable).parent
 POOLS = ("gpu", "cpu")
@@ -160,7 +160,7 @@ def _wait_healthy(service: Service, process: subprocess.Popen, log_path: Path) -
     if service.health_url is not None:
         try:
             return wait_until_ready(service.health_url, process, log_path, READY_TIMEOUT_S)
-        except NotReady as exc:
+        except ServerNotReady as exc:
             raise SystemExit(f"{service.name}: {exc}") from None
     time.sleep(3.0)  # a worker that cannot reach its pool exits at once
     if process.poll() is not None:

@@ -48,20 +48,20 @@ def stop_background(pid_path: Path, timeout_s: float = 15.0) -> bool:
     return pid is not None
 
 
-class NotReady(RuntimeError):
+class ServerNotReady(RuntimeError):
     """A background server exited, or did not answer its readiness URL, in time."""
 
 
 def wait_until_ready(url: str, process: subprocess.Popen, log_path: Path,
                      timeout_s: float = 180.0) -> None:
-    """Poll GET ``url`` until it answers 200; NotReady with the end of the log when the
+    """Poll GET ``url`` until it answers 200; ServerNotReady with the end of the log when the
     process exits first, the URL answers 404 (no such route) or the time runs out."""
     import httpx  # only the callers that wait on a server pay for it
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise NotReady(f"{url}: the server exited with code {process.returncode}:\n"
+            raise ServerNotReady(f"{url}: the server exited with code {process.returncode}:\n"
                            f"{tail(log_path)}")
         try:
             status = httpx.get(url, timeout=2.0).status_code
@@ -70,9 +70,9 @@ def wait_until_ready(url: str, process: subprocess.Popen, log_path: Path,
         if status == 200:
             return
         if status == 404:
-            raise NotReady(f"{url}: 404, the server has no such readiness route")
+            raise ServerNotReady(f"{url}: 404, the server has no such readiness route")
         time.sleep(0.1)
-    raise NotReady(f"{url}: not ready after {timeout_s:.0f} s:\n{tail(log_path)}")
+    raise ServerNotReady(f"{url}: not ready after {timeout_s:.0f} s:\n{tail(log_path)}")
 
 
 def tail(path: Path, lines: int = 30) -> str:

@@ -14,10 +14,16 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from mlops.files import sha256_file
+from mlops.atomic_files import sha256_file
+
+if TYPE_CHECKING:  # MLflow is imported where it is used: it takes seconds
+    from mlflow import MlflowClient
+    from mlflow.models import ModelSignature
+    from mlflow.models.model import ModelInfo
 
 log = logging.getLogger(__name__)
 CHALLENGER, CHAMPION = "challenger", "champion"
@@ -89,7 +95,7 @@ def registry_lock(lock_path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _client(tracking_uri: str):  # noqa: ANN202 - MlflowClient is imported lazily
+def _client(tracking_uri: str) -> MlflowClient:
     import mlflow
     from mlflow import MlflowClient
 
@@ -98,7 +104,7 @@ def _client(tracking_uri: str):  # noqa: ANN202 - MlflowClient is imported lazil
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
-def _experiment_id(client, name: str, artifacts_dir: Path) -> str:  # noqa: ANN001
+def _experiment_id(client: MlflowClient, name: str, artifacts_dir: Path) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
@@ -108,7 +114,7 @@ def _experiment_id(client, name: str, artifacts_dir: Path) -> str:  # noqa: ANN0
     return client.create_experiment(name, artifact_location=location)
 
 
-def _signature(n_features: int):  # noqa: ANN202
+def _signature(n_features: int) -> ModelSignature:
     import numpy as np
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
@@ -120,13 +126,14 @@ def _signature(n_features: int):  # noqa: ANN202
 
 
 def _serving_requirements() -> list[str]:
-    """What loading the model needs, stated rather than inferred (inference costs ~7 s)."""
+    """What loading the model needs, stated rather than inferred (MLflow's inference is slow)."""
     from importlib.metadata import version
 
     return [f"{name}=={version(name)}" for name in ("onnx", "onnxruntime", "numpy")]
 
 
-def champion_metric(client, name: str, metric: str) -> tuple[str | None, float | None]:  # noqa: ANN001
+def champion_metric(client: MlflowClient, name: str,
+                    metric: str) -> tuple[str | None, float | None]:
     """The current champion's version and its value of ``metric`` (None when none)."""
     from mlflow.exceptions import MlflowException
 
@@ -179,8 +186,8 @@ def register_model(tracking_uri: str, artifacts_dir: Path, onnx_path: str, sha25
                 raise
 
 
-def _create_verified_version(client, name: str, info, run_id: str, sha256: str,  # noqa: ANN001
-                             lineage: Lineage) -> str:
+def _create_verified_version(client: MlflowClient, name: str, info: ModelInfo, run_id: str,
+                             sha256: str, lineage: Lineage) -> str:
     """Create the version with its tags, then prove the stored file is the exported one."""
     from mlflow.exceptions import MlflowException
 
@@ -203,8 +210,9 @@ def _create_verified_version(client, name: str, info, run_id: str, sha256: str, 
     return version
 
 
-def _move_aliases(client, name: str, version: str, run_id: str, model_uri: str, sha256: str,  # noqa: ANN001
-                  value: float, metric: str, higher_is_better: bool) -> RegistrationResult:
+def _move_aliases(client: MlflowClient, name: str, version: str, run_id: str, model_uri: str,
+                  sha256: str, value: float, metric: str,
+                  higher_is_better: bool) -> RegistrationResult:
     previous, champion_value = champion_metric(client, name, metric)
     promote = should_promote(value, champion_value, higher_is_better)
     client.set_registered_model_alias(name, CHALLENGER, version)
@@ -217,6 +225,16 @@ def _move_aliases(client, name: str, version: str, run_id: str, model_uri: str, 
         aliases=[CHALLENGER, CHAMPION] if promote else [CHALLENGER], champion=promote,
         previous_champion=previous, primary_metric=metric, metric_value=value,
     )
+
+
+def version_by_alias(tracking_uri: str, name: str, alias: str) -> str:
+    """The version ``models:/<name>@<alias>`` points to now."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(_client(tracking_uri).get_model_version_by_alias(name, alias).version)
+    except MlflowException as exc:
+        raise RegistryError(f"cannot resolve models:/{name}@{alias}: {exc.message}") from None
 
 
 def fetch_model(tracking_uri: str, model_uri: str, dest: Path) -> FetchedModel:

@@ -1,12 +1,21 @@
+"""The deploy stage as a Prefect task: roll or start the inference service."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
 from mlops.config import DatasetSpec, Settings
-from mlops.stages import deploy_stage
+from mlops.pipeline.stages import deploy_stage
+
+if TYPE_CHECKING:
+    from mlops.serving.deploy import ServiceInfo
 
 
 @task(name="deploy-service", cache_policy=NONE)
-def deploy(spec: DatasetSpec, settings: Settings):  # noqa: ANN201
+def deploy(spec: DatasetSpec, settings: Settings) -> ServiceInfo:
     """Roll the running ONNX Runtime service to the champion, or start one; wait until ready."""
     result = deploy_stage(spec, settings)
     get_run_logger().info("serving %s v%s at %s (%s)", spec.name, result.model_version,

@@ -1,13 +1,24 @@
+"""The features stage as a Prefect task, retried on transient I/O errors."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
 from mlops.config import DatasetSpec, Settings
-from mlops.stages import ValidatedData, features_stage
+from mlops.data.snapshot import ValidatedData
+from mlops.pipeline.stages import features_stage
 from tasks.policy import IO_RETRIES
+
+if TYPE_CHECKING:
+    from mlops.features.training_set import FeatureSetResult
 
 
 @task(name="build-features", cache_policy=NONE, **IO_RETRIES)
-def build_features(data: ValidatedData, spec: DatasetSpec, settings: Settings):  # noqa: ANN201
+def build_features(data: ValidatedData, spec: DatasetSpec,
+                   settings: Settings) -> FeatureSetResult:
     """Feast apply, point-in-time training set, online materialisation."""
     result = features_stage(data, spec, settings)
     get_run_logger().info("feature service %s: %d training rows at %s",

@@ -1,14 +1,28 @@
+"""The register stage as a Prefect task, retried on transient I/O errors."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
 from mlops.config import Settings
-from mlops.stages import PipelineParams, ValidatedData, register_stage
+from mlops.data.snapshot import ValidatedData
+from mlops.pipeline.stages import PipelineParams, register_stage
 from tasks.policy import IO_RETRIES
+
+if TYPE_CHECKING:
+    from mlops.features.training_set import FeatureSetResult
+    from mlops.registry import RegistrationResult
+    from mlops.training.export import ExportResult
+    from mlops.training.train import TrainResult
 
 
 @task(name="register-model", cache_policy=NONE, **IO_RETRIES)
-def register(params: PipelineParams, data: ValidatedData, features, trained,  # noqa: ANN001,ANN201
-             exported, settings: Settings):
+def register(params: PipelineParams, data: ValidatedData, features: FeatureSetResult,
+             trained: TrainResult, exported: ExportResult,
+             settings: Settings) -> RegistrationResult:
     """MLflow run with lineage, model version, challenger/champion aliases."""
     result = register_stage(params, data, features, trained, exported, settings)
     get_run_logger().info("%s v%s aliases %s", result.name, result.version, result.aliases)

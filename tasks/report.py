@@ -1,8 +1,10 @@
+"""The run summary as a Prefect markdown artifact."""
+
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 
-from mlops.summary import PipelineSummary, render_markdown
+from mlops.pipeline.summary import PipelineSummary, render_markdown
 
 
 @task(name="report-run", cache_policy=NONE)

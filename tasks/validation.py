@@ -1,12 +1,15 @@
+"""The validate stage as a Prefect task, retried on transient I/O errors."""
+
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
 from mlops.config import DatasetSpec, Settings
-from mlops.stages import ValidatedData, validate_stage
+from mlops.data.snapshot import ValidatedData
+from mlops.pipeline.stages import validate_stage
 from tasks.policy import IO_RETRIES
 
 
-# No tags: each task tag costs a concurrency-slot lease round trip (~1.4 s here).
+# No tags: each task tag costs a concurrency-slot lease round trip to the server.
 @task(name="validate-data", cache_policy=NONE, **IO_RETRIES)
 def validate_data(spec: DatasetSpec, settings: Settings) -> ValidatedData:
     """Great Expectations on the dataset; a failing batch stops the run here."""

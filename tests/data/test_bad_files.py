@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from benchmarks.synthetic import generate_panel, synthetic_spec
 from mlops.config import ColumnRule, ModelSettings, Settings
-from mlops.stages import PipelineParams, run_pipeline
-from mlops.synthetic import generate_panel, synthetic_spec
+from mlops.pipeline.stages import PipelineParams, run_stages
 
 
 def _frame(mutate: Callable[[pd.DataFrame], pd.DataFrame]) -> Callable[[Path], None]:
@@ -64,7 +64,7 @@ def test_corrupt_input_is_refused_and_nothing_is_registered(case: str, tmp_path:
     settings = Settings(data_dir=tmp_path / "data")
     params = PipelineParams(spec=spec, model=ModelSettings(epochs=1), deploy=False)
     with pytest.raises(ValueError, match=re.escape(message)):
-        run_pipeline(params, settings)
+        run_stages(params, settings)
     assert not (settings.data_dir / "training").exists()
     assert not (settings.data_dir / "models").exists()
     assert not (settings.data_dir / "mlflow.db").exists()
@@ -81,5 +81,5 @@ def test_a_dataset_folder_that_holds_no_partitions_is_named(
     settings = Settings(data_dir=tmp_path / "data")
     params = PipelineParams(spec=synthetic_spec(str(folder)), deploy=False)
     with pytest.raises(ValueError, match=re.escape(f"{folder}: {message}")):
-        run_pipeline(params, settings)
+        run_stages(params, settings)
     assert not (settings.data_dir / "datasets").exists()

@@ -10,7 +10,8 @@ import pytest
 from feast import FeatureStore
 
 from mlops.config import DatasetSpec, TaskType
-from mlops.features import apply_definitions, build_training_set, store_for, write_source
+from mlops.features.store import apply_definitions, store_for
+from mlops.features.training_set import build_training_set, write_source
 
 SPEC = DatasetSpec(name="pit", path="unused.parquet", entity="entity_id",
                    timestamp="event_timestamp", features=["score", "visits"], label="label",

@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from benchmarks.synthetic import generate_panel, synthetic_spec
 from mlops.config import ColumnRule, DatasetSpec, Settings, TaskType, load_spec
-from mlops.data import load_dataset
-from mlops.synthetic import generate_panel, synthetic_spec
-from mlops.validation import (
+from mlops.data.loading import load_dataset
+from mlops.data.validation import (
     ValidationFailed,
     ValidationReport,
     require_valid,
@@ -181,8 +181,8 @@ def test_runner_quarantines_duplicated_columns_without_docs(spec, clean, tmp_pat
 
 
 def test_pipeline_validate_stage_uses_this_stage(tmp_path):
-    """mlops.stages.validate_stage: a good file is snapshotted, a bad one stops the run."""
-    from mlops.stages import validate_stage
+    """mlops.pipeline.stages.validate_stage: a good file is snapshotted, a bad one stops the run."""
+    from mlops.pipeline.stages import validate_stage
 
     settings = Settings(data_dir=tmp_path / "data")
     path = tmp_path / "panel.parquet"

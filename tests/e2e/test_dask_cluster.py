@@ -19,11 +19,10 @@ import fsspec
 import pytest
 from distributed import Client
 
+from benchmarks.synthetic import generate_panel, synthetic_spec, write_partitioned_panel
 from mlops.config import Settings
-from mlops.dask_cluster import DaskUnavailable, cluster_client
-from mlops.stages import validate_stage
-from mlops.synthetic import generate_panel, synthetic_spec
-from mlops.synthetic_partitions import write_partitioned_panel
+from mlops.partitioned.cluster import DaskUnavailable, cluster_client
+from mlops.pipeline.stages import validate_stage
 from tests.conftest import free_port
 from tests.e2e.production_services import AWS, moto_s3
 

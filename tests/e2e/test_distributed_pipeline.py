@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlops.synthetic import generate_panel, synthetic_spec
+from benchmarks.synthetic import generate_panel, synthetic_spec
 from tests.e2e.stack import PrefectApi, child_runs, run_module, running_stack, wait_final
 
 pytestmark = pytest.mark.slow
@@ -24,7 +24,8 @@ CPU_STAGES = {"validate-stage", "export-stage", "register-stage"}
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     root = tmp_path_factory.mktemp("distributed")
     with running_stack(root, PREFECT_WORKER_QUERY_SECONDS="2") as stack:
-        deployed = run_module("infra.deploy", env={**stack["env"], "PREFECT_API_URL": stack["api"]})
+        deployed = run_module("infra.flow_deployments",
+                              env={**stack["env"], "PREFECT_API_URL": stack["api"]})
         assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
         yield stack
 

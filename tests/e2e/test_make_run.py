@@ -9,14 +9,14 @@ import httpx
 import pytest
 import yaml
 
-from mlops.synthetic import generate_panel, synthetic_spec
+from benchmarks.synthetic import generate_panel, synthetic_spec
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cli(args: list[str], env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mlops.cli", *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 
 from infra.production import ServiceUnreachable, ensure_bucket
-from mlops import storage
 from mlops.config import Settings
+from mlops.data import storage
 from tests.e2e.production_services import AWS, moto_s3, private_ca
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import yaml
 
-from mlops.synthetic import generate_panel, synthetic_spec
+from benchmarks.synthetic import generate_panel, synthetic_spec
 from tests.e2e.stack import ROOT, PrefectApi, run_module, running_stack
 
 pytestmark = pytest.mark.slow
@@ -59,7 +59,7 @@ def test_the_ci_command_then_make_deploy_register_the_deployments(platform: dict
     schedule = remote["schedules"][0]["schedule"]
     assert schedule["cron"] == "0 2 * * *" and schedule["timezone"] == "Europe/Berlin"
     # Local workers run from this checkout: make deploy swaps only the pull step.
-    deployed = run_module("infra.deploy", env=env)
+    deployed = run_module("infra.flow_deployments", env=env)
     assert deployed.returncode == 0, deployed.stdout[-2000:] + deployed.stderr[-2000:]
     local = _deployment(platform["api"], "vision-nightly")
     assert local["pull_steps"] == [{"prefect.deployments.steps.set_working_directory":

@@ -11,9 +11,9 @@ import psycopg2
 import pytest
 import redis
 
-from mlops.features import prepare_features
-from mlops.online_features import online_lookup
-from mlops.synthetic import generate_panel, synthetic_spec
+from benchmarks.synthetic import generate_panel, synthetic_spec
+from mlops.features.online import online_lookup
+from mlops.features.training_set import prepare_features
 from tests.e2e.production_services import RedisServer, postgres_tenant, production_profile
 
 pytestmark = pytest.mark.slow
@@ -63,7 +63,7 @@ def test_a_redis_that_requires_a_password_gets_it_from_the_environment_only(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from infra.production import ServiceUnreachable, check_redis
     from mlops.config import Settings
-    from mlops.features import FeatureError, redis_connection_string
+    from mlops.features.store import FeatureError, redis_connection_string
 
     secret = "s3cret-redis-auth"
     server = RedisServer(tmp_path / "redis", password=secret)

@@ -17,15 +17,15 @@ import psycopg2
 import pytest
 import redis
 
+from benchmarks.synthetic import synthetic_spec, write_partitioned_panel
 from mlops.config import Settings
-from mlops.export import ExportResult
-from mlops.features import FeatureSetResult
-from mlops.online_features import online_lookup
+from mlops.data.snapshot import ValidatedData
+from mlops.features.online import online_lookup
+from mlops.features.training_set import FeatureSetResult
+from mlops.pipeline.stages import PipelineParams, register_stage
 from mlops.registry import RegistryError
-from mlops.stages import PipelineParams, ValidatedData, register_stage
-from mlops.synthetic import synthetic_spec
-from mlops.synthetic_partitions import write_partitioned_panel
-from mlops.training import TrainResult
+from mlops.training.export import ExportResult
+from mlops.training.train import TrainResult
 from tasks.policy import RETRIES
 from tests.conftest import free_port
 from tests.e2e.production_services import AWS, moto_s3, postgres_tenant
@@ -151,7 +151,8 @@ def _trigger(production: dict, spec: dict, key: str) -> str:
 def test_the_pipeline_runs_on_postgresql_redis_s3_and_dask(
         production: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     env, s3 = production["env"], _s3(production["endpoint"])
-    deployed = run_module("infra.deploy", env={**env, "PREFECT_API_URL": production["api"]})
+    deployed = run_module("infra.flow_deployments",
+                          env={**env, "PREFECT_API_URL": production["api"]})
     assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
     # Without the bucket's default, an object is encrypted only if its write asked for it.
     s3.delete_bucket_encryption(Bucket=BUCKET)

@@ -15,9 +15,10 @@ from prefect.client.orchestration import PrefectClient, get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 from prefect.states import Completed, Running
 
-from infra.fairshare import REQUEUED_TAG, require_queue, tick
+from infra.fairshare_tick import tick
+from infra.prefect_api import REQUEUED_TAG, require_queue
 from infra.provision import provision
-from mlops.teams import TeamsConfig, load_teams
+from mlops.fairshare.teams import TeamsConfig, load_teams
 
 
 def _config(tmp_path: Path, prefix: str, **fairshare: object) -> TeamsConfig:

@@ -17,7 +17,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL
 
 from infra.provision import main, provision
-from mlops.teams import limit_name, load_teams
+from mlops.fairshare.teams import limit_name, load_teams
 
 REPO = Path(__file__).parents[2]
 

@@ -5,7 +5,7 @@ import sqlite3
 import pytest
 from prefect.states import Failed
 
-from mlops.data import DataError
+from mlops.data.loading import DataError
 from tasks.policy import IO_RETRIES, retry_transient
 
 

@@ -6,10 +6,10 @@ import httpx
 import pytest
 from mlflow import MlflowClient
 
+from benchmarks.synthetic import generate_panel, synthetic_spec
 from mlops.config import ModelSettings, Settings, TaskType
-from mlops.deploy import stop_service
-from mlops.stages import PipelineParams
-from mlops.synthetic import generate_panel, synthetic_spec
+from mlops.pipeline.stages import PipelineParams
+from mlops.serving.deploy import stop_service
 
 pytestmark = pytest.mark.slow
 

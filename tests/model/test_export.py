@@ -12,18 +12,18 @@ import pandas as pd
 import pytest
 import torch
 
+from benchmarks.synthetic import generate_panel, synthetic_spec
+from mlops.atomic_files import sha256_file
 from mlops.config import ModelSettings, TaskType
-from mlops.export import (
+from mlops.training.export import (
     ExportError,
     ExportResult,
     ParityError,
     check_parity,
     export_onnx,
 )
-from mlops.files import sha256_file
-from mlops.model import Predictor, load_model
-from mlops.synthetic import generate_panel, synthetic_spec
-from mlops.training import TrainResult, train_model
+from mlops.training.model import TorchPredictor, load_model
+from mlops.training.train import TrainResult, train_model
 
 SETTINGS = ModelSettings(hidden=[32, 16], epochs=5, batch_size=64)
 
@@ -83,7 +83,7 @@ def test_dynamic_batch(exported: tuple[TrainResult, ExportResult], batch: int) -
     got = session.run(["prediction"], {"features": rows})[0]
     mlp, arch = load_model(trained.model_path)
     with torch.no_grad():
-        expected = Predictor(mlp, arch.task)(torch.from_numpy(rows)).numpy()
+        expected = TorchPredictor(mlp, arch.task)(torch.from_numpy(rows)).numpy()
     assert got.shape == (batch,) and got.dtype == np.float32
     assert ((got >= 0) & (got <= 1)).all()
     np.testing.assert_allclose(got, expected, atol=1e-5)
@@ -116,7 +116,7 @@ def test_a_perturbed_torch_model_fails_parity(exported: tuple[TrainResult, Expor
     trained, result = exported
     mlp, arch = load_model(trained.model_path)
     features = pd.read_parquet(trained.test_path)[arch.feature_names].to_numpy("float32")
-    predictor = Predictor(mlp, arch.task).eval()
+    predictor = TorchPredictor(mlp, arch.task).eval()
     assert check_parity(result.onnx_path, predictor, features, 1e-4) <= 1e-4
     with torch.no_grad():
         mlp.net[-1].bias += 0.5

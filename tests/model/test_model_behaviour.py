@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from benchmarks.synthetic import generate_panel, synthetic_spec
 from mlops.config import DEFAULT_SPEC, ModelSettings, TaskType, load_spec
-from mlops.data import load_dataset
-from mlops.synthetic import generate_panel, synthetic_spec
-from mlops.training import train_model
+from mlops.data.loading import load_dataset
+from mlops.training.train import train_model
 
 log = logging.getLogger(__name__)
 SETTINGS = ModelSettings(hidden=[32, 16], epochs=30, patience=4, batch_size=128,

@@ -8,9 +8,9 @@ import pytest
 from fastapi.testclient import TestClient
 from onnx_models import ModelFactory, write_model
 
-from mlops.model_manager import FileSource, ModelManager
-from mlops.predictor import OnnxPredictor
-from mlops.serving import ServingConfig, create_app
+from mlops.serving.app import ServingConfig, create_app
+from mlops.serving.model_manager import FileSource, ModelManager
+from mlops.serving.predictor import OnnxPredictor
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from onnx_models import ModelFactory, expected_scores
 
-from mlops.batching import DirectRunner, MicroBatcher
-from mlops.predictor import OnnxPredictor
+from mlops.serving.batching import DirectRunner, MicroBatcher
+from mlops.serving.predictor import OnnxPredictor
 
 NEVER_MS = 600_000.0  # a window no test may wait for
 ROWS = np.random.default_rng(1).normal(size=(16, 4)).astype(np.float32)

@@ -8,10 +8,10 @@ import httpx
 import pytest
 from test_model_lifecycle import Registry
 
+from benchmarks.synthetic import generate_panel, synthetic_spec
 from mlops.config import Settings
-from mlops.deploy import DeployError, start_service, stop_service
-from mlops.features import prepare_features
-from mlops.synthetic import generate_panel, synthetic_spec
+from mlops.features.training_set import prepare_features
+from mlops.serving.deploy import DeployError, start_service, stop_service
 
 
 @pytest.mark.slow

@@ -14,10 +14,10 @@ from conftest import serving_manager
 from fastapi.testclient import TestClient
 from onnx_models import FEATURES
 
-from mlops.features import prepare_features
-from mlops.online_features import online_lookup
-from mlops.serving import ServingConfig, create_app
-from mlops.synthetic import generate_panel, synthetic_spec
+from benchmarks.synthetic import generate_panel, synthetic_spec
+from mlops.features.online import online_lookup
+from mlops.features.training_set import prepare_features
+from mlops.serving.app import ServingConfig, create_app
 from tests.e2e.production_services import RedisServer, postgres_tenant, production_profile
 
 pytestmark = pytest.mark.slow

@@ -64,7 +64,7 @@ def test_swaps_under_load_fail_no_request(tmp_path: Path, port: int) -> None:
     versions = {registry.register(BIASES[1]): BIASES[1]}
     log = tmp_path / "service.log"
     env = {**os.environ, "MLOPS_ADMIN_TOKEN": ADMIN_TOKEN}
-    command = [sys.executable, "-m", "mlops.service", "--model-uri",
+    command = [sys.executable, "-m", "mlops.serving", "--model-uri",
                "models:/synthetic@champion", "--tracking-uri", registry.uri, "--poll-s", "0.5",
                "--host", "127.0.0.1", "--port", str(port)]
     with open(log, "wb") as out:

@@ -15,9 +15,9 @@ from conftest import ADMIN_TOKEN
 from fastapi.testclient import TestClient
 from onnx_models import BIAS, expected_scores, write_model
 
-from mlops.model_manager import ModelManager, RegistrySource
 from mlops.registry import Lineage, register_model
-from mlops.serving import ServingConfig, create_app
+from mlops.serving.app import ServingConfig, create_app
+from mlops.serving.model_manager import ModelManager, RegistrySource
 
 ROW = [[1.0, 2.0, 3.0, 4.0]]
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -12,8 +12,8 @@ from conftest import ADMIN_TOKEN, serving_manager
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from mlops.access_log import AccessLog
-from mlops.serving import ServingConfig, create_app
+from mlops.serving.access_log import AccessLog
+from mlops.serving.app import ServingConfig, create_app
 
 INFER = "/v2/models/synthetic/infer"
 BODY = {"inputs": [{"name": "features", "shape": [2, 4], "datatype": "FP32",

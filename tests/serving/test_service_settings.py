@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mlops.service import StartupError, admin_token, main
+from mlops.serving.server import StartupError, admin_token, main
 
 TOKEN = "a-long-enough-admin-token"
 

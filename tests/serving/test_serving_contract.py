@@ -11,9 +11,9 @@ from conftest import serving_manager
 from fastapi.testclient import TestClient
 from onnx_models import FEATURES, ModelFactory, expected_scores
 
-from mlops.payloads import records_to_matrix
-from mlops.predictor import ModelContractError, ModelIntegrityError, OnnxPredictor
-from mlops.serving import create_app
+from mlops.serving.app import create_app
+from mlops.serving.predictor import ModelContractError, ModelIntegrityError, OnnxPredictor
+from mlops.serving.v1_payloads import records_to_matrix
 
 
 def test_live_and_ready(client: TestClient) -> None:

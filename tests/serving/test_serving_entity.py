@@ -1,4 +1,4 @@
-"""Predict-by-entity against a real Feast online store built by mlops.features."""
+"""Predict-by-entity against a real Feast online store built by the features stage."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from conftest import serving_manager
 from fastapi.testclient import TestClient
 from onnx_models import FEATURES, expected_scores
 
-from mlops.features import prepare_features
-from mlops.online_features import UnknownEntity, online_lookup
-from mlops.payloads import IncompleteFeatures, entity_matrix
-from mlops.serving import ServingConfig, create_app
-from mlops.synthetic import generate_panel, synthetic_spec
+from benchmarks.synthetic import generate_panel, synthetic_spec
+from mlops.features.online import UnknownEntity, online_lookup
+from mlops.features.training_set import prepare_features
+from mlops.serving.app import ServingConfig, create_app
+from mlops.serving.errors import IncompleteFeatures
+from mlops.serving.v1_payloads import entity_matrix
 
 INCOMPLETE = 20  # this entity's latest row has a null f2
 

@@ -1,4 +1,4 @@
-"""The service as a process: ``python -m mlops.service --onnx ... --sha256 ...``."""
+"""The service as a process: ``python -m mlops.serving --onnx ... --sha256 ...``."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ RECORD = {"f0": 0.5, "f1": -1.0, "f2": 2.0, "f3": 0.1}
 
 def _service(args: list[str], log: Path) -> subprocess.Popen:
     with open(log, "wb") as handle:
-        return subprocess.Popen([sys.executable, "-m", "mlops.service", *args],
+        return subprocess.Popen([sys.executable, "-m", "mlops.serving", *args],
                                 stdout=handle, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
 

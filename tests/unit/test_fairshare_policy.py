@@ -1,7 +1,7 @@
 """The fair-share policy: properties over random pools, plus worked examples.
 
 The oracles here (guarantee, ceiling, reserved) are written out again from the module
-docstring rather than imported, so a wrong helper in ``mlops/fairshare.py`` cannot make its
+docstring rather than imported, so a wrong helper in ``mlops/fairshare/policy.py`` cannot make its
 own test pass.
 """
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlops.fairshare import (
+from mlops.fairshare.policy import (
     PRIORITIES,
     PoolPlan,
     RunningRun,

@@ -5,16 +5,16 @@ import math
 
 import pytest
 
-from mlops.fairshare import TeamPolicy
-from mlops.fairshare_metrics import (
+from benchmarks.fairshare_sim.plots import plot_allocation
+from benchmarks.fairshare_sim.scores import (
     jain_index,
-    plot_allocation,
     reclaim_latencies,
     summarise,
     utilisation,
     windowed_jain,
 )
-from mlops.fairshare_sim import Job, SimResult, bursty_trace, simulate
+from benchmarks.fairshare_sim.simulator import Job, SimResult, bursty_trace, simulate
+from mlops.fairshare.policy import TeamPolicy
 
 PERIOD = 10.0
 

@@ -13,16 +13,10 @@ from feast.types import Float64, Int64
 from feature_repo.feature_views import FEATURE_TTL
 from feature_repo.repo import definitions
 from mlops.config import DEFAULT_SPEC, DatasetSpec, load_spec
-from mlops.data import load_dataset
-from mlops.features import (
-    FeatureError,
-    FeatureSetResult,
-    apply_definitions,
-    prepare_features,
-    source_frame,
-    store_for,
-)
-from mlops.online_features import UnknownEntity, online_lookup
+from mlops.data.loading import load_dataset
+from mlops.features.online import UnknownEntity, online_lookup
+from mlops.features.store import FeatureError, apply_definitions, store_for
+from mlops.features.training_set import FeatureSetResult, prepare_features, source_frame
 
 Stage = tuple[DatasetSpec, pd.DataFrame, FeatureSetResult, Path]
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlops.gpu_budget import RunSpan, gpu_hours_by_team, over_budget, period_start
+from mlops.fairshare.budget import RunSpan, gpu_hours_by_team, over_budget, period_start
 
 
 def _utc(*args: int) -> datetime:

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from mlops.export import ExportResult
-from mlops.handover import (
+from mlops.data.snapshot import ValidatedData
+from mlops.pipeline.handover import (
     RESULT_TYPES,
     HandoverError,
     HandoverRef,
@@ -17,7 +17,7 @@ from mlops.handover import (
     result_type,
     write_result,
 )
-from mlops.stages import ValidatedData
+from mlops.training.export import ExportResult
 
 REF = HandoverRef(run_id="0b6f3c2e-1d2a-4c6f-9b1e-5a7d8e9f0a1b")
 

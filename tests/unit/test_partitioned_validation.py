@@ -15,16 +15,15 @@ import pandas as pd
 import pytest
 from distributed import Client, LocalCluster
 
-from mlops.data import DataError
-from mlops.partitioned_features import prepare_partitions
-from mlops.partitioned_validation import (
+from benchmarks.synthetic import partition_name, synthetic_spec, write_partitioned_panel
+from mlops.data.loading import DataError
+from mlops.data.validation import ValidationFailed, validate_frame
+from mlops.partitioned.preparation import prepare_partitions
+from mlops.partitioned.validation import (
     list_partitions,
     require_valid_partitions,
     validate_partitions,
 )
-from mlops.synthetic import synthetic_spec
-from mlops.synthetic_partitions import partition_name, write_partitioned_panel
-from mlops.validation import ValidationFailed, validate_frame
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 ROWS, PART = 20_000, 5_000

@@ -7,7 +7,7 @@ import pytest
 from mlflow import MlflowClient
 from onnx import TensorProto, helper
 
-from mlops.files import sha256_file
+from mlops.atomic_files import sha256_file
 from mlops.registry import (
     Lineage,
     RegistryError,

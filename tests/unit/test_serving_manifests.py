@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "infra" / "k8s" / "serving"
 IMAGE = ROOT / "infra" / "serving"
 KUBERNETES_VERSION = "1.33"  # as in test_job_templates.py
-# Not read from mlops.serving (being rewritten): tests/serving checks the app serves these.
+# Not read from mlops.serving.app (being rewritten): tests/serving checks the app serves these.
 ROUTES = ["/v2/health/live", "/v2/health/ready", "/metrics"]
 SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|ACCESS_KEY")
 
@@ -186,7 +186,7 @@ def test_dockerfile_builds_a_non_root_python_311_slim_image_of_the_service():
     env = dict(w.split("=", 1) for op, r in runtime if op == "ENV" for w in shlex.split(r))
     assert env["OMP_NUM_THREADS"] == "1" and env["PYTHONUNBUFFERED"] == "1"
     entrypoint = [json.loads(rest) for op, rest in instructions if op == "ENTRYPOINT"][-1]
-    assert entrypoint == ["python", "-m", "mlops.service"]
+    assert entrypoint == ["python", "-m", "mlops.serving"]
     healthcheck = [rest for op, rest in instructions if op == "HEALTHCHECK"][-1]
     assert "http://127.0.0.1:8080/v2/health/live" in healthcheck
 
@@ -208,7 +208,7 @@ def test_dockerfile_copies_only_files_that_exist_and_are_not_dockerignored():
 
 def test_service_imports_neither_torch_nor_prefect():
     """The image has neither: importing either at service start-up would crash the pod."""
-    code = ("import mlops.service, sys; "
+    code = ("import mlops.serving.server, sys; "
             "print(sorted(m for m in ('torch','prefect') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                             text=True, timeout=300)

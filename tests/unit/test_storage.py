@@ -10,9 +10,9 @@ import fsspec
 import pandas as pd
 import pytest
 
-from mlops import storage
+from mlops.atomic_files import sha256_file
 from mlops.config import Settings
-from mlops.files import sha256_file
+from mlops.data import storage
 from tasks.policy import TRANSIENT
 
 
@@ -88,8 +88,8 @@ def test_an_object_store_that_does_not_answer_is_named_and_retried_as_transient(
 
 def test_a_partition_the_object_store_cannot_serve_is_an_outage_not_a_corrupt_file(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from mlops.data import DataError
-    from mlops.partitioned_validation import read_partition
+    from mlops.data.loading import DataError
+    from mlops.partitioned.validation import read_partition
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from mlops.team_plan import (
+from mlops.fairshare.plan import (
     DesiredState,
     LimitState,
     PoolState,
@@ -16,7 +16,7 @@ from mlops.team_plan import (
     find_unmanaged,
     plan_changes,
 )
-from mlops.teams import (
+from mlops.fairshare.teams import (
     TeamsConfig,
     TeamsConfigError,
     limit_name,

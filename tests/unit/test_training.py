@@ -10,11 +10,17 @@ import pandas as pd
 import pytest
 import torch
 
+from benchmarks.synthetic import generate_panel, synthetic_spec
 from mlops.config import DatasetSpec, ModelSettings, TaskType
-from mlops.loop import LoopState, TrainingError, choose_precision, cpu_threads, resolve_device
-from mlops.model import load_model, roc_auc
-from mlops.synthetic import generate_panel, synthetic_spec
-from mlops.training import primary_metric, split_by_time, train_model
+from mlops.training.loop import (
+    LoopState,
+    TrainingError,
+    choose_precision,
+    cpu_threads,
+    resolve_device,
+)
+from mlops.training.model import load_model, roc_auc
+from mlops.training.train import primary_metric, split_by_time, train_model
 
 FAST = ModelSettings(hidden=[16], epochs=6, patience=10, batch_size=64, dropout=0.1)
 

@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 
 import pytest
 
+from benchmarks.synthetic import synthetic_spec
 from mlops.config import ColumnRule, TaskType, load_spec
-from mlops.expectations import NUMERIC_TYPES, build_expectations
-from mlops.synthetic import synthetic_spec
-from mlops.validation import (
+from mlops.data.expectations import NUMERIC_TYPES, build_expectations
+from mlops.data.validation import (
     FailedExpectation,
     ValidationFailed,
     ValidationReport,

@@ -1,0 +1,167 @@
+"""The pipeline's stages as plain Python, each taking and returning small typed results,
+and the one chain that strings them together.
+
+Each stage function is what one Prefect task wraps. ``run_stages`` chains six callables:
+these functions (the pipeline without Prefect, the orchestration benchmark's baseline),
+or the Prefect tasks that wrap them (``flows.training_pipeline``), so the order and the
+hand-over between stages are written once. Results carry paths and hashes, never live
+objects, so any stage can run in another process or be retried alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, NamedTuple
+
+from pydantic import BaseModel, Field
+
+from mlops.config import DatasetSpec, ModelSettings, Settings
+from mlops.data import storage
+from mlops.data.snapshot import ValidatedData
+
+if TYPE_CHECKING:  # the stage modules import heavy libraries; load them only when run
+    from mlops.features.training_set import FeatureSetResult
+    from mlops.pipeline.summary import PipelineSummary
+    from mlops.registry import RegistrationResult
+    from mlops.serving.deploy import ServiceInfo
+    from mlops.training.export import ExportResult
+    from mlops.training.train import TrainResult
+
+log = logging.getLogger(__name__)
+
+
+class Stage(StrEnum):
+    """The stages, in order; each hands over one result under this name."""
+
+    VALIDATE = "validate"
+    FEATURES = "features"
+    TRAIN = "train"
+    EXPORT = "export"
+    REGISTER = "register"
+    DEPLOY = "deploy"
+
+
+class PipelineParams(BaseModel):
+    """What one training-pipeline run trains, on what, for whom."""
+
+    spec: DatasetSpec = Field(description="The dataset: location, entity, timestamp, columns.")
+    model: ModelSettings = Field(default_factory=ModelSettings, description="MLP and training.")
+    team: str = Field(default="default", pattern=r"^[a-z][a-z0-9-]{0,39}$",
+                      description="The team the run is accounted to.")
+    priority: Literal["high", "normal", "low"] = Field(
+        default="normal", description="Within the team's share: high runs start first, low "
+        "last. The distributed pipeline's stages run on the team's high, normal or low queue "
+        "(high and low exist with the fair-share controller on).")
+    deploy: bool = Field(default=True, description="Start the inference service on champion.")
+
+
+def validate_stage(spec: DatasetSpec, settings: Settings) -> ValidatedData:
+    """Load and validate; a failing batch is quarantined and raises ValidationFailed.
+
+    Partitioned parquet (and on production any parquet) is validated out of core on Dask
+    instead. The snapshot goes under the data root: the data directory, or the S3 bucket
+    on production.
+    """
+    with storage.object_store(settings, f"validating {spec.path}"):
+        if _on_dask(spec.path, settings):
+            from mlops.partitioned.snapshot import validate_partitioned
+
+            return validate_partitioned(spec, settings)
+        from mlops.data.snapshot import validate_in_memory
+
+        return validate_in_memory(spec, settings)
+
+
+def _on_dask(path: str, settings: Settings) -> bool:
+    """A folder of parquet partitions always; on the production profile, where the data
+    stages run on the Dask cluster, a single parquet file too (one partition)."""
+    if path.startswith("builtin://"):
+        return False
+    if storage.is_folder(path):
+        return True
+    return settings.profile == "production" and path.endswith((".parquet", ".pq"))
+
+
+def features_stage(data: ValidatedData, spec: DatasetSpec, settings: Settings) -> FeatureSetResult:
+    """Feast: apply the repo, point-in-time training set, materialise online."""
+    from mlops.features.training_set import prepare_features
+
+    with storage.object_store(settings, f"preparing the features of {spec.name}"):
+        return prepare_features(storage.read_parquet(data.snapshot_path), spec,
+                                settings.data_dir, settings)
+
+
+def train_stage(training_path: str, spec: DatasetSpec, model: ModelSettings,
+                settings: Settings) -> TrainResult:
+    from mlops.training.train import train_model
+
+    with storage.object_store(settings, f"reading the training set {training_path}"):
+        return train_model(training_path, spec, model, settings.stage_dir(f"training/{spec.name}"))
+
+
+def export_stage(model_path: str, test_path: str, spec: DatasetSpec,
+                 settings: Settings) -> ExportResult:
+    from mlops.training.export import export_onnx
+
+    return export_onnx(model_path, test_path, settings.stage_dir(f"models/{spec.name}"))
+
+
+def register_stage(params: PipelineParams, data: ValidatedData, features: FeatureSetResult,
+                   trained: TrainResult, exported: ExportResult,
+                   settings: Settings) -> RegistrationResult:
+    """Log the run with its lineage; the version becomes champion only if it is better."""
+    from mlops.registry import Lineage, current_git_commit, register_model
+    from mlops.training.train import primary_metric
+
+    metric, higher_is_better = primary_metric(params.spec.task)
+    lineage = Lineage(dataset=params.spec.name, dataset_uri=params.spec.path,
+                      dataset_hash=data.dataset_hash, feature_service=features.feature_service,
+                      git_commit=current_git_commit(Path(__file__).parent), team=params.team)
+    model_params = {**params.model.model_dump(), "task": params.spec.task.value,
+                    "features": ",".join(params.spec.features), "device": trained.device,
+                    "precision": trained.precision, "onnx_opset": exported.opset,
+                    "parity_max_abs_diff": exported.max_abs_diff}
+    return register_model(settings.tracking, settings.artifacts_dir, exported.onnx_path,
+                          exported.sha256, model_params, trained.metrics, metric,
+                          higher_is_better, lineage)
+
+
+def deploy_stage(spec: DatasetSpec, settings: Settings) -> ServiceInfo:
+    """(Re)start the CPU inference service on the registry's champion."""
+    from mlops.serving.deploy import start_service
+
+    return start_service(spec, settings)
+
+
+class StageCalls(NamedTuple):
+    """One callable per stage, with the stage functions' signatures: the functions above,
+    or the Prefect tasks that wrap them."""
+
+    validate: Callable[..., ValidatedData]
+    features: Callable[..., FeatureSetResult]
+    train: Callable[..., TrainResult]
+    export: Callable[..., ExportResult]
+    register: Callable[..., RegistrationResult]
+    deploy: Callable[..., ServiceInfo]
+
+
+PLAIN = StageCalls(validate_stage, features_stage, train_stage, export_stage, register_stage,
+                   deploy_stage)
+
+
+def run_stages(params: PipelineParams, settings: Settings,
+               calls: StageCalls = PLAIN) -> PipelineSummary:
+    """validate -> features -> train -> export -> register -> deploy, in this process."""
+    from mlops.pipeline.summary import build_summary
+
+    spec = params.spec
+    data = calls.validate(spec, settings)
+    features = calls.features(data, spec, settings)
+    trained = calls.train(features.training_path, spec, params.model, settings)
+    exported = calls.export(trained.model_path, trained.test_path, spec, settings)
+    registered = calls.register(params, data, features, trained, exported, settings)
+    service = calls.deploy(spec, settings) if params.deploy else None
+    return build_summary(params, data, features, trained, exported, registered, service)

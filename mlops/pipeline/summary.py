@@ -1,0 +1,77 @@
+"""The run summary: a typed result and its markdown rendering (shown as a Prefect artifact)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from mlops.data.snapshot import ValidatedData
+    from mlops.features.training_set import FeatureSetResult
+    from mlops.pipeline.stages import PipelineParams
+    from mlops.registry import RegistrationResult
+    from mlops.serving.deploy import ServiceInfo
+    from mlops.training.export import ExportResult
+    from mlops.training.train import TrainResult
+
+
+class PipelineSummary(BaseModel):
+    dataset: str
+    team: str
+    rows: int
+    dataset_hash: str
+    validation_report: str
+    feature_service: str
+    training_rows: int
+    device: str
+    precision: str
+    metrics: dict[str, float]
+    parity_max_abs_diff: float
+    onnx_sha256: str
+    model_name: str
+    model_version: str
+    aliases: list[str]
+    champion_version: str
+    endpoint: str | None
+
+
+def build_summary(params: PipelineParams, data: ValidatedData, features: FeatureSetResult,
+                  trained: TrainResult, exported: ExportResult, registered: RegistrationResult,
+                  service: ServiceInfo | None) -> PipelineSummary:
+    """Gather what a person wants to know about a run from each stage's result."""
+    champion = registered.version if registered.champion else registered.previous_champion
+    return PipelineSummary(
+        dataset=params.spec.name, team=params.team, rows=data.rows,
+        dataset_hash=data.dataset_hash, validation_report=data.report_path,
+        feature_service=features.feature_service, training_rows=features.rows,
+        device=trained.device, precision=trained.precision, metrics=trained.metrics,
+        parity_max_abs_diff=exported.max_abs_diff, onnx_sha256=exported.sha256,
+        model_name=registered.name, model_version=registered.version,
+        aliases=registered.aliases, champion_version=champion or "",
+        endpoint=service.url if service else None,
+    )
+
+
+def render_markdown(summary: PipelineSummary) -> str:
+    """A short report a person reads in the Prefect UI."""
+    metrics = "\n".join(f"| {name} | {value:.4f} |" for name, value in summary.metrics.items())
+    promoted = "yes" if "champion" in summary.aliases else "no (champion kept)"
+    return f"""# Training pipeline: {summary.dataset} (team {summary.team})
+
+| stage | result |
+|---|---|
+| validation | passed: {summary.rows} rows, sha256 `{summary.dataset_hash[:16]}`, \
+report `{summary.validation_report}` |
+| features | `{summary.feature_service}`, {summary.training_rows} training rows, point in time |
+| training | {summary.device} ({summary.precision}) |
+| export | ONNX sha256 `{summary.onnx_sha256[:16]}`, parity max abs diff \
+{summary.parity_max_abs_diff:.2e} |
+| registry | `{summary.model_name}` v{summary.model_version}, aliases \
+{", ".join(summary.aliases)}; promoted: {promoted} |
+| serving | {summary.endpoint or "not deployed"} (champion v{summary.champion_version}) |
+
+| metric (held-out test split) | value |
+|---|---|
+{metrics}
+"""

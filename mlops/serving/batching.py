@@ -1,0 +1,195 @@
+"""Where ONNX Runtime calls run: off the event loop, one call per request or micro-batched.
+
+``MicroBatcher`` joins concurrent requests into one ONNX Runtime call on one inference
+thread. A batch closes at the end of the event-loop iteration in which its requests were
+parsed, unless a request that has already arrived at an inference route is still being
+read (then it waits for it, at most ``window_ms``), or at once when it holds ``max_rows``
+rows. So a lone request never waits (no added latency at concurrency 1), requests that
+uvicorn starts together share a call, and a slow client delays others by at most the
+window. Rows of different model versions never share a call, which keeps a hot swap
+exact. A thread hand-off costs ~75-100 us of CPU on these VMs, ten times a small MLP's
+ONNX Runtime call: sharing it is what raises throughput. ``DirectRunner`` is the same
+interface without batching (a pool of threads, one call per request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from collections.abc import Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Protocol
+
+import numpy as np
+
+from mlops.serving.predictor import OnnxPredictor
+
+ARRIVAL_KEY = "mlops.arrival"  # set in the ASGI scope while a request is on its way
+Observer = Callable[[int, float], None]  # (rows, seconds) of each ONNX Runtime call
+
+
+class InferenceRunner(Protocol):
+    def arrived(self, scope: MutableMapping[str, Any]) -> None: ...
+    def left(self, scope: MutableMapping[str, Any]) -> None: ...
+    async def predict(self, predictor: OnnxPredictor, matrix: np.ndarray,
+                      scope: MutableMapping[str, Any] | None = None) -> np.ndarray: ...
+    def close(self) -> None: ...
+
+
+def _timed(observe: Observer, predictor: OnnxPredictor, *matrices: np.ndarray) -> np.ndarray:
+    """One ONNX Runtime call on the matrices stacked (in the worker thread: a failure,
+    even of the stacking, reaches every waiting request as its error)."""
+    start = time.perf_counter()
+    matrix = matrices[0] if len(matrices) == 1 else np.concatenate(matrices)
+    scores = predictor.predict(matrix)
+    observe(len(matrix), time.perf_counter() - start)
+    return scores
+
+
+class DirectRunner:
+    """One ONNX Runtime call per request, on a pool of ``threads`` threads."""
+
+    def __init__(self, threads: int, observe: Observer) -> None:
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="inference")
+        self._observe = observe
+
+    def arrived(self, scope: MutableMapping[str, Any]) -> None:
+        pass
+
+    def left(self, scope: MutableMapping[str, Any]) -> None:
+        pass
+
+    async def predict(self, predictor: OnnxPredictor, matrix: np.ndarray,
+                      scope: MutableMapping[str, Any] | None = None) -> np.ndarray:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, _timed, self._observe, predictor, matrix)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass
+class _Waiting:
+    predictor: OnnxPredictor
+    matrix: np.ndarray
+    future: asyncio.Future
+
+
+class MicroBatcher:
+    """Concurrent requests as one ONNX Runtime call, on one inference thread.
+
+    All state is touched on the event loop only; the thread runs nothing but the call.
+    """
+
+    def __init__(self, window_ms: float, max_rows: int, observe: Observer) -> None:
+        if window_ms <= 0 or max_rows < 1:
+            raise ValueError("a micro-batcher needs window_ms > 0 and max_rows >= 1")
+        self.window_s, self.max_rows = window_ms / 1000.0, max_rows
+        self._observe = observe
+        self._worker = _Worker("micro-batch")
+        self._waiting: list[_Waiting] = []
+        self._rows = 0
+        self._incoming = 0  # requests that arrived and have neither joined nor left
+        self._timer: asyncio.TimerHandle | None = None
+        self._closing = False  # a close is scheduled for the end of this loop iteration
+
+    def arrived(self, scope: MutableMapping[str, Any]) -> None:
+        scope[ARRIVAL_KEY] = True
+        self._incoming += 1
+
+    def left(self, scope: MutableMapping[str, Any]) -> None:
+        """A request that ended without joining (bad input, say) no longer holds a batch."""
+        if scope.pop(ARRIVAL_KEY, False):
+            self._incoming -= 1
+            self._close_if_due()
+
+    async def predict(self, predictor: OnnxPredictor, matrix: np.ndarray,
+                      scope: MutableMapping[str, Any] | None = None) -> np.ndarray:
+        if scope is not None and scope.pop(ARRIVAL_KEY, False):
+            self._incoming -= 1
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Waiting(predictor, matrix, future))
+        self._rows += len(matrix)
+        self._close_if_due()
+        return await future
+
+    def _close_if_due(self) -> None:
+        if not self._waiting or self._closing:
+            return
+        loop = asyncio.get_running_loop()
+        if self._rows >= self.max_rows:
+            self._close()
+        elif self._incoming <= 0:
+            # At the end of this loop iteration: requests whose tasks uvicorn started in
+            # the same iteration join first (each runs to its submit without pausing).
+            self._closing = True
+            loop.call_soon(self._close)
+        elif self._timer is None:
+            self._timer = loop.call_later(self.window_s, self._close)
+
+    def _close(self) -> None:
+        self._closing = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        batch, self._waiting, self._rows = self._waiting, [], 0
+        loop = asyncio.get_running_loop()
+        for predictor in {id(w.predictor): w.predictor for w in batch}.values():
+            group = [w for w in batch if w.predictor is predictor]
+            self._worker.submit(loop, partial(_timed, self._observe, predictor,
+                                              *[w.matrix for w in group]),
+                                partial(_deliver, group))
+
+    def close(self) -> None:
+        self._worker.close()
+
+
+class _Worker:
+    """One thread running ONNX Runtime calls, each result handed back to the loop.
+
+    Lighter than ``run_in_executor`` (no concurrent.futures Future, its locks and the
+    chained asyncio future): one queue put there, one ``call_soon_threadsafe`` back.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._run, name=name, daemon=True).start()
+
+    def submit(self, loop: asyncio.AbstractEventLoop, call: Callable[[], np.ndarray],
+               done: Callable[[np.ndarray | None, BaseException | None], None]) -> None:
+        self._jobs.put((loop, call, done))
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            loop, call, done = job
+            try:
+                result, error = call(), None
+            except Exception as exc:  # the batch's error goes to each of its requests
+                result, error = None, exc
+            try:
+                loop.call_soon_threadsafe(done, result, error)
+            except RuntimeError:  # the loop has closed: nobody is waiting any more
+                pass
+
+    def close(self) -> None:
+        self._jobs.put(None)
+
+
+def _deliver(group: list[_Waiting], scores: np.ndarray | None,
+             error: BaseException | None) -> None:
+    """Each request's rows of the batch result, or the batch's error to each request."""
+    if error is not None:
+        for waiting in group:
+            if not waiting.future.done():
+                waiting.future.set_exception(error)
+        return
+    start = 0
+    for waiting in group:
+        rows = len(waiting.matrix)
+        if not waiting.future.done():  # a client that hung up has cancelled its future
+            waiting.future.set_result(scores[start:start + rows])
+        start += rows

@@ -1,0 +1,175 @@
+"""Process entry point of the CPU inference service.
+
+``python -m mlops.serving --model-uri models:/<name>@champion --tracking-uri <uri>
+[--spec <spec.yaml> --data-dir <dir>] --host 127.0.0.1 --port 8080`` answers liveness at
+once, then loads the alias's version from the MLflow registry (sha256 verified, warmed
+up), opens the Feast online store when a spec is given (predict-by-entity) and only then
+reports ready. ``--poll-s`` follows the alias; ``POST /admin/reload`` does it at once.
+``--onnx PATH --sha256 HEX`` serves a local file instead. When the first model cannot be
+loaded or verified the process exits with status 2 and a one-line reason; logs go to
+stderr, access logs as one JSON object per line. The admin bearer token comes from
+MLOPS_ADMIN_TOKEN or the file named by MLOPS_ADMIN_TOKEN_FILE (a mounted secret), never
+from a flag (process lists are readable by other users) and never into a log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import os
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from fastapi import FastAPI
+from pydantic import SecretStr
+
+from mlops.config import DatasetSpec, Settings, load_spec
+from mlops.serving.app import ServingConfig, create_app
+from mlops.serving.model_manager import Check, FileSource, ModelManager, RegistrySource
+from mlops.serving.predictor import ModelContractError, OnnxPredictor
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(RuntimeError):
+    """The service cannot start; the message says why."""
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    settings, defaults = Settings(), ServingConfig()
+    parser = argparse.ArgumentParser(prog="python -m mlops.serving", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model-uri", help="models:/<name>@<alias> or models:/<name>/<version>")
+    source.add_argument("--onnx", type=Path, help="serve this local ONNX file")
+    add = parser.add_argument
+    add("--tracking-uri", default=settings.tracking)
+    add("--sha256", help="expected sha256 of --onnx")
+    add("--allow-unverified", action="store_true", help="serve a model without a sha256")
+    add("--name", help="model name reported for --onnx (default: file stem)")
+    add("--model-version", default="local", help="version reported for --onnx")
+    add("--spec", type=Path, help="dataset spec: enables predict-by-entity")
+    add("--data-dir", type=Path, default=settings.data_dir)
+    add("--host", default=settings.serve_host)
+    add("--port", type=int, default=settings.serve_port)
+    add("--max-batch", type=int, default=defaults.max_batch, help="rows per request")
+    add("--max-body-bytes", type=int, default=defaults.max_body_bytes)
+    add("--batch-window-ms", type=float, default=defaults.batch_window_ms,
+        help="micro-batching window; 0 turns micro-batching off")
+    add("--batch-max-rows", type=int, default=defaults.batch_max_rows)
+    add("--inference-threads", type=int, default=defaults.inference_threads,
+        help="threads running ONNX Runtime when micro-batching is off")
+    add("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default 1)")
+    add("--poll-s", type=float, default=0.0, help="follow the alias every N s (0: only on "
+                                                   "POST /admin/reload)")
+    add("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add("--no-access-log", action="store_true", help="no JSON line per request")
+    return parser.parse_args(argv)
+
+
+def admin_token(environ: dict[str, str] | os._Environ = os.environ) -> SecretStr | None:
+    """The admin token from MLOPS_ADMIN_TOKEN, or from the file MLOPS_ADMIN_TOKEN_FILE;
+    at least 16 characters either way."""
+    token, where = environ.get("MLOPS_ADMIN_TOKEN", "").strip(), "MLOPS_ADMIN_TOKEN"
+    path = environ.get("MLOPS_ADMIN_TOKEN_FILE")
+    if not token and path:
+        try:
+            token, where = Path(path).read_text().strip(), path
+        except OSError as exc:
+            raise StartupError(f"cannot read the admin token file {path}: "
+                               f"{exc.strerror}") from None
+    if not token:
+        return None
+    if len(token) < 16:
+        raise StartupError(f"the admin token in {where} is shorter than 16 characters")
+    return SecretStr(token)
+
+
+def model_source(args: argparse.Namespace) -> FileSource | RegistrySource:
+    if args.onnx is not None:
+        return FileSource(args.onnx, args.sha256, args.name or args.onnx.stem, args.model_version)
+    return RegistrySource(args.tracking_uri, args.model_uri)
+
+
+def feature_check(spec: DatasetSpec | None) -> Check | None:
+    """Refuse a version whose features differ from the feature service the store serves."""
+    if spec is None:
+        return None
+
+    def check(predictor: OnnxPredictor) -> None:
+        if predictor.feature_names != list(spec.features):
+            raise ModelContractError(f"model features {predictor.feature_names} differ from "
+                                     f"the feature service's {list(spec.features)}")
+    return check
+
+
+def start_up(args: argparse.Namespace, spec: DatasetSpec | None, manager: ModelManager,
+             app: FastAPI, on_failure: Callable[[], None]) -> None:
+    """Load the first model, open the feature store, then poll: the service turns ready."""
+    try:
+        result = manager.refresh()
+        if manager.current is None:
+            raise StartupError(result.detail or f"no model loaded from {manager.source.uri}")
+        if spec is not None:
+            from mlops.features.online import online_lookup  # Feast takes seconds to import
+
+            app.state.lookup = online_lookup(spec, args.data_dir)
+    except Exception as exc:  # every start-up failure (registry, Feast, spec) in one line
+        log.error("cannot start the service: %s", exc)
+        on_failure()
+        return
+    if args.poll_s > 0:
+        manager.poll(args.poll_s)
+    # Everything imported so far (MLflow, Feast) lives as long as the process: keep it
+    # out of the garbage collector's full passes, which otherwise stall requests.
+    gc.collect()
+    gc.freeze()
+    current = manager.current
+    log.info("serving %s v%s on http://%s:%d (entity lookup: %s)", current.name,
+             current.version, args.host, args.port, spec is not None)
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(stream=sys.stderr, level=level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    _configure_logging(args.log_level)
+    try:
+        if args.threads is not None and args.threads < 1:
+            raise StartupError(f"--threads must be at least 1, got {args.threads}")
+        spec = load_spec(args.spec) if args.spec else None
+        config = ServingConfig(
+            max_batch=args.max_batch, max_body_bytes=args.max_body_bytes,
+            batch_window_ms=args.batch_window_ms, batch_max_rows=args.batch_max_rows,
+            inference_threads=args.inference_threads, admin_token=admin_token(),
+            entity_lookup=spec is not None, access_log=not args.no_access_log)
+        manager = ModelManager(model_source(args), args.threads, not args.allow_unverified,
+                               feature_check(spec))
+    except Exception as exc:  # bad flags, spec or token file: one line, no traceback
+        log.error("cannot start the service: %s", exc)
+        return 2
+    import uvicorn
+
+    app = create_app(manager, None, config)
+    # log_config=None: uvicorn's loggers propagate to the stderr handler set up above.
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port,
+                                           log_config=None, log_level=args.log_level,
+                                           access_log=False))
+    failed = threading.Event()
+
+    def fail() -> None:
+        failed.set()
+        server.should_exit = True
+
+    threading.Thread(target=start_up, args=(args, spec, manager, app, fail),
+                     name="start-up", daemon=True).start()
+    server.run()
+    manager.stop()
+    return 2 if failed.is_set() else 0
+

@@ -1,0 +1,185 @@
+"""The MLP for tabular data, its inference wrapper, and its saved-file format.
+
+Standardisation lives inside the module as buffers (computed on the train split only), so
+the exported ONNX graph takes raw feature values and serving needs no preprocessing code.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from mlops.atomic_files import write_atomic
+from mlops.config import TaskType
+
+log = logging.getLogger(__name__)
+MODEL_FORMAT = 1
+_MIN_STD = 1e-8
+
+
+class ModelError(ValueError):
+    """A saved model that cannot be loaded or used; the message names the file and problem."""
+
+
+class ModelArch(BaseModel):
+    """What it takes to rebuild the network: architecture plus what its inputs mean."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_features: int
+    hidden: list[int]
+    dropout: float
+    task: TaskType
+    feature_names: list[str]
+    label: str
+    dataset: str
+
+
+class MLP(nn.Module):
+    """Standardise, then Linear-ReLU-Dropout blocks, then one output unit.
+
+    ``forward`` returns the raw output (a logit, or the standardised regression value) of
+    shape [batch]: that is what the training loss sees.
+    """
+
+    def __init__(self, n_features: int, hidden: list[int], dropout: float) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = n_features
+        for size in hidden:
+            layers += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(dropout)]
+            width = size
+        layers.append(nn.Linear(width, 1))
+        self.net = nn.Sequential(*layers)
+        self.register_buffer("feature_mean", torch.zeros(n_features))
+        self.register_buffer("feature_std", torch.ones(n_features))
+        self.register_buffer("target_mean", torch.zeros(()))
+        self.register_buffer("target_std", torch.ones(()))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        scaled = (features - self.feature_mean) / self.feature_std
+        return self.net(scaled).squeeze(-1)
+
+    def set_normalisation(self, mean: np.ndarray, std: np.ndarray,
+                          target_mean: float = 0.0, target_std: float = 1.0) -> None:
+        """Store feature (and regression target) statistics of the train split."""
+        with torch.no_grad():
+            self.feature_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+            self.feature_std.copy_(torch.as_tensor(std, dtype=torch.float32))
+            self.target_mean.fill_(float(target_mean))
+            self.target_std.fill_(float(target_std))
+
+
+class TorchPredictor(nn.Module):
+    """Inference and export view: probability of class 1, or the value in original units."""
+
+    def __init__(self, mlp: MLP, task: TaskType) -> None:
+        super().__init__()
+        self.mlp = mlp
+        self.classification = task == TaskType.classification
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        raw = self.mlp(features)
+        if self.classification:
+            return torch.sigmoid(raw)
+        return raw * self.mlp.target_std + self.mlp.target_mean
+
+
+def column_stats(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column mean and std; a constant column gets std 1 so it scales to 0, not to NaN."""
+    mean = values.mean(axis=0)
+    std = values.std(axis=0)
+    std = np.where(std < _MIN_STD, 1.0, std)
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def build_mlp(arch: ModelArch) -> MLP:
+    """A fresh network for this architecture (weights from torch's current RNG)."""
+    return MLP(arch.n_features, arch.hidden, arch.dropout)
+
+
+def save_model(path: Path, mlp: MLP, arch: ModelArch) -> None:
+    """Write state dict, architecture and normalisation atomically to ``path``."""
+    state = {key: value.detach().cpu() for key, value in mlp.state_dict().items()}
+    payload: dict[str, Any] = {
+        "format": MODEL_FORMAT,
+        "arch": arch.model_dump(mode="json"),
+        "state_dict": state,
+        "normalisation": {
+            "feature_mean": state["feature_mean"].tolist(),
+            "feature_std": state["feature_std"].tolist(),
+            "target_mean": float(state["target_mean"]),
+            "target_std": float(state["target_std"]),
+        },
+    }
+    atomic_torch_save(payload, path)
+
+
+def load_model(path: str | Path) -> tuple[MLP, ModelArch]:
+    """Read a file written by ``save_model``; the network comes back in eval mode on CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: model file not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        arch = ModelArch.model_validate(payload["arch"])
+        mlp = build_mlp(arch)
+        mlp.load_state_dict(payload["state_dict"])
+    except ModelError:
+        raise
+    except Exception as exc:  # torch.load and load_state_dict raise many types
+        raise ModelError(f"{path}: not a usable model file: {exc}") from None
+    return mlp.eval(), arch
+
+
+def atomic_torch_save(payload: Any, path: Path) -> None:
+    """torch.save to a temp file in the same folder, then rename: never half-written."""
+    write_atomic(path, lambda tmp: torch.save(payload, tmp))
+
+
+@torch.no_grad()
+def predict(mlp: MLP, task: TaskType, features: np.ndarray, batch: int = 8192) -> np.ndarray:
+    """Predictions in fp32 on the model's device: probability of class 1, or the value."""
+    predictor = TorchPredictor(mlp, task).eval()
+    device = next(mlp.parameters()).device
+    parts = [predictor(torch.as_tensor(features[i:i + batch], device=device)).cpu().numpy()
+             for i in range(0, len(features), batch)]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
+
+def roc_auc(y_true: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC by the rank-sum (Mann-Whitney) formula, ties given their average rank."""
+    positive = np.asarray(y_true) == 1
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("ROC AUC needs both classes among the labels")
+    scores = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(scores, kind="mergesort")
+    ordered = scores[order]
+    first = np.concatenate([[True], ordered[1:] != ordered[:-1]])
+    starts = np.flatnonzero(first)
+    ends = np.append(starts[1:], len(scores))
+    ranks = np.empty(len(scores))
+    ranks[order] = ((starts + ends + 1) / 2.0)[np.cumsum(first) - 1]
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def quality_metrics(task: TaskType, y_true: np.ndarray, y_pred: np.ndarray,
+                    prefix: str) -> dict[str, float]:
+    """auc (when both classes occur) and accuracy at 0.5, or rmse and mae."""
+    y_true = np.asarray(y_true, dtype=np.float64)
+    y_pred = np.asarray(y_pred, dtype=np.float64)
+    if task == TaskType.regression:
+        error = y_pred - y_true
+        return {f"{prefix}_rmse": float(np.sqrt(np.mean(error**2))),
+                f"{prefix}_mae": float(np.mean(np.abs(error)))}
+    metrics = {f"{prefix}_accuracy": float(np.mean((y_pred >= 0.5) == (y_true == 1)))}
+    if len(np.unique(y_true)) == 2:
+        metrics[f"{prefix}_auc"] = roc_auc(y_true, y_pred)
+    return metrics
