@@ -1,1 +1,3 @@
-"""Prefect flows: composition of stage tasks only."""
+"""Prefect flows: the training pipeline (in one flow, or one deployment per stage), the
+fair-share controller's loop, and the command line that starts them (``cli``). Flows only
+compose tasks and deployments; the work is in ``mlops``."""

@@ -6,8 +6,8 @@ prints each one; a second run prints ``no changes``. Nothing is ever deleted: qu
 ``team:`` limits the file does not declare are printed as unmanaged. An invalid file is
 refused with every problem listed (exit 2) before the server is touched.
 
-The server is PREFECT_API_URL, or Prefect's embedded server when that is unset (it may take
-~20 s to start on a busy machine: PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=120).
+The server is PREFECT_API_URL, or Prefect's embedded server when that is unset (slow to
+start on a busy machine: PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=120).
 """
 
 from __future__ import annotations

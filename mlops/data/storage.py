@@ -26,7 +26,7 @@ from mlops.atomic_files import sha256_stream, write_atomic
 from mlops.config import Settings
 
 # botocore's own retries per request (standard mode: exponential backoff with jitter): a
-# dead endpoint fails a request in ~10-15 s here, then the stage task's retries take over.
+# dead endpoint fails a request after these attempts, then the stage task's retries take over.
 S3_ATTEMPTS = 4
 S3_CONNECT_TIMEOUT_S = 5
 S3_READ_TIMEOUT_S = 30

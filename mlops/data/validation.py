@@ -4,7 +4,7 @@ The suite is built from the spec alone (required columns, types, nulls, finitene
 domain, unique entity-timestamp pairs, no future events) plus the spec's declared rules, so
 any dataset runs without code changes. ``validate_dataset`` writes the report and a Data
 Docs page and quarantines a failing batch; ``require_valid`` then stops the run with a
-message naming the failed expectations. Great Expectations is imported lazily (~5 s).
+message naming the failed expectations. Great Expectations is imported lazily (seconds).
 """
 
 from __future__ import annotations

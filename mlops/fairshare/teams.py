@@ -1,10 +1,10 @@
-"""Teams as code: the pools and teams file and its validation (the plan: team_plan.py).
+"""Teams as code: the pools and teams file and its validation.
 
 One YAML file (``infra/teams.yaml``) declares the work pools with their capacity and the
-teams with their weight, priority, per-pool quota and budget. This module reads it, refuses
-an invalid file with every problem listed at once, turns it into the Prefect objects it
-implies (``desired_state``) and compares those with what a server holds (``plan_changes``).
-It never talks to Prefect: ``infra/provision.py`` reads the server and applies the plan.
+teams with their weight, priority, per-pool quota and budget. This module reads it and
+refuses an invalid file with every problem listed at once. ``plan`` turns it into the
+Prefect objects it implies (``desired_state``) and compares those with what a server holds
+(``plan_changes``); ``infra/provision.py`` reads the server and applies the plan.
 
 Rules, and why:
 

@@ -89,8 +89,8 @@ class OnlineFeatures:
 
     def matrix(self, entity_ids: Sequence[Any]) -> np.ndarray:
         """[ids, features] float64 in request and ``spec.features`` order, NaN where a stored
-        value is null; UnknownEntity names any id the store lacks. (The service's path: a
-        DataFrame and its column selection cost ~250 us, as much as the Feast read.)"""
+        value is null; UnknownEntity names any id the store lacks. (The service's path: no
+        DataFrame, whose construction and column selection cost as much as the Feast read.)"""
         ids = list(entity_ids)
         keys = [self._key(entity_id) for entity_id in ids]
         rows = [row for row, key in enumerate(keys) if key is not None]

@@ -4,9 +4,9 @@ Great Expectations leaves each validation run in reference cycles (its ephemeral
 validator and batch, and the tracebacks of the errors pydantic catches while parsing the
 suite, which hold every frame of the call stack), and they keep the partition's frame
 alive until a full garbage collection. CPython runs one only when the objects promoted
-since the last exceed a quarter of the long-lived ones: with GE imported a worker holds
-~350k, so one full collection per ~13 partitions, and a worker kept a dozen partitions
-(+40 MB per 0.5M-row partition, up to 0.95 GB between tasks, then killed at its limit).
+since the last exceed a quarter of the long-lived ones, and with GE imported a worker
+holds hundreds of thousands: a worker kept a dozen partitions alive between tasks, and
+was killed at its memory limit on large datasets.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ _frozen = False
 
 def freeze_long_lived() -> None:
     """Once per process, between tasks: move every object alive now out of the collector's
-    sight, so the full collection after each partition scans only what tasks create
-    (~1 ms instead of ~0.2 s over ~350k objects, mostly imported modules).
+    sight, so the full collection after each partition scans only what tasks create, not
+    the hundreds of thousands of objects of the imported libraries.
 
     What is alive at that moment is never collected if it later becomes cyclic garbage,
     so call it before the process's first partition, with the libraries imported.

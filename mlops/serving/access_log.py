@@ -1,7 +1,7 @@
 """Structured access logs: one JSON object per request, written to a stream in blocks.
 
-Not through ``logging``: a record there (caller lookup, LogRecord, handler locks) cost
-~15 us per request here, more than parsing the request. Lines are rendered by orjson on
+Not through ``logging``: a record there (caller lookup, LogRecord, handler locks) costs
+more per request than parsing the request. Lines are rendered by orjson on
 the event loop and written when ``block_lines`` have gathered, every second (the app's
 lifespan runs ``flush_every``), and at shutdown.
 """

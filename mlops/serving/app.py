@@ -96,7 +96,7 @@ class AdminStatus(BaseModel):
 
 class JsonBytes(Response):
     """A JSON response from orjson bytes, its two headers built directly (Starlette's
-    ``init_headers`` cost ~5 us per response)."""
+    ``init_headers`` is slower, on every response)."""
 
     media_type = "application/json"
 
@@ -111,7 +111,8 @@ class LeanRoute(APIRoute):
 
     FastAPI documents it from the route's options as usual, but a request skips FastAPI's
     dependency solving, response-model validation and exit stacks (Starlette's plain
-    request handling; errors still reach the app's handlers): ~40 us of a one-row infer.
+    request handling; errors still reach the app's handlers), a large share of a one-row
+    infer's CPU time (``make bench-serving`` profiles it).
     Only for endpoints that parse their own body (``parse_body``) and build their response.
     """
 
@@ -200,7 +201,7 @@ def create_app(manager: ModelManager, lookup: FeatureLookup | None = None,
         access_log.flush()  # uvicorn re-raises SIGTERM once shut down: no exit hook runs
 
     # FastAPI's own OpenTelemetry hooks are off: /metrics is the service's observability,
-    # and their per-request check alone cost ~10 us.
+    # and their per-request check is paid on every request.
     app = FastAPI(title="mlops inference service", version="2", lifespan=lifespan,
                   telemetry={"tracing": False, "metrics": False, "logs": False,
                              "operation_spans": False},

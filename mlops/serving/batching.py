@@ -7,9 +7,9 @@ read (then it waits for it, at most ``window_ms``), or at once when it holds ``m
 rows. So a lone request never waits (no added latency at concurrency 1), requests that
 uvicorn starts together share a call, and a slow client delays others by at most the
 window. Rows of different model versions never share a call, which keeps a hot swap
-exact. A thread hand-off costs ~75-100 us of CPU on these VMs, ten times a small MLP's
-ONNX Runtime call: sharing it is what raises throughput. ``DirectRunner`` is the same
-interface without batching (a pool of threads, one call per request).
+exact. A thread hand-off costs several times a small MLP's ONNX Runtime call: sharing it
+is what raises throughput (``make bench-serving`` measures both runners). ``DirectRunner``
+is the same interface without batching (a pool of threads, one call per request).
 """
 
 from __future__ import annotations

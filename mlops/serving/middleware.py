@@ -27,7 +27,7 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
-# New ids: a random per-process prefix and a counter (uuid4 per request cost 3 us).
+# New ids: a random per-process prefix and a counter (cheaper than a uuid4 per request).
 _ID_PREFIX, _ID_COUNTER = uuid.uuid4().hex[:20], itertools.count(1)
 
 

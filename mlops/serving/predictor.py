@@ -35,9 +35,9 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
 
     Inference already runs beside the event loop (a micro-batch thread, or a pool of
     request threads), so each call gets one intra-op thread: for a small MLP at batch
-    1-64 one thread was 15-25% faster here than two (the hand-off costs more than it
-    saves). Spinning would burn the cores the HTTP loop needs. One graph, one model:
-    inter-op parallelism has nothing to run. Large batches gain from more: ``threads``.
+    1-64 one thread is faster than two (the hand-off costs more than it saves). Spinning
+    would burn the cores the HTTP loop needs. One graph, one model: inter-op parallelism
+    has nothing to run. Large batches gain from more: ``threads``.
     """
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

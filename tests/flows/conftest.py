@@ -1,8 +1,17 @@
-"""One temporary Prefect server (SQLite) for the whole flow-test session."""
+"""One temporary Prefect server (SQLite) for the whole flow-test session.
+
+A test that uses it is marked slow, so `make test-fast` (``-m "not slow"``) starts none.
+"""
 
 from collections.abc import Iterator
 
 import pytest
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "prefect_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
