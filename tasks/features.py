@@ -10,7 +10,7 @@ from prefect.cache_policies import NONE
 from mlops.config import DatasetSpec, Settings
 from mlops.data.snapshot import ValidatedData
 from mlops.pipeline.stages import features_stage
-from tasks.policy import IO_RETRIES
+from tasks.retries import IO_RETRIES
 
 if TYPE_CHECKING:
     from mlops.features.training_set import FeatureSetResult

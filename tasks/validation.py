@@ -6,7 +6,7 @@ from prefect.cache_policies import NONE
 from mlops.config import DatasetSpec, Settings
 from mlops.data.snapshot import ValidatedData
 from mlops.pipeline.stages import validate_stage
-from tasks.policy import IO_RETRIES
+from tasks.retries import IO_RETRIES
 
 
 # No tags: each task tag costs a concurrency-slot lease round trip to the server.

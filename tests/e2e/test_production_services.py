@@ -26,7 +26,7 @@ from mlops.pipeline.stages import PipelineParams, register_stage
 from mlops.registry import RegistryError
 from mlops.training.export import ExportResult
 from mlops.training.train import TrainResult
-from tasks.policy import RETRIES
+from tasks.retries import RETRIES
 from tests.conftest import free_port
 from tests.e2e.production_services import AWS, moto_s3, postgres_tenant
 from tests.e2e.stack import PrefectApi, child_runs, run_module, running_stack, wait_final

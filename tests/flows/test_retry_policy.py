@@ -6,7 +6,7 @@ import pytest
 from prefect.states import Failed
 
 from mlops.data.loading import DataError
-from tasks.policy import IO_RETRIES, retry_transient
+from tasks.retries import IO_RETRIES, retry_transient
 
 
 @pytest.mark.parametrize("error", [ConnectionError("reset"), TimeoutError("slow"),

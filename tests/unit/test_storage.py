@@ -13,7 +13,7 @@ import pytest
 from mlops.atomic_files import sha256_file
 from mlops.config import Settings
 from mlops.data import storage
-from tasks.policy import TRANSIENT
+from tasks.retries import TRANSIENT
 
 
 def test_local_profile_keeps_datasets_under_the_data_dir(tmp_path: Path) -> None:
