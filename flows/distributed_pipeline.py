@@ -24,8 +24,8 @@ from infra.prefect_api import follow_requeues, require_queue
 from mlops.config import Settings
 from mlops.fairshare.teams import queue_name
 from mlops.pipeline.handover import HandoverRef, StageFailed, read_result
-from mlops.pipeline.stages import PipelineParams, Stage
-from mlops.pipeline.summary import PipelineSummary, build_summary
+from mlops.pipeline.stages import PipelineParams, Stage, build_summary
+from mlops.pipeline.summary import PipelineSummary
 from tasks.report import report
 
 DEPLOYMENT = "default"  # every stage flow has one deployment, named like the team default

@@ -21,10 +21,10 @@ from pydantic import BaseModel, Field
 from mlops.config import DatasetSpec, ModelSettings, Settings
 from mlops.data import storage
 from mlops.data.snapshot import ValidatedData
+from mlops.pipeline.summary import PipelineSummary
 
 if TYPE_CHECKING:  # the stage modules import heavy libraries; load them only when run
     from mlops.features.training_set import FeatureSetResult
-    from mlops.pipeline.summary import PipelineSummary
     from mlops.registry import RegistrationResult
     from mlops.serving.deploy import ServiceInfo
     from mlops.training.export import ExportResult
@@ -155,8 +155,6 @@ PLAIN = StageCalls(validate_stage, features_stage, train_stage, export_stage, re
 def run_stages(params: PipelineParams, settings: Settings,
                calls: StageCalls = PLAIN) -> PipelineSummary:
     """validate -> features -> train -> export -> register -> deploy, in this process."""
-    from mlops.pipeline.summary import build_summary
-
     spec = params.spec
     data = calls.validate(spec, settings)
     features = calls.features(data, spec, settings)
@@ -165,3 +163,20 @@ def run_stages(params: PipelineParams, settings: Settings,
     registered = calls.register(params, data, features, trained, exported, settings)
     service = calls.deploy(spec, settings) if params.deploy else None
     return build_summary(params, data, features, trained, exported, registered, service)
+
+
+def build_summary(params: PipelineParams, data: ValidatedData, features: FeatureSetResult,
+                  trained: TrainResult, exported: ExportResult, registered: RegistrationResult,
+                  service: ServiceInfo | None) -> PipelineSummary:
+    """Gather what a person wants to know about a run from each stage's result."""
+    champion = registered.version if registered.champion else registered.previous_champion
+    return PipelineSummary(
+        dataset=params.spec.name, team=params.team, rows=data.rows,
+        dataset_hash=data.dataset_hash, validation_report=data.report_path,
+        feature_service=features.feature_service, training_rows=features.rows,
+        device=trained.device, precision=trained.precision, metrics=trained.metrics,
+        parity_max_abs_diff=exported.max_abs_diff, onnx_sha256=exported.sha256,
+        model_name=registered.name, model_version=registered.version,
+        aliases=registered.aliases, champion_version=champion or "",
+        endpoint=service.url if service else None,
+    )

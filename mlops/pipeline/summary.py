@@ -2,18 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from pydantic import BaseModel
-
-if TYPE_CHECKING:
-    from mlops.data.snapshot import ValidatedData
-    from mlops.features.training_set import FeatureSetResult
-    from mlops.pipeline.stages import PipelineParams
-    from mlops.registry import RegistrationResult
-    from mlops.serving.deploy import ServiceInfo
-    from mlops.training.export import ExportResult
-    from mlops.training.train import TrainResult
 
 
 class PipelineSummary(BaseModel):
@@ -34,23 +23,6 @@ class PipelineSummary(BaseModel):
     aliases: list[str]
     champion_version: str
     endpoint: str | None
-
-
-def build_summary(params: PipelineParams, data: ValidatedData, features: FeatureSetResult,
-                  trained: TrainResult, exported: ExportResult, registered: RegistrationResult,
-                  service: ServiceInfo | None) -> PipelineSummary:
-    """Gather what a person wants to know about a run from each stage's result."""
-    champion = registered.version if registered.champion else registered.previous_champion
-    return PipelineSummary(
-        dataset=params.spec.name, team=params.team, rows=data.rows,
-        dataset_hash=data.dataset_hash, validation_report=data.report_path,
-        feature_service=features.feature_service, training_rows=features.rows,
-        device=trained.device, precision=trained.precision, metrics=trained.metrics,
-        parity_max_abs_diff=exported.max_abs_diff, onnx_sha256=exported.sha256,
-        model_name=registered.name, model_version=registered.version,
-        aliases=registered.aliases, champion_version=champion or "",
-        endpoint=service.url if service else None,
-    )
 
 
 def render_markdown(summary: PipelineSummary) -> str:
