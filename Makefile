@@ -81,6 +81,7 @@ gpu-check: venv
 
 lint: venv
 	$(PY) -m ruff check mlops tasks flows feature_repo infra tests benchmarks
+	$(VENV)/bin/lint-imports --no-cache --no-logo
 
 clean: stop down
 	rm -rf $(MLOPS_DATA_DIR) .pytest_cache .ruff_cache
