@@ -19,7 +19,7 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 export DO_NOT_TRACK := true
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv run stop test test-fast bench bench-serving bench-fairshare bench-scale gpu-check lint clean up down status provision deploy
+.PHONY: venv tools run stop test test-fast bench bench-serving bench-fairshare bench-scale gpu-check lint clean up down status provision deploy
 
 venv: $(VENV)/.installed
 	@mkdir -p $(PREFECT_HOME)
@@ -55,7 +55,13 @@ provision: venv
 deploy: venv
 	$(PY) -m infra.flow_deployments
 
-test: venv
+# Debian's wrk: the load generator of bench-serving, whose quick mode the tests run.
+# Installed when missing (through sudo where make does not run as root, as on CI runners).
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+tools:
+	command -v wrk >/dev/null || ($(SUDO) apt-get install -y wrk || ($(SUDO) apt-get update && $(SUDO) apt-get install -y wrk))
+
+test: venv tools
 	$(PY) -m pytest tests
 
 test-fast: venv
@@ -65,8 +71,7 @@ bench: venv
 	$(PY) -m benchmarks.bench_pipeline
 
 # Load test of the inference service with wrk (Debian's package; installed when missing).
-bench-serving: venv
-	command -v wrk >/dev/null || (apt-get install -y wrk || (apt-get update && apt-get install -y wrk))
+bench-serving: venv tools
 	$(PY) -m benchmarks.bench_serving $(BENCH_ARGS)
 
 bench-fairshare: venv

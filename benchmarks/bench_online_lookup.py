@@ -6,7 +6,9 @@ in alternating blocks, so both see the same machine: p50 and p99 of 1 and 100 en
 lookup. The Redis store uses the machine's Redis (database 14, emptied first) and Feast's
 SQL registry on the machine's PostgreSQL (role and databases ``mlops_bench*``, created
 if missing); its offline data goes to moto's S3 server, started on loopback for the run
-(the one stand-in: lookups never touch it). Target: p99 <= 2 ms for one entity on Redis.
+(the one stand-in: lookups never touch it). Target: p99 <= 2 ms for one entity on Redis,
+judged after the table (exit status 1 when missed). ``--quick``: a few hundred entities and
+calls; target not checked.
 
 ``python -m benchmarks.bench_online_lookup`` (part of `make bench-scale`).
 """
@@ -25,6 +27,7 @@ import redis
 from moto.server import ThreadedMotoServer
 
 from benchmarks.synthetic import generate_panel, synthetic_spec
+from benchmarks.targets import Target, conclude
 from infra.production import ensure_bucket, ensure_postgres
 from mlops.config import Settings
 from mlops.features.online import OnlineFeatures, online_lookup
@@ -33,6 +36,8 @@ from mlops.features.training_set import prepare_features
 REPO = Path(__file__).resolve().parents[1]
 REDIS_DB = 14
 TARGET_P99_MS = 2.0
+QUICK_SIZES = {"entities": 300, "calls": 20, "rounds": 1}
+Samples = dict[tuple[str, int], list[float]]  # (store, entities per lookup) -> ms per lookup
 
 
 def build(data_dir: Path, entities: int,
@@ -59,10 +64,10 @@ def build(data_dir: Path, entities: int,
 
 
 def measure(lookups: dict[str, tuple[OnlineFeatures, list[int]]], sizes: tuple[int, ...],
-            calls: int, rounds: int, seed: int) -> dict[tuple[str, int], list[float]]:
+            calls: int, rounds: int, seed: int) -> Samples:
     """Milliseconds per lookup, the stores taking turns block by block."""
     rng = random.Random(seed)
-    samples: dict[tuple[str, int], list[float]] = {}
+    samples: Samples = {}
     for _ in range(rounds):
         for size in sizes:
             for name, (lookup, ids) in lookups.items():
@@ -75,26 +80,36 @@ def measure(lookups: dict[str, tuple[OnlineFeatures, list[int]]], sizes: tuple[i
     return samples
 
 
-def report(samples: dict[tuple[str, int], list[float]]) -> bool:
+def report(samples: Samples) -> None:
     print("| store | entities per lookup | lookups | p50 ms | p99 ms |")
     print("|---|---:|---:|---:|---:|")
     for (name, size), times in samples.items():
         print(f"| {name} | {size} | {len(times)} | {np.percentile(times, 50):.3f} "
               f"| {np.percentile(times, 99):.3f} |")
+
+
+def check_targets(samples: Samples) -> list[Target]:
     p99 = float(np.percentile(samples[("Redis (production)", 1)], 99))
-    passed = p99 <= TARGET_P99_MS
-    print(f"\n- {'PASS' if passed else 'FAIL'} Feast online lookup p99 <= {TARGET_P99_MS} ms "
-          f"for one entity on Redis: {p99:.3f} ms")
-    return passed
+    return [Target(f"Feast online lookup p99 <= {TARGET_P99_MS} ms for one entity on Redis",
+                   p99 <= TARGET_P99_MS, f"{p99:.3f} ms")]
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entities", type=int, default=10_000)
     parser.add_argument("--calls", type=int, default=300, help="lookups per block")
     parser.add_argument("--rounds", type=int, default=5, help="alternating blocks per store")
     parser.add_argument("--out", type=Path, default=REPO / "data" / "bench" / "lookup")
-    args = parser.parse_args()
+    parser.add_argument("--quick", action="store_true",
+                        help=f"tiny sizes ({QUICK_SIZES}); target not checked")
+    args = parser.parse_args(argv)
+    if args.quick:
+        vars(args).update(QUICK_SIZES)
+    return args
+
+
+def collect(args: argparse.Namespace) -> Samples:
+    """Fill both stores (S3 on moto for the run), warm them, then time their lookups."""
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):  # moto's: any will do
         os.environ.setdefault(key, "testing")
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
@@ -108,9 +123,15 @@ def main() -> None:
     for lookup, ids in lookups.values():  # warm both before timing
         for entity in ids[:200]:
             lookup.matrix([entity])
-    if not report(measure(lookups, (1, 100), args.calls, args.rounds, seed=5)):
-        raise SystemExit(1)
+    return measure(lookups, (1, 100), args.calls, args.rounds, seed=5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    samples = collect(args)
+    report(samples)
+    return conclude(check_targets(samples), args.quick)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

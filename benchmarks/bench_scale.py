@@ -8,6 +8,10 @@ the resident memory of that child and all its descendants (Dask's nannies and wo
 every 0.2 s and keeps the largest sum. Timed: from the first read to the last file written;
 not timed: process start, imports, the cluster start and Great Expectations' first import
 in each worker (a warm-up), which happen once per deployment, not per dataset.
+
+Targets, on the big Dask case, judged after the table (exit status 1 when one is missed):
+peak RSS of the process tree <= 3 GB, no worker restarted, every row and partition
+validated, the dataset valid. ``--quick``: a few thousand rows; targets not checked.
 """
 
 from __future__ import annotations
@@ -29,24 +33,32 @@ from benchmarks.synthetic import (
     synthetic_spec,
     write_partitioned_panel,
 )
+from benchmarks.targets import Target, conclude
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
 ROOT = Path(__file__).resolve().parents[1]
 
 BUDGET_GB = 3.0
+QUICK_SIZES = {"rows": 4_000, "small_rows": 2_000, "partition_rows": 1_000}
+Result = dict[str, object]  # one case: rows, seconds, valid, partitions, restarts, peak_gb
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000_000)
     parser.add_argument("--small-rows", type=int, default=5_000_000)
     parser.add_argument("--partition-rows", type=int, default=500_000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--data-dir", type=Path, default=ROOT / "data" / "bench" / "scale")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"tiny sizes ({QUICK_SIZES}); targets not checked")
     parser.add_argument("--case", choices=["pandas", "dask"], help=argparse.SUPPRESS)
     parser.add_argument("--root", help=argparse.SUPPRESS)
-    return parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.quick:
+        vars(args).update(QUICK_SIZES)
+    return args
 
 
 def run_pandas(root: str, out: Path) -> dict[str, object]:
@@ -76,8 +88,9 @@ def _warm() -> None:
 
 def run_dask(root: str, out: Path, workers: int) -> dict[str, object]:
     """Child side of cases (ii) and (iii): the default cluster of the platform's code."""
+    from mlops.partitioned.cluster import dask_client
     from mlops.partitioned.preparation import prepare_partitions
-    from mlops.partitioned.validation import dask_client, validate_partitions
+    from mlops.partitioned.validation import validate_partitions
 
     spec = synthetic_spec(root)
     with dask_client(None, workers) as client:
@@ -94,7 +107,7 @@ def run_dask(root: str, out: Path, workers: int) -> dict[str, object]:
             "restarts": starts - workers}
 
 
-def measure(case: str, root: Path, args: argparse.Namespace) -> dict[str, object]:
+def measure(case: str, root: Path, args: argparse.Namespace) -> Result:
     """Run one case in a child process; its result plus the peak RSS of its process tree."""
     out = args.data_dir / f"prepared-{case}-{root.name}"
     shutil.rmtree(out, ignore_errors=True)
@@ -129,14 +142,8 @@ def _sample(pid: int, peak: list[int]) -> None:
         return
 
 
-def main() -> None:
-    args = parse_args()
-    if args.case:  # a child: run one case, print its result as the last line
-        out = args.data_dir
-        result = (run_pandas(args.root, out) if args.case == "pandas"
-                  else run_dask(args.root, out, args.workers))
-        print(json.dumps(result))
-        return
+def run_cases(args: argparse.Namespace) -> list[tuple[str, Result]]:
+    """Both datasets (written unless cached), then each case in its own child process."""
     small = args.data_dir / f"rows-{args.small_rows}"
     big = args.data_dir / f"rows-{args.rows}"
     for root, rows in ((small, args.small_rows), (big, args.rows)):
@@ -149,33 +156,39 @@ def main() -> None:
     for label, case, root in cases:
         results.append((label, measure(case, root, args)))
         print(f"done: {label} on {root.name}: {results[-1][1]}", file=sys.stderr, flush=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.case:  # a child: run one case, print its result as the last line
+        out = args.data_dir
+        result = (run_pandas(args.root, out) if args.case == "pandas"
+                  else run_dask(args.root, out, args.workers))
+        print(json.dumps(result))
+        return 0
+    results = run_cases(args)
     print_table(results, args)
-    big = results[-1][1]
-    failures = failed_checks(big, args)
-    print(f"\n{'FAIL: ' + '; '.join(failures) if failures else 'PASS'}: peak RSS "
-          f"{big['peak_gb']:.2f} GB (budget {BUDGET_GB} GB), {big['restarts']} worker restarts,"
-          f" {big['rows']:,} rows in {big['partitions']} partitions, each validated once (Dask)")
-    if failures:
-        raise SystemExit(1)
+    return conclude(check_targets(results[-1][1], args), args.quick,
+                    "Targets (Dask on the big dataset):")
 
 
-def failed_checks(big: dict[str, object], args: argparse.Namespace) -> list[str]:
-    """What the big Dask case got wrong: memory, worker deaths, lost rows, validity."""
+def check_targets(big: Result, args: argparse.Namespace) -> list[Target]:
+    """What the big Dask case must get right: memory, no worker deaths, no lost rows,
+    validity."""
     partitions = PartitionedPanel(rows=args.rows, partition_rows=args.partition_rows).partitions
-    failures = []
-    if big["peak_gb"] > BUDGET_GB:
-        failures.append(f"peak RSS {big['peak_gb']:.2f} GB > {BUDGET_GB} GB")
-    if big["restarts"]:
-        failures.append(f"{big['restarts']} worker restarts")
-    if (big["rows"], big["partitions"]) != (args.rows, partitions):
-        failures.append(f"{big['rows']:,} rows in {big['partitions']} partitions validated, "
-                        f"not {args.rows:,} in {partitions}")
-    if not big["valid"]:
-        failures.append("the dataset did not pass validation")
-    return failures
+    return [
+        Target(f"peak RSS of the process tree <= {BUDGET_GB} GB", big["peak_gb"] <= BUDGET_GB,
+               f"{big['peak_gb']:.2f} GB"),
+        Target("no worker restarted", big["restarts"] == 0, f"{big['restarts']} restarts"),
+        Target(f"every row and partition validated ({args.rows:,} in {partitions})",
+               (big["rows"], big["partitions"]) == (args.rows, partitions),
+               f"{big['rows']:,} rows in {big['partitions']} partitions"),
+        Target("the dataset passes validation", bool(big["valid"]), f"valid: {big['valid']}"),
+    ]
 
 
-def print_table(results: list[tuple[str, dict[str, object]]], args: argparse.Namespace) -> None:
+def print_table(results: list[tuple[str, Result]], args: argparse.Namespace) -> None:
     print(f"\nValidation + feature preparation; {args.workers} Dask workers x 1 thread, "
           f"{args.partition_rows:,} rows per partition, {os.cpu_count()} cores\n")
     print("| case | rows | partitions | seconds | rows/s | peak RSS (GB, process tree) "
@@ -188,4 +201,4 @@ def print_table(results: list[tuple[str, dict[str, object]]], args: argparse.Nam
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

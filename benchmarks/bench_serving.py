@@ -17,6 +17,10 @@ and gets a warm-up run before each measured wrk run; then it is stopped before t
 starts. Every server runs with its own defaults (our service and mlflow write an access
 log line per request, to the log file). Server and wrk share this machine's cores:
 read ratios, not absolute numbers.
+
+Targets (``serving_report.targets``) are judged after every table: exit status 1 when one
+is missed. ``--quick``: a 2-epoch model in its own bench directory, 1 s runs without
+warm-up, one side-by-side round, a short profile; targets not checked.
 """
 
 from __future__ import annotations
@@ -31,12 +35,13 @@ import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 
-from benchmarks import profile_serving, servers, wrk
-from mlops.config import DEFAULT_SPEC, DatasetSpec, Settings, load_spec
+from benchmarks import profile_serving, servers, serving_report, wrk
+from benchmarks.targets import conclude
+from mlops.config import DEFAULT_SPEC, DatasetSpec, ModelSettings, Settings, load_spec
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
@@ -49,7 +54,9 @@ ROW_COUNTS = {"1-row": 1, "64-row": 64}
 THREADS_BY_CONNECTIONS = {1: 1, 16: 2}
 ENTITY_PATH = "/v1/predict/entity"
 PAIRED_ROUNDS, PAIRED_SECONDS = 5, 3
-P50_NOISE = 0.10  # batching on may be this much slower than off at p50, c1, and still pass
+BENCH_DIR, QUICK_BENCH_DIR = REPO / "data" / "bench-serving", REPO / "data" / "bench-serving-quick"
+QUICK_EPOCHS = 2
+QUICK_PROFILE = {"rounds": 2, "calls": 50, "profile_calls": 100}
 
 # How each server is asked: readiness, predict route, request body encoding.
 APIS: dict[str, dict[str, str]] = {
@@ -101,21 +108,33 @@ def count_predictions(body: object) -> int:
     return len(preds) if isinstance(preds, list) else 0
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=5, help="seconds per measured run")
-    parser.add_argument("--warmup", type=int, default=1, help="seconds of warm-up per run")
-    parser.add_argument("--bench-dir", type=Path, default=REPO / "data" / "bench-serving")
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="seconds of warm-up per run (0: none)")
+    parser.add_argument("--bench-dir", type=Path,
+                        help=f"default {BENCH_DIR} ({QUICK_BENCH_DIR} with --quick)")
     parser.add_argument("--fresh", action="store_true",
                         help="delete the bench directory and retrain the model")
     parser.add_argument("--servers", default=",".join(s["key"] for s in SERVERS),
                         help="comma-separated subset of: %(default)s")
     parser.add_argument("--service-api", choices=["v2", "v1"], default="v2",
                         help="routes of our service and the floor (v1: /v1/predict records)")
-    return parser.parse_args()
+    parser.add_argument("--quick", action="store_true",
+                        help=f"a {QUICK_EPOCHS}-epoch model, 1 s runs without warm-up, one "
+                             "paired round (overrides --duration, --warmup); targets not checked")
+    args = parser.parse_args(argv)
+    args.bench_dir = (args.bench_dir or (QUICK_BENCH_DIR if args.quick else BENCH_DIR)).resolve()
+    args.paired_rounds, args.paired_seconds = (1, 1) if args.quick else (PAIRED_ROUNDS,
+                                                                       PAIRED_SECONDS)
+    if args.quick:
+        args.duration, args.warmup = 1, 0
+    return args
 
 
-def ensure_champion(settings: Settings, spec: DatasetSpec, fresh: bool) -> str:
+def ensure_champion(settings: Settings, spec: DatasetSpec, fresh: bool,
+                    model: ModelSettings) -> str:
     """The champion's version; runs the pipeline (no deploy) when there is none yet."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -131,7 +150,7 @@ def ensure_champion(settings: Settings, spec: DatasetSpec, fresh: bool) -> str:
         except MlflowException:
             pass
     print(f"training and registering {MODEL} into {settings.data_dir} ...", flush=True)
-    run_stages(PipelineParams(spec=spec, deploy=False), settings)
+    run_stages(PipelineParams(spec=spec, model=model, deploy=False), settings)
     return str(client.get_model_version_by_alias(MODEL, "champion").version)
 
 
@@ -159,7 +178,8 @@ def load_runs(server: dict[str, Any], url: str, api: dict[str, str], payloads: d
         check(url + path, body, count, server.get("constant", False))
         script = wrk.write_script(scripts / f"{server['key']}-{kind}.lua", json.dumps(body))
         for connections, threads in THREADS_BY_CONNECTIONS.items():
-            wrk.run(url + path, script, connections, threads, args.warmup)
+            if args.warmup:
+                wrk.run(url + path, script, connections, threads, args.warmup)
             result = wrk.run(url + path, script, connections, threads, args.duration)
             results.append({"server": server["name"], "key": server["key"], "kind": kind,
                             "connections": connections, **result.as_dict()})
@@ -185,15 +205,16 @@ def paired(args: argparse.Namespace, payloads: dict, fill: dict[str, str],
             body = json.dumps(BODIES[api["body"]](*payloads[kind]))
             script = wrk.write_script(logs / f"paired-{kind}.lua", body)
             samples: dict[str, list[float]] = {s["key"]: [] for s in pair}
-            for url in urls:
+            for url in urls if args.warmup else []:
                 wrk.run(url + api["predict"], script, 16, 2, args.warmup)
-            for _ in range(PAIRED_ROUNDS):
+            for _ in range(args.paired_rounds):
                 for server, url in zip(pair, urls, strict=True):
-                    result = wrk.run(url + api["predict"], script, 16, 2, PAIRED_SECONDS)
+                    result = wrk.run(url + api["predict"], script, 16, 2, args.paired_seconds)
                     samples[server["key"]].append(result.rps)
             medians[kind] = {key: statistics.median(values) for key, values in samples.items()}
             print(f"  paired {kind}: service {medians[kind]['batching-on']:.0f} req/s, floor "
-                  f"{medians[kind]['floor']:.0f} req/s (medians of {PAIRED_ROUNDS})", flush=True)
+                  f"{medians[kind]['floor']:.0f} req/s (medians of {args.paired_rounds})",
+                  flush=True)
     return medians
 
 
@@ -201,81 +222,6 @@ def check_features(url: str, names: list[str]) -> None:
     model = httpx.get(f"{url}/v1/model", timeout=10.0).json()
     if model.get("feature_names") != names:
         raise SystemExit(f"service features {model.get('feature_names')} != spec's {names}")
-
-
-def find(rows: list[dict], key: str, kind: str, connections: int) -> dict | None:
-    return next((r for r in rows if (r["key"], r["kind"], r["connections"])
-                 == (key, kind, connections)), None)
-
-
-def targets(rows: list[dict], pairs: dict[str, dict[str, float]] | None = None,
-            ) -> list[tuple[str, bool | None, str]]:
-    """(target, passed or None when not measured, the numbers); (b) from the paired
-    medians when they were measured."""
-    on, off = find(rows, "batching-on", "1-row", 16), find(rows, "batching-off", "1-row", 16)
-    mlf, floor = find(rows, "mlflow", "1-row", 16), find(rows, "floor", "1-row", 16)
-    on64, floor64 = find(rows, "batching-on", "64-row", 16), find(rows, "floor", "64-row", 16)
-    on1, off1 = find(rows, "batching-on", "1-row", 1), find(rows, "batching-off", "1-row", 1)
-    ent1 = find(rows, "batching-on", "entity", 1)
-    out: list[tuple[str, bool | None, str]] = []
-
-    def add(name: str, needed: list, test: Callable[[], tuple[bool, str]]) -> None:
-        out.append((name, None, "not measured") if None in needed else (name, *test()))
-
-    # The issue assumed ~58 req/s for mlflow (an sklearn model); when the HTTP floor itself
-    # is not 20x mlflow, no service on this stack can be: print that ceiling beside it.
-    add("(a) service >= 20x mlflow models serve, 1-row c16", [on, mlf], lambda: (
-        on["rps"] >= 20 * mlf["rps"], f"{on['rps'] / mlf['rps']:.1f}x" + (
-            f" (mlflow {mlf['rps']:.0f} req/s; the HTTP floor is {floor['rps'] / mlf['rps']:.1f}x)"
-            if floor else "")))
-    if pairs:
-        ratio = {kind: p["batching-on"] / p["floor"] for kind, p in pairs.items()}
-        add("(b) service >= 60% of the HTTP floor, 1-row c16 (paired medians)", [ratio],
-            lambda: (ratio["1-row"] >= 0.6, f"{ratio['1-row']:.0%} of floor; 64-row: "
-                                            f"{ratio['64-row']:.0%}"))
-    else:
-        add("(b) service >= 60% of the HTTP floor, 1-row c16", [on, floor], lambda: (
-            on["rps"] >= 0.6 * floor["rps"], f"{on['rps'] / floor['rps']:.0%} of floor" + (
-                f"; 64-row: {on64['rps'] / floor64['rps']:.0%}" if on64 and floor64 else "")))
-    add("(c) service p99 <= 3 ms, 1-row c1", [on1], lambda: (
-        on1["p99_ms"] <= 3.0, f"p99 {on1['p99_ms']:.3f} ms"))
-    add("(d) predict-by-entity p99 <= 5 ms, c1", [ent1], lambda: (
-        ent1["p99_ms"] <= 5.0, f"p99 {ent1['p99_ms']:.3f} ms"))
-    add("(e) batching on/off throughput > 1, 1-row c16", [on, off], lambda: (
-        on["rps"] > off["rps"], f"{on['rps'] / off['rps']:.2f}x"))
-    add(f"(e) batching on p50 <= off p50 (+{P50_NOISE:.0%} noise), 1-row c1", [on1, off1],
-        lambda: (on1["p50_ms"] <= off1["p50_ms"] * (1 + P50_NOISE),
-                 f"on {on1['p50_ms']:.3f} ms, off {off1['p50_ms']:.3f} ms"))
-    errors = sum(r["errors"] for r in rows)
-    out.append(("every run without errors", errors == 0, f"{errors} errors"))
-    return out
-
-
-def report(meta: dict[str, Any], rows: list[dict], goals: list[tuple],
-           pairs: dict[str, dict[str, float]] | None) -> None:
-    print(f"\n## Serving benchmark: {meta['model']} version {meta['version']}, wrk on "
-          "loopback\n")
-    print(f"{meta['cpus']} CPUs ({meta['platform']}, load average {meta['loadavg']} at the "
-          f"start); {meta['wrk']}; server and load generator share the same cores. Routes: "
-          f"{meta['routes']}. Each run: {meta['duration_s']} s after a "
-          f"{meta['warmup_s']} s warm-up; c1 = wrk -t1 -c1, c16 = wrk -t2 -c16; latencies "
-          "from wrk's histogram; errors = non-2xx/3xx + socket errors + timeouts.\n")
-    print("| server | request | conc | req/s | p50 ms | p99 ms | errors |")
-    print("|---|---|---:|---:|---:|---:|---:|")
-    for r in rows:
-        print(f"| {r['server']} | {r['kind']} | {r['connections']} | {r['rps']:.0f} | "
-              f"{r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['errors']} |")
-    if pairs:
-        print(f"\nSide by side, c16, {PAIRED_ROUNDS} alternating {PAIRED_SECONDS} s runs each "
-              "(medians):\n")
-        print("| request | service, batching on | HTTP floor | ratio |\n|---|---:|---:|---:|")
-        for kind, p in pairs.items():
-            print(f"| {kind} | {p['batching-on']:.0f} | {p['floor']:.0f} | "
-                  f"{p['batching-on'] / p['floor']:.0%} |")
-    print("\n## Targets\n")
-    for name, passed, detail in goals:
-        verdict = {True: "PASS", False: "FAIL", None: "n/a "}[passed]
-        print(f"- {verdict} {name}: {detail}")
 
 
 def request_payloads(spec: DatasetSpec) -> dict[str, Any]:
@@ -304,16 +250,24 @@ def run_servers(selected: list[dict[str, Any]], args: argparse.Namespace, payloa
     return rows
 
 
-def main() -> int:
-    args = parse_args()
+class Measured(NamedTuple):
+    meta: dict[str, Any]
+    rows: list[dict[str, Any]]  # one per server, request kind and concurrency
+    pairs: dict[str, dict[str, float]] | None  # side by side: req/s by kind and server key
+    profile: dict[str, Any]  # profile_serving.measure's
+
+
+def measure(args: argparse.Namespace) -> Measured:
+    """Train (or reuse) the champion, load-test each server, then profile in-process."""
     chosen = args.servers.split(",")
     selected = [s for s in SERVERS if s["key"] in chosen]
     if len(selected) != len(set(chosen)):
         raise SystemExit(f"--servers: unknown in {chosen}; known: {[s['key'] for s in SERVERS]}")
-    bench_dir = args.bench_dir.resolve()
+    bench_dir = args.bench_dir
     os.environ["MLOPS_DATA_DIR"] = str(bench_dir)  # nothing touches the user's data/
     settings, spec = Settings(data_dir=bench_dir), load_spec(DEFAULT_SPEC)
-    version = ensure_champion(settings, spec, args.fresh)
+    model = ModelSettings(epochs=QUICK_EPOCHS) if args.quick else ModelSettings()
+    version = ensure_champion(settings, spec, args.fresh, model)
     # For mlflow models serve: the bench store, and the venv's bin first on PATH, since it
     # execs `uvicorn` by name.
     os.environ["MLFLOW_TRACKING_URI"] = settings.tracking
@@ -329,21 +283,31 @@ def main() -> int:
             "routes": f"our service and floor {APIS[args.service_api]['predict']}, mlflow "
                       f"{APIS['mlflow']['predict']}, entity {ENTITY_PATH}",
             "platform": platform.platform(), "wrk": wrk.version(), "duration_s": args.duration,
-            "warmup_s": args.warmup, "service_api": args.service_api}
+            "warmup_s": args.warmup, "service_api": args.service_api, "quick": args.quick,
+            "paired_rounds": args.paired_rounds, "paired_seconds": args.paired_seconds}
     pairs = None
     if {"batching-on", "floor"} <= set(chosen):
         print("service and floor side by side, alternating:", flush=True)
         pairs = paired(args, payloads, fill, logs)
-    goals = targets(rows, pairs)
-    report(meta, rows, goals, pairs)
     # The same 1-row request, in-process: where the service's time goes.
-    profile_serving.report(profile_serving.measure(
-        profile_serving.load(settings.tracking, MODEL_URI), payloads["1-row"][1]))
-    out = bench_dir / "bench-serving.json"
-    out.write_text(json.dumps({"meta": meta, "runs": rows, "paired": pairs, "targets": [
-        {"target": n, "passed": p, "detail": d} for n, p, d in goals]}, indent=2))
+    profile = profile_serving.measure(profile_serving.load(settings.tracking, MODEL_URI),
+                                      payloads["1-row"][1],
+                                      **(QUICK_PROFILE if args.quick else {}))
+    return Measured(meta, rows, pairs, profile)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    run = measure(args)
+    goals = serving_report.targets(run.rows, run.pairs)
+    serving_report.report(run.meta, run.rows, run.pairs)
+    profile_serving.report(run.profile)
+    out = args.bench_dir / "bench-serving.json"
+    out.write_text(json.dumps({"meta": run.meta, "runs": run.rows, "paired": run.pairs,
+                               "targets": [{"target": g.name, "passed": g.passed,
+                                            "detail": g.measured} for g in goals]}, indent=2))
     print(f"\nresults: {out}")
-    return 1 if any(r["errors"] for r in rows) else 0
+    return conclude(goals, args.quick, "## Targets\n")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,12 @@ Run as ``python -m benchmarks.gpu_check [--rows N]``. Needs torch and numpy plus
 platform's core modules. Prints the device and a table of samples/second: a plain torch
 loop (the baseline, measured in the same run), the platform's loop in fp32, and the
 platform's loop with autocast (bf16, or fp16 with a grad scaler), which runs only on CUDA.
+
+Targets, on CUDA only (a CPU run reports its numbers and exits 0): the platform's loop
+keeps at least 0.8x the plain loop's samples/s, in fp32 and with autocast (what its
+normalisation buffers, grad scaler, history and best-weights copies may cost); judged
+after the table, exit status 1 when one is missed. ``--quick``: 2048 rows, 2 epochs;
+targets not checked.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from benchmarks.targets import Target, conclude
 from mlops.config import ModelSettings, TaskType
 from mlops.training.loop import (
     choose_precision,
@@ -30,6 +37,9 @@ from mlops.training.loop import (
 from mlops.training.model import ModelArch, build_mlp, column_stats
 
 HIDDEN = [512, 256]
+MIN_VS_PLAIN = 0.8  # platform loop / plain torch loop, samples/s, on CUDA
+QUICK_ROWS, QUICK_EPOCHS = 2048, 2
+Rate = tuple[str, str, float]  # (loop, precision, samples/s); the plain loop first
 
 
 def make_data(rows: int, n_features: int, device: torch.device) -> tuple[torch.Tensor, ...]:
@@ -97,6 +107,30 @@ def device_name(device: torch.device) -> str:
     return f"cpu: {cpu}, {torch.get_num_threads()} torch threads of {os.cpu_count()} cores"
 
 
+def check_targets(results: list[Rate]) -> list[Target]:
+    baseline = results[0][2]
+    return [Target(f"{name}, {precision} >= {MIN_VS_PLAIN}x the plain torch loop",
+                   rate / baseline >= MIN_VS_PLAIN, f"{rate / baseline:.2f}x")
+            for name, precision, rate in results[1:]]
+
+
+def verdict(results: list[Rate], device: torch.device, quick: bool) -> int:
+    """The exit status: targets are judged on CUDA only, where autocast runs."""
+    if quick or device.type == "cuda":
+        return conclude(check_targets(results), quick, "Targets (CUDA only):")
+    print(f"\nTargets (CUDA only): not checked on {device.type}")
+    return 0
+
+
+def print_table(results: list[Rate], device: torch.device) -> None:
+    baseline = results[0][2]
+    print(f"{'loop':<30} {'precision':<10} {'samples/s':>12} {'vs baseline':>12}")
+    for name, precision, rate in results:
+        print(f"{name:<30} {precision:<10} {rate:>12,.0f} {rate / baseline:>11.2f}x")
+    if device.type != "cuda":
+        print(f"{'platform loop + autocast':<30} {'n/a':<10} {'n/a (no CUDA)':>12}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=None,
@@ -105,7 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=3, help="epochs per row (first warms up)")
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_ROWS} rows, "
+                        f"{QUICK_EPOCHS} epochs (overrides both); targets not checked")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.rows, args.epochs = QUICK_ROWS, QUICK_EPOCHS
     settings = ModelSettings(hidden=HIDDEN, epochs=args.epochs, patience=args.epochs + 1,
                              batch_size=args.batch_size, device=args.device)
     device = resolve_device(settings)
@@ -118,18 +156,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch    {torch.__version__}")
     print(f"data     {rows} rows x {args.features} features, MLP {HIDDEN}, "
           f"batch {args.batch_size}, {args.epochs} epochs (first is warm-up)\n")
-    baseline = plain_loop(x, y, settings)
-    results = [("plain torch loop (baseline)", "fp32", baseline),
-               ("platform loop", "fp32", platform_loop(x, y, settings, "fp32"))]
+    results: list[Rate] = [("plain torch loop (baseline)", "fp32", plain_loop(x, y, settings)),
+                           ("platform loop", "fp32", platform_loop(x, y, settings, "fp32"))]
     amp = choose_precision(device)
     if device.type == "cuda":
         results.append(("platform loop + autocast", amp, platform_loop(x, y, settings, amp)))
-    print(f"{'loop':<30} {'precision':<10} {'samples/s':>12} {'vs baseline':>12}")
-    for name, precision, rate in results:
-        print(f"{name:<30} {precision:<10} {rate:>12,.0f} {rate / baseline:>11.2f}x")
-    if device.type != "cuda":
-        print(f"{'platform loop + autocast':<30} {'n/a':<10} {'n/a (no CUDA)':>12}")
-    return 0
+    print_table(results, device)
+    return verdict(results, device, args.quick)
 
 
 if __name__ == "__main__":

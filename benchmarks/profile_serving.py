@@ -30,7 +30,7 @@ from mlops.serving.app import ServingConfig, create_app
 from mlops.serving.model_manager import ModelManager, RegistrySource
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-ROUNDS, CALLS = 9, 400
+ROUNDS, CALLS, PROFILE_CALLS = 9, 400, 1000
 
 
 def _scope(path: str, body: bytes) -> dict[str, Any]:
@@ -69,13 +69,14 @@ def load(tracking_uri: str, model_uri: str) -> ModelManager:
     return manager
 
 
-def measure(manager: ModelManager, rows: list[list[float]]) -> dict[str, Any]:
+def measure(manager: ModelManager, rows: list[list[float]], rounds: int = ROUNDS,
+            calls: int = CALLS, profile_calls: int = PROFILE_CALLS) -> dict[str, Any]:
     """Median CPU us per call of each variant (alternating rounds), and the profile."""
     predictor = manager.current
     path = f"/v2/models/{predictor.name}/infer"
     body = orjson.dumps({"inputs": [{"name": "features", "shape": [len(rows), len(rows[0])],
                                      "datatype": "FP32", "data": sum(rows, [])}]})
-    sink = open(os.devnull, "wb")  # noqa: SIM115 - the access log is written, then dropped
+    sink = open(os.devnull, "wb")  # the access log is written, then dropped
     apps = {"HTTP floor app": http_floor.create_app(),
             "service, batching on": create_app(manager, None, ServingConfig(),
                                                AccessLog(sink)),
@@ -93,21 +94,21 @@ def measure(manager: ModelManager, rows: list[list[float]]) -> dict[str, Any]:
                 "thread hand-off alone (run_in_executor)": hop,
                 f"ONNX Runtime call alone ({len(rows)} rows)": ort}
 
-    async def rounds() -> dict[str, float]:
+    async def alternating() -> dict[str, float]:
         samples: dict[str, list[float]] = defaultdict(list)
         for work in variants.values():
-            await _cpu_per_call(work, 100)  # warm-up
-        for _ in range(ROUNDS):
+            await _cpu_per_call(work, min(100, calls))  # warm-up
+        for _ in range(rounds):
             for name, work in variants.items():
-                samples[name].append(await _cpu_per_call(work))
+                samples[name].append(await _cpu_per_call(work, calls))
         return {name: statistics.median(values) for name, values in samples.items()}
 
-    result: dict[str, Any] = asyncio.run(rounds())
-    result["profile"] = _profile(apps["service, batching off"], path, body)
+    result: dict[str, Any] = asyncio.run(alternating())
+    result["profile"] = _profile(apps["service, batching off"], path, body, profile_calls)
     return result
 
 
-def _profile(app: Any, path: str, body: bytes) -> dict[str, float]:
+def _profile(app: Any, path: str, body: bytes, calls: int) -> dict[str, float]:
     """Share of the event-loop thread's CPU time on the inference route, by package.
 
     Timed by thread CPU time, not wall time: waiting in epoll for the inference thread
@@ -116,7 +117,7 @@ def _profile(app: Any, path: str, body: bytes) -> dict[str, float]:
     profiler = cProfile.Profile(time.thread_time)
 
     async def run() -> None:
-        for _ in range(1000):
+        for _ in range(calls):
             await _call(app, path, body)
 
     profiler.enable()

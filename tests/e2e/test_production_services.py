@@ -10,6 +10,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -60,7 +61,7 @@ def _query(tenant: dict[str, str], database: str, statement: str, *args: object)
             return cursor.fetchall()
 
 
-def _s3(endpoint: str):  # noqa: ANN202 - a boto3 client
+def _s3(endpoint: str) -> Any:  # a boto3 S3 client
     import boto3
 
     return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",

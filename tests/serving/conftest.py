@@ -7,12 +7,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from onnx_models import ModelFactory, write_model
+from serving_setup import ADMIN_TOKEN, serving_manager
 
 from mlops.serving.app import ServingConfig, create_app
 from mlops.serving.model_manager import FileSource, ModelManager
 from mlops.serving.predictor import OnnxPredictor
-
-ADMIN_TOKEN = "test-admin-token-0123456789"
 
 
 @pytest.fixture(scope="session")
@@ -29,14 +28,6 @@ def onnx_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 def predictor(onnx_model: tuple[Path, str]) -> OnnxPredictor:
     path, sha = onnx_model
     return OnnxPredictor.load(str(path), sha, "synthetic", "3")
-
-
-def serving_manager(path: Path, sha: str | None, name: str = "synthetic",
-                    version: str = "3") -> ModelManager:
-    """A manager serving a local file (loaded, verified, warmed)."""
-    manager = ModelManager(FileSource(path, sha, name, version))
-    assert manager.refresh().status == "loaded"
-    return manager
 
 
 @pytest.fixture(scope="module", params=[2.0, 0.0], ids=["micro-batching", "direct"])

@@ -7,7 +7,9 @@ the rule under test says the batch must close without waiting for it.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
@@ -34,8 +36,10 @@ def arrivals(batcher: MicroBatcher, count: int) -> list[dict]:
         batcher.arrived(scope)
     return scopes
 
+T = TypeVar("T")
 
-def run(coroutine):  # noqa: ANN001, ANN201
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(asyncio.wait_for(coroutine, timeout=20))
 
 

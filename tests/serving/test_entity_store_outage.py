@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import serving_manager
 from fastapi.testclient import TestClient
 from onnx_models import FEATURES
+from serving_setup import serving_manager
 
 from benchmarks.synthetic import generate_panel, synthetic_spec
 from mlops.features.online import online_lookup

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ADMIN_TOKEN
+from serving_setup import ADMIN_TOKEN
 from test_model_lifecycle import ROW, Registry, expected
 
 from mlops.processes import wait_until_ready
@@ -46,7 +46,7 @@ class Load:
                     self.results.append((response.status_code, data.get("model_version", ""),
                                          data["outputs"][0]["data"][0]
                                          if response.status_code == 200 else float("nan")))
-                except Exception as exc:  # noqa: BLE001 - every failure counts
+                except Exception as exc:  # every failure counts
                     self.errors.append(repr(exc))
 
     def wait_for(self, version: str, timeout_s: float = 60) -> None:

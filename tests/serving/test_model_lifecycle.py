@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ADMIN_TOKEN
 from fastapi.testclient import TestClient
 from onnx_models import BIAS, expected_scores, write_model
+from serving_setup import ADMIN_TOKEN
 
 from mlops.registry import Lineage, register_model
 from mlops.serving.app import ServingConfig, create_app

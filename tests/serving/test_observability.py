@@ -8,9 +8,9 @@ import re
 from typing import Any
 
 import pytest
-from conftest import ADMIN_TOKEN, serving_manager
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from serving_setup import ADMIN_TOKEN, serving_manager
 
 from mlops.serving.access_log import AccessLog
 from mlops.serving.app import ServingConfig, create_app

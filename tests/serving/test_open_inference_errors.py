@@ -7,6 +7,7 @@ stack trace or a file path.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -115,7 +116,7 @@ def test_oversized_body_is_413_before_it_is_read(client: TestClient) -> None:
 
 def test_oversized_chunked_body_is_413(client: TestClient) -> None:
     """No Content-Length: the limit is counted while the body streams in."""
-    def chunks():  # noqa: ANN202
+    def chunks() -> Iterator[bytes]:
         yield b'{"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": ['
         for _ in range(20_000):
             yield b"1.0, "

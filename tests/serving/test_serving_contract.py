@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import serving_manager
 from fastapi.testclient import TestClient
 from onnx_models import FEATURES, ModelFactory, expected_scores
+from serving_setup import serving_manager
 
 from mlops.serving.app import create_app
 from mlops.serving.predictor import ModelContractError, ModelIntegrityError, OnnxPredictor

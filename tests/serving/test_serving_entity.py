@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import serving_manager
 from fastapi.testclient import TestClient
 from onnx_models import FEATURES, expected_scores
+from serving_setup import serving_manager
 
 from benchmarks.synthetic import generate_panel, synthetic_spec
 from mlops.features.online import UnknownEntity, online_lookup
@@ -31,7 +33,7 @@ def panel(tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame, TestC
 
 
 @pytest.fixture(scope="module")
-def entity_client(panel: tuple[pd.DataFrame, object], onnx_model) -> TestClient:  # noqa: ANN001
+def entity_client(panel: tuple[pd.DataFrame, object], onnx_model: tuple[Path, str]) -> TestClient:
     config = ServingConfig(max_batch=50, entity_lookup=True)
     return TestClient(create_app(serving_manager(*onnx_model), panel[1], config))
 

@@ -1,0 +1,110 @@
+"""Every benchmark's quick mode, run as `make bench*` runs it: a moved module, a renamed
+function or a broken server fails here, not the next time someone benchmarks.
+
+Quick mode runs the same code on tiny sizes, prints the same tables and judges no target,
+so each test checks the exit status, the rows of the table and that nothing was judged.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from benchmarks.targets import QUICK_NOTE
+
+VERDICT_LINE = re.compile(r"^(- (PASS|FAIL) |(PASS|FAIL): )", re.MULTILINE)
+
+
+def ran_quick(result: subprocess.CompletedProcess) -> str:
+    """The output of a quick run that exited 0 and judged nothing."""
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    assert QUICK_NOTE in result.stdout
+    assert not VERDICT_LINE.search(result.stdout), result.stdout
+    return result.stdout
+
+
+def markdown_rows(output: str, first_cell: str) -> list[list[str]]:
+    """The cells of each markdown table row whose first cell is first_cell."""
+    rows = [[cell.strip() for cell in line.strip("|").split("|")]
+            for line in output.splitlines() if line.startswith("| ")]
+    return [row for row in rows if row[0] == first_cell]
+
+
+def number(cell: str) -> float:
+    return float(cell.replace(",", "").rstrip("%x"))
+
+
+def test_fairshare_quick_replays_every_scheduler_and_plots_it(run_benchmark, tmp_path: Path):
+    out = ran_quick(run_benchmark("bench_fairshare", "--quick", "--out", str(tmp_path)))
+    assert "trace: seed 7," in out and "over 2 h" in out
+    for scheduler in ("fair-share", "fair-share+preemption", "static-limits", "fifo",
+                      "strict-priority"):
+        table, waits = markdown_rows(out, scheduler)
+        assert 0 < number(table[1].split("%")[0]) <= 100  # utilisation
+        assert len(waits) == 5  # scheduler + one p99 wait per team
+        assert (tmp_path / f"{scheduler}.png").stat().st_size > 0
+
+
+def test_gpu_check_quick_times_the_plain_and_platform_loops(run_benchmark):
+    out = ran_quick(run_benchmark("gpu_check", "--quick", timeout=120))
+    assert re.search(r"^data +2048 rows x 32 features", out, re.MULTILINE)
+    for loop in ("plain torch loop (baseline)", "platform loop "):
+        line = next(ln for ln in out.splitlines() if ln.startswith(loop))
+        assert number(line.split()[-2]) > 0  # samples/s
+
+
+@pytest.mark.slow
+def test_pipeline_quick_times_plain_and_prefect_runs_and_both_engines(run_benchmark):
+    out = ran_quick(run_benchmark("bench_pipeline", "--quick"))
+    assert "2 epochs, 1 run per variant" in out
+    plain = re.search(r"^\(a\) plain Python, all stages +([\d.]+) s", out, re.MULTILINE)
+    flow = re.search(r"^\(a\) Prefect flow, all stages +([\d.]+) s +([\d.]+)x plain", out,
+                     re.MULTILINE)
+    assert plain and flow and float(plain[1]) > 0 and float(flow[2]) > 0
+    for size in (1, 64, 1024):
+        speedup = re.search(rf"^\(b\) batch {size}: torch eager / ONNX Runtime .* ORT "
+                            r"([\d.]+)x faster", out, re.MULTILINE)
+        assert speedup and float(speedup[1]) > 0
+
+
+@pytest.mark.slow
+def test_serving_quick_loads_every_server_with_wrk(run_benchmark, tmp_path: Path):
+    out = ran_quick(run_benchmark("bench_serving", "--quick", "--bench-dir", str(tmp_path)))
+    kinds = {"service, batching on": ("1-row", "64-row", "entity"),
+             "service, batching off": ("1-row", "64-row", "entity"),
+             "mlflow models serve": ("1-row", "64-row"), "HTTP floor": ("1-row", "64-row")}
+    for server, expected in kinds.items():
+        runs = [row for row in markdown_rows(out, server) if len(row) == 7]  # the wrk table
+        assert sorted((kind, conc) for _, kind, conc, *_ in runs) == sorted(
+            (kind, conc) for kind in expected for conc in ("1", "16")), out
+        assert all(number(row[3]) > 0 and row[6] == "0" for row in runs)  # req/s, errors
+    for kind in ("1-row", "64-row"):  # side by side: service and floor req/s
+        (pair,) = markdown_rows(out, kind)
+        assert number(pair[1]) > 0 and number(pair[2]) > 0
+    (profiled,) = markdown_rows(out, "HTTP floor app")  # where the time goes
+    assert number(profiled[1]) > 0
+    saved = json.loads((tmp_path / "bench-serving.json").read_text())
+    assert saved["meta"]["quick"] and len(saved["runs"]) == 20 and saved["targets"]
+
+
+@pytest.mark.slow
+def test_scale_quick_validates_in_memory_and_on_dask(run_benchmark, tmp_path: Path):
+    out = ran_quick(run_benchmark("bench_scale", "--quick", "--data-dir", str(tmp_path)))
+    cases = markdown_rows(out, "pandas in memory (baseline)") + markdown_rows(out, "Dask")
+    assert [(row[1], row[2], row[-1]) for row in cases] == [
+        ("2,000", "1", "True"), ("2,000", "2", "True"), ("4,000", "4", "True")]
+    assert all(number(row[5]) > 0 for row in cases)  # peak RSS
+
+
+@pytest.mark.slow
+def test_online_lookup_quick_reads_redis_and_sqlite(run_benchmark, tmp_path: Path):
+    out = ran_quick(run_benchmark("bench_online_lookup", "--quick", "--out", str(tmp_path)))
+    rows = markdown_rows(out, "SQLite (local)") + markdown_rows(out, "Redis (production)")
+    assert sorted((row[0], row[1], row[2]) for row in rows) == [
+        ("Redis (production)", "1", "20"), ("Redis (production)", "100", "20"),
+        ("SQLite (local)", "1", "20"), ("SQLite (local)", "100", "20")]
+    assert all(0 < number(row[3]) <= number(row[4]) for row in rows)  # p50 <= p99
