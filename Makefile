@@ -68,7 +68,7 @@ test-fast: venv
 	$(PY) -m pytest tests -m "not slow"
 
 bench: venv
-	$(PY) -m benchmarks.bench_pipeline
+	$(PY) -m benchmarks.bench_pipeline $(BENCH_ARGS)
 
 # Load test of the inference service with wrk (Debian's package; installed when missing).
 bench-serving: venv tools
@@ -77,12 +77,13 @@ bench-serving: venv tools
 bench-fairshare: venv
 	$(PY) -m benchmarks.bench_fairshare $(BENCH_ARGS)
 
+# BENCH_ARGS are bench_scale's; the lookup bench shares only --quick.
 bench-scale: venv
 	$(PY) -m benchmarks.bench_scale $(BENCH_ARGS)
-	$(PY) -m benchmarks.bench_online_lookup
+	$(PY) -m benchmarks.bench_online_lookup $(filter --quick,$(BENCH_ARGS))
 
 gpu-check: venv
-	$(PY) -m benchmarks.gpu_check
+	$(PY) -m benchmarks.gpu_check $(BENCH_ARGS)
 
 lint: venv
 	$(PY) -m ruff check mlops tasks flows feature_repo infra tests benchmarks

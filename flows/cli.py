@@ -1,4 +1,4 @@
-"""The command line: ``mlops run``, ``mlops stop``, ``mlops predict``.
+"""The command line: ``mlops run`` and ``mlops stop``.
 
 Heavy libraries (Prefect, Feast, MLflow, torch) are imported by the command that needs them,
 so ``mlops --help`` and ``mlops stop`` answer at once.
