@@ -1,4 +1,4 @@
-"""The command line: ``mlops run`` and ``mlops stop``.
+"""The command line: ``mlops run``, ``mlops stop`` and ``mlops hash-secret``.
 
 Heavy libraries (Prefect, Feast, MLflow, torch) are imported by the command that needs them,
 so ``mlops --help`` and ``mlops stop`` answer at once.
@@ -47,6 +47,18 @@ def _stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hash_secret(args: argparse.Namespace) -> int:
+    """Print the scrypt hash of a secret read from standard input (one line, not echoed)."""
+    import getpass
+
+    from mlops.governance.identities import hash_secret
+
+    secret = (getpass.getpass("secret: ") if sys.stdin.isatty()
+              else sys.stdin.readline().rstrip("\n"))
+    print(hash_secret(secret))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlops", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -58,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run)
     stop = commands.add_parser("stop", help="stop the inference service")
     stop.set_defaults(handler=_stop)
+    hashing = commands.add_parser("hash-secret", help="the teams-file credential of a password "
+                                  "or token read from standard input")
+    hashing.set_defaults(handler=_hash_secret)
     return parser
 
 

@@ -42,7 +42,9 @@ DEFAULT_TEAM = "default"
 LIMIT_PREFIX = "team:"
 _NAME_RULE = "must be lower case letters, digits and dashes, starting with a letter (<= 40)"
 _TOP_KEYS = ("pools", "teams")
-_OPTIONAL_KEYS = ("fairshare",)
+_OPTIONAL_KEYS = ("fairshare", "platform")
+# Who may do what in a team, its approvals and its data: read by mlops.governance.
+GOVERNANCE_TEAM_KEYS = ("members", "service_accounts", "approval", "data")
 PRIORITY_SUFFIXES = ("-high", "-low")  # queue names of a team's high and low priority runs
 
 
@@ -158,7 +160,8 @@ def parse_teams(raw: Any, source: str = "teams file") -> TeamsConfig:
     """Validate already parsed YAML, collecting the problems of every part before refusing."""
     if not isinstance(raw, dict):
         raise TeamsConfigError(source, ["the file must be a mapping with keys pools and teams"])
-    problems = [f"unknown key {key!r} at the top level (allowed: pools, teams, fairshare)"
+    problems = [f"unknown key {key!r} at the top level (allowed: pools, teams, fairshare, "
+                "platform)"
                 for key in raw if key not in _TOP_KEYS + _OPTIONAL_KEYS]
     problems += [f"missing key {key!r} at the top level" for key in _TOP_KEYS if key not in raw]
     pools, pool_problems = _parse_pools(raw.get("pools", {}))
@@ -222,7 +225,8 @@ def _parse_team_list(raw: Any) -> tuple[list[TeamConfig], list[_TeamFacts], list
         label = f"team {name}" if isinstance(name, str) else f"teams[{index}]"
         facts.append(_facts(body, label))
         try:
-            teams.append(TeamConfig.model_validate(body))
+            teams.append(TeamConfig.model_validate(
+                {key: value for key, value in body.items() if key not in GOVERNANCE_TEAM_KEYS}))
         except ValidationError as exc:
             problems += [_describe(label, error) for error in exc.errors()]
     return teams, facts, problems

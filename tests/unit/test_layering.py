@@ -102,6 +102,8 @@ LEAKS = {
     "task-imports-infra": ("top-level-layers", {"tasks/report.py": "import infra.prefect_api"}),
     "data-imports-registry": ("data-imports", {
         "mlops/data/storage.py": "from mlops.registry import CHAMPION"}),
+    "governance-imports-registry": ("governance-imports", {
+        "mlops/governance/identities.py": "from mlops.registry import CHAMPION"}),
     "fairshare-imports-atomic-files": ("fairshare-imports", {
         "mlops/fairshare/teams.py": "from mlops.atomic_files import write_atomic"}),
     "features-imports-loading": ("features-imports", {
