@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-WORKFLOW = Path(__file__).resolve().parents[2] / ".github" / "workflows" / "deploy.yml"
+ROOT = Path(__file__).resolve().parents[2]
+WORKFLOW = ROOT / ".github" / "workflows" / "deploy.yml"
 DEPLOY_COMMAND = "prefect --no-prompt deploy --all --prefect-file deployments/prefect.yaml"
 DEAD_PROXY = "http://127.0.0.1:9"
 CHECK = [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows"]
@@ -66,6 +67,16 @@ def test_deploy_job_needs_test_and_runs_the_deploy_command_with_the_secrets(work
     }
 
 
+def test_remote_workers_clone_the_commit_that_passed_ci(workflow):
+    """The pull step pins the commit the deploy job passes (github.sha, after the tests),
+    not a branch whose head may be a later push that failed CI."""
+    config = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())
+    clone = config["pull"][0]["prefect.deployments.steps.git_clone"]
+    assert clone["commit_sha"] == "{{ $MLOPS_GIT_COMMIT }}" and "branch" not in clone
+    deploy = [s for s in workflow["jobs"]["deploy"]["steps"] if "run" in s][-1]
+    assert deploy["env"]["MLOPS_GIT_COMMIT"] == "${{ github.sha }}"
+
+
 @pytest.mark.parametrize(
     ("old", "new", "error"),
     [
@@ -82,3 +93,25 @@ def test_broken_workflows_fail_the_schema_check(tmp_path, old, new, error):
     result = schema_check(broken)
     assert result.returncode == 1
     assert error in result.stdout
+
+
+def test_the_pinned_clone_checks_out_that_commit_not_the_branch_head(tmp_path, monkeypatch):
+    """Prefect's own git_clone step, as remote workers run it, on a repository whose main
+    moved on after the deployed commit (a push that failed CI)."""
+    from prefect.deployments.steps import git_clone
+
+    origin = tmp_path / "origin"
+    git = ["git", "-C", str(origin), "-c", "user.name=ci", "-c", "user.email=ci@example.invalid"]
+    subprocess.run(["git", "init", "-q", "-b", "main", str(origin)], check=True)
+    (origin / "flow.py").write_text("VERSION = 'passed CI'\n")
+    subprocess.run([*git, "add", "flow.py"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "tested"], check=True)
+    tested = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    (origin / "flow.py").write_text("VERSION = 'failed CI'\n")
+    subprocess.run([*git, "commit", "-q", "-am", "later push"], check=True)
+    worker = tmp_path / "worker"
+    worker.mkdir()
+    monkeypatch.chdir(worker)
+    cloned = git_clone(repository=str(origin), commit_sha=tested)
+    assert (worker / cloned["directory"] / "flow.py").read_text() == "VERSION = 'passed CI'\n"
