@@ -1,10 +1,13 @@
-"""Starts, rolls and stops the CPU inference service as a background process.
+"""Starts, rolls and stops the CPU inference services, one background process per model.
 
-The deploy stage rolls a running service of the same model: ``POST /admin/reload`` makes
-it load, verify and warm the new champion beside the old one and swap, so no request
-fails. A service that is not running, or serves another model, is (re)started. The local
-admin token is generated once into the service directory (mode 0600) and handed to the
-process through MLOPS_ADMIN_TOKEN_FILE, never on its command line.
+Each registered model has its own service, directory (``<data>/service/<model>/``), port
+and admin token, so deploying, reloading or rolling back one team's model never touches
+another's. The deploy stage rolls a running service of its model: ``POST /admin/reload``
+makes it load, verify and warm the new champion beside the old one and swap, so no request
+fails. A service that is not running is started: the first model on ``MLOPS_SERVE_PORT``,
+each other model on the next free port, kept for it in its directory. Its admin token is
+generated once (mode 0600) and handed to the process through MLOPS_ADMIN_TOKEN_FILE, never
+on its command line.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -34,6 +38,7 @@ from mlops.registry import CHAMPION
 
 log = logging.getLogger(__name__)
 READY_TIMEOUT_S = 180.0
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 class DeployError(RuntimeError):
@@ -50,13 +55,16 @@ class ServiceInfo(BaseModel):
     action: str = "started"  # or "rolled": the running service swapped to the champion
 
 
-def service_dir(settings: Settings) -> Path:
-    return settings.stage_dir("service")
+def service_dir(settings: Settings, model: str) -> Path:
+    """One model's service: its pid, log, port, spec and admin token."""
+    if not _MODEL_NAME.match(model):
+        raise DeployError(f"model name {model!r} cannot name a service directory")
+    return settings.stage_dir(f"service/{model}")
 
 
-def admin_token_path(settings: Settings) -> Path:
-    """The local service's admin token, created once with owner-only permissions."""
-    path = service_dir(settings) / "admin-token"
+def admin_token_path(settings: Settings, model: str) -> Path:
+    """A model's service admin token, created once with owner-only permissions."""
+    path = service_dir(settings, model) / "admin-token"
     if not path.exists():
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "w") as handle:
@@ -64,48 +72,55 @@ def admin_token_path(settings: Settings) -> Path:
     return path
 
 
-def start_service(spec: DatasetSpec, settings: Settings) -> ServiceInfo:
-    """Roll the running service to the champion, or (re)start one and wait until ready."""
-    rolled = roll_service(spec, settings)
+def start_service(spec: DatasetSpec, settings: Settings, model: str | None = None) -> ServiceInfo:
+    """Roll the model's running service to its champion, or (re)start it and wait until
+    ready. ``model`` is the registered model's name (default: the dataset's)."""
+    model = model or spec.name
+    rolled = roll_service(spec, settings, model)
     if rolled is not None:
         return rolled
-    stop_service(settings)
-    folder = service_dir(settings)
-    _check_port_free(settings.serve_host, settings.serve_port)
-    spec_path = folder / f"{spec.name}.yaml"
+    stop_service(settings, model)
+    folder = service_dir(settings, model)
+    port = _assigned_port(settings, model)
+    if not _port_free(settings.serve_host, port):  # taken by another process since
+        (folder / "port").unlink()
+        port = _assigned_port(settings, model)
+    spec_path = folder / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
-    model_uri = f"models:/{spec.name}@{CHAMPION}"
+    model_uri = f"models:/{model}@{CHAMPION}"
     command = [sys.executable, "-m", "mlops.serving", "--model-uri", model_uri,
                "--tracking-uri", settings.tracking, "--spec", str(spec_path),
                "--data-dir", str(settings.data_dir), "--host", settings.serve_host,
-               "--port", str(settings.serve_port)]
+               "--port", str(port)]
     log_path, pid_path = folder / "service.log", folder / "service.pid"
-    env = {**os.environ, "MLOPS_ADMIN_TOKEN_FILE": str(admin_token_path(settings))}
+    env = {**os.environ, "MLOPS_ADMIN_TOKEN_FILE": str(admin_token_path(settings, model))}
     env.pop("MLOPS_ADMIN_TOKEN", None)
     process = start_background(command, log_path, pid_path, env)
-    url = f"http://{settings.serve_host}:{settings.serve_port}"
+    url = f"http://{settings.serve_host}:{port}"
     try:
-        model = _wait_ready(url, process, log_path)
+        served = _wait_ready(url, process, log_path)
     except DeployError:
-        stop_service(settings)
+        stop_service(settings, model)
         raise
-    log.info("service pid %s serves %s v%s at %s", process.pid, spec.name, model["version"], url)
+    log.info("service pid %s serves %s v%s at %s", process.pid, model, served["version"], url)
     return ServiceInfo(url=url, pid=process.pid, model_uri=model_uri,
-                       model_version=str(model["version"]), log_path=str(log_path),
+                       model_version=str(served["version"]), log_path=str(log_path),
                        pid_path=str(pid_path))
 
 
-def roll_service(spec: DatasetSpec, settings: Settings) -> ServiceInfo | None:
-    """Swap the running service to the champion; None when there is none to roll."""
-    folder = service_dir(settings)
+def roll_service(spec: DatasetSpec, settings: Settings,
+                 model: str | None = None) -> ServiceInfo | None:
+    """Swap the model's running service to its champion; None when there is none to roll."""
+    model = model or spec.name
+    folder = service_dir(settings, model)
     pid = running_pid(folder / "service.pid")
-    url = f"http://{settings.serve_host}:{settings.serve_port}"
     if pid is None:
         return None
-    token = admin_token_path(settings).read_text().strip()
+    url = f"http://{settings.serve_host}:{_assigned_port(settings, model)}"
+    token = admin_token_path(settings, model).read_text().strip()
     try:
-        if httpx.get(f"{url}/v1/model", timeout=5.0).json().get("name") != spec.name:
-            return None  # another model: restart rather than roll
+        if httpx.get(f"{url}/v1/model", timeout=5.0).json().get("name") != model:
+            return None  # not this model's service: restart rather than roll
         response = httpx.post(f"{url}/admin/reload", timeout=READY_TIMEOUT_S,
                               headers={"Authorization": f"Bearer {token}"})
     except (httpx.HTTPError, json.JSONDecodeError) as exc:
@@ -118,16 +133,25 @@ def roll_service(spec: DatasetSpec, settings: Settings) -> ServiceInfo | None:
         log.warning("reload answered %s; restarting the service", response.status_code)
         return None
     version = str(response.json()["serving"])
-    log.info("service pid %s rolled to %s v%s (%s)", pid, spec.name, version,
+    log.info("service pid %s rolled to %s v%s (%s)", pid, model, version,
              response.json()["status"])
-    return ServiceInfo(url=url, pid=pid, model_uri=f"models:/{spec.name}@{CHAMPION}",
+    return ServiceInfo(url=url, pid=pid, model_uri=f"models:/{model}@{CHAMPION}",
                        model_version=version, log_path=str(folder / "service.log"),
                        pid_path=str(folder / "service.pid"), action="rolled")
 
 
-def stop_service(settings: Settings, timeout_s: float = 15.0) -> bool:
-    """Stop the service named by the pid file; True when one was running."""
-    return stop_background(service_dir(settings) / "service.pid", timeout_s)
+def stop_service(settings: Settings, model: str | None = None, timeout_s: float = 15.0) -> bool:
+    """Stop one model's service, or every model's; True when one was running."""
+    models = [model] if model else served_models(settings)
+    stopped = [stop_background(service_dir(settings, name) / "service.pid", timeout_s)
+               for name in models]
+    return any(stopped)
+
+
+def served_models(settings: Settings) -> list[str]:
+    """The models that have a service directory (running or not)."""
+    root = settings.data_dir / "service"
+    return sorted(p.parent.name for p in root.glob("*/port")) if root.is_dir() else []
 
 
 def _wait_ready(url: str, process: subprocess.Popen, log_path: Path) -> dict:
@@ -139,11 +163,27 @@ def _wait_ready(url: str, process: subprocess.Popen, log_path: Path) -> dict:
         raise DeployError(f"service did not come up: {exc}") from None
 
 
-def _check_port_free(host: str, port: int) -> None:
+def _assigned_port(settings: Settings, model: str) -> int:
+    """The model's port: kept in its directory once chosen; the first free one from
+    MLOPS_SERVE_PORT up that no other model holds."""
+    path = service_dir(settings, model) / "port"
+    if path.exists():
+        return int(path.read_text())
+    taken = {int((settings.data_dir / "service" / name / "port").read_text())
+             for name in served_models(settings)}
+    for port in range(settings.serve_port, min(settings.serve_port + 100, 65536)):
+        if port not in taken and _port_free(settings.serve_host, port):
+            path.write_text(str(port))
+            return port
+    raise DeployError(f"no free port on {settings.serve_host} from {settings.serve_port} up; "
+                      "stop a service or set MLOPS_SERVE_PORT")
+
+
+def _port_free(host: str, port: int) -> bool:
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:
-            raise DeployError(f"port {host}:{port} is in use by another process; "
-                              "stop it or set MLOPS_SERVE_PORT") from None
+            return False
+        return True

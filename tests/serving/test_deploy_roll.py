@@ -24,7 +24,7 @@ def test_deploy_starts_then_rolls_without_a_restart(tmp_path: Path, port: int) -
     try:
         started = start_service(spec, settings)
         assert (started.action, started.model_version) == ("started", first)
-        token = (settings.stage_dir("service") / "admin-token")
+        token = settings.data_dir / "service" / spec.name / "admin-token"
         assert token.stat().st_mode & 0o077 == 0  # owner-only
         second = registry.register(2.0)
         rolled = start_service(spec, settings)

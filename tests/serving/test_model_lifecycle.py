@@ -31,10 +31,10 @@ class Registry:
         self.root, self.uri = root, f"sqlite:///{root / 'mlflow.db'}"
         self.auc = 0.5
 
-    def register(self, bias: float, **model_args: object) -> str:
+    def register(self, bias: float, model: str = "synthetic", **model_args: object) -> str:
         self.auc += 0.01
         path, sha = write_model(self.root / f"m{self.auc:.2f}.onnx", bias=bias, **model_args)
-        lineage = Lineage(dataset="synthetic", dataset_uri="builtin://synthetic",
+        lineage = Lineage(dataset=model, dataset_uri=f"builtin://{model}",
                           dataset_hash="ab" * 32, feature_service="synthetic_v1",
                           git_commit="deadbeef", team="alpha")
         result = register_model(self.uri, self.root / "artifacts", str(path), sha, {},
