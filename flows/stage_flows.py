@@ -28,9 +28,9 @@ def stage_flow_name(stage: Stage) -> str:
 def validate_stage_flow(params: PipelineParams, handover: HandoverRef) -> str:
     """The data stages: validate the dataset, then build and materialise its features."""
     settings = Settings()
-    data = validate_data(params.spec, settings)
+    data = validate_data(params.spec, settings, params.team)
     write_result(settings.data_dir, handover, Stage.VALIDATE, data)
-    features = build_features(data, params.spec, settings)
+    features = build_features(data, params.spec, settings, params.team)
     return str(write_result(settings.data_dir, handover, Stage.FEATURES, features))
 
 

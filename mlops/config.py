@@ -73,6 +73,9 @@ class DatasetSpec(BaseModel):
     label: str = Field(description="Label column.")
     task: TaskType = Field(description="classification (binary label) or regression.")
     rules: list[ColumnRule] = Field(default_factory=list, description="Extra validation rules.")
+    regions: list[str] | None = Field(
+        None, min_length=1, description="Data residency: the regions this dataset's data may "
+        "live in; it narrows the team's and the platform's policy, never widens it.")
 
     @field_validator("name")
     @classmethod
@@ -158,6 +161,13 @@ class Settings(BaseSettings):
     s3_kms_key_id: str | None = None  # with s3_sse aws:kms; None: the account's AWS key
     s3_ca_bundle: Path | None = None  # an https endpoint's CA, when not a public one
     dask_scheduler: str | None = None  # None: a LocalCluster
+    # Governance: the teams file whose team data roots and residency apply to runs (`make up`
+    # sets it for every platform process); None: any location, no platform policy.
+    teams_file: Path | None = None
+    region: str | None = None  # where the data directory and the workers are; None: s3_region
+    # The audit trail's HMAC key (the same in every process); unset on the local profile, one
+    # is generated into <data_dir>/audit/audit.key (0600). The production profile requires it.
+    audit_key: SecretStr | None = None
 
     @field_validator("data_dir")
     @classmethod

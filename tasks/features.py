@@ -17,10 +17,10 @@ if TYPE_CHECKING:
 
 
 @task(name="build-features", cache_policy=NONE, **IO_RETRIES)
-def build_features(data: ValidatedData, spec: DatasetSpec,
-                   settings: Settings) -> FeatureSetResult:
+def build_features(data: ValidatedData, spec: DatasetSpec, settings: Settings,
+                   team: str | None = None) -> FeatureSetResult:
     """Feast apply, point-in-time training set, online materialisation."""
-    result = features_stage(data, spec, settings)
+    result = features_stage(data, spec, settings, team)
     get_run_logger().info("feature service %s: %d training rows at %s",
                           result.feature_service, result.rows, result.training_path)
     return result

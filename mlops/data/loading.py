@@ -43,6 +43,8 @@ def _load_builtin(name: str) -> pd.DataFrame:
 
 
 def _read_file(path: str) -> pd.DataFrame:
+    if "://" in path and not path.startswith("s3://"):  # the readers would fetch any URL
+        raise DataError(f"{path}: only local files and s3:// objects are read")
     suffix = Path(path.split("?")[0]).suffix.lower()
     if not suffix:  # a folder would have been read as partitions: there is none
         raise DataError(f"{path}: no dataset file or folder of parquet partitions there")

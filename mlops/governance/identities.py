@@ -91,8 +91,9 @@ class Residency(_Strict):
 class DataPolicy(_Strict):
     """Where a team's datasets may be read from, and in which regions its data may live."""
 
-    roots: list[str] = Field(default_factory=list, description="Allowed dataset locations: "
-                             "local folders or s3://bucket/prefix/; none: the data directory.")
+    roots: list[str] = Field(default_factory=list, description="Allowed dataset locations "
+                             "(local folders or s3://bucket/prefix/) besides the team's own "
+                             "<data_dir>/datasets-in/<team>/.")
     regions: list[str] | None = Field(None, min_length=1)
 
 

@@ -4,8 +4,11 @@ and the one chain that strings them together.
 Each stage function is what one Prefect task wraps. ``run_stages`` chains six callables:
 these functions (the pipeline without Prefect, the orchestration benchmark's baseline),
 or the Prefect tasks that wrap them (``flows.training_pipeline``), so the order and the
-hand-over between stages are written once. Results carry paths and hashes, never live
-objects, so any stage can run in another process or be retried alone.
+hand-over between stages are written once; before the first, ``check_run`` checks the
+dataset's location for the run's team and the residency of every location the run uses,
+and each stage checks its own locations again before it reads or writes. Results carry
+paths and hashes, never live objects, so any stage can run in another process or be
+retried alone.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from pydantic import BaseModel, Field
 from mlops.config import DatasetSpec, ModelSettings, Settings
 from mlops.data import storage
 from mlops.data.snapshot import ValidatedData
+from mlops.features.store import offline_dir
+from mlops.governance.locations import check_location, location_policy, platform_governance
+from mlops.governance.residency import check_residency, residency_policy
 from mlops.pipeline.summary import PipelineSummary
 
 if TYPE_CHECKING:  # the stage modules import heavy libraries; load them only when run
@@ -58,21 +64,66 @@ class PipelineParams(BaseModel):
     deploy: bool = Field(default=True, description="Start the inference service on champion.")
 
 
-def validate_stage(spec: DatasetSpec, settings: Settings) -> ValidatedData:
+def validate_stage(spec: DatasetSpec, settings: Settings,
+                   team: str | None = None) -> ValidatedData:
     """Load and validate; a failing batch is quarantined and raises ValidationFailed.
 
+    First, before anything is read: the dataset's location must be the team's
+    (LocationRefused), and the dataset, the data root and quarantine must lie in the
+    residency policy's regions (ResidencyRefused). Without ``team`` (a stage task that was
+    not told it), any team's data roots and the platform's and dataset's policy apply.
     Partitioned parquet (and on production any parquet) is validated out of core on Dask
     instead. The snapshot goes under the data root: the data directory, or the S3 bucket
     on production.
     """
+    governance = platform_governance(settings)
+    checked = spec.model_copy(update={
+        "path": check_location(spec.path, location_policy(settings, governance, team))})
     with storage.object_store(settings, f"validating {spec.path}"):
-        if _on_dask(spec.path, settings):
+        check_residency(residency_policy(governance, team, spec),
+                        validate_locations(checked, settings), settings)
+        if _on_dask(checked.path, settings):
             from mlops.partitioned.snapshot import validate_partitioned
 
-            return validate_partitioned(spec, settings)
+            return validate_partitioned(checked, settings)
         from mlops.data.snapshot import validate_in_memory
 
-        return validate_in_memory(spec, settings)
+        return validate_in_memory(checked, settings)
+
+
+def validate_locations(spec: DatasetSpec, settings: Settings) -> dict[str, str]:
+    """What the validate stage reads and writes: the dataset, the data root (its snapshot)
+    and quarantine (a failing batch's copy)."""
+    return {"the dataset": spec.path, "the data root": storage.data_root(settings),
+            "quarantine": str(settings.data_dir / "quarantine")}
+
+
+def features_locations(spec: DatasetSpec, settings: Settings) -> dict[str, str]:
+    """Where the features stage writes Feast's offline source and the training set."""
+    return {"Feast's offline source": offline_dir(spec, settings.data_dir, settings)}
+
+
+def register_locations(settings: Settings) -> dict[str, str]:
+    """Where the register stage's model goes: MLflow's artifact root. A tracking server on
+    the production profile stores it in ``s3://<bucket>/mlflow`` (as ``make up`` starts
+    it); otherwise it is under the data directory."""
+    server = settings.tracking.startswith(("http://", "https://"))
+    root = (f"s3://{settings.s3_bucket}/mlflow" if settings.profile == "production" and server
+            else str(settings.artifacts_dir))
+    return {"MLflow's artifact root": root}
+
+
+def check_run(params: PipelineParams, settings: Settings) -> None:
+    """Before the first stage reads anything: the dataset's location for the run's team, and
+    the residency of every location the run reads or writes (so a violation anywhere
+    stops the run before any stage writes)."""
+    governance = platform_governance(settings)
+    spec = params.spec
+    check_location(spec.path, location_policy(settings, governance, params.team))
+    locations = {**validate_locations(spec, settings), **features_locations(spec, settings),
+                 **register_locations(settings)}
+    with storage.object_store(settings, "checking data residency"):
+        check_residency(residency_policy(governance, params.team, spec), locations, settings)
 
 
 def _on_dask(path: str, settings: Settings) -> bool:
@@ -85,11 +136,15 @@ def _on_dask(path: str, settings: Settings) -> bool:
     return settings.profile == "production" and path.endswith((".parquet", ".pq"))
 
 
-def features_stage(data: ValidatedData, spec: DatasetSpec, settings: Settings) -> FeatureSetResult:
-    """Feast: apply the repo, point-in-time training set, materialise online."""
-    from mlops.features.training_set import prepare_features
-
+def features_stage(data: ValidatedData, spec: DatasetSpec, settings: Settings,
+                   team: str | None = None) -> FeatureSetResult:
+    """Feast: apply the repo, point-in-time training set, materialise online; first, the
+    offline source's location must be in the residency policy's regions."""
     with storage.object_store(settings, f"preparing the features of {spec.name}"):
+        check_residency(residency_policy(platform_governance(settings), team, spec),
+                        features_locations(spec, settings), settings)
+        from mlops.features.training_set import prepare_features
+
         return prepare_features(storage.read_parquet(data.snapshot_path), spec,
                                 settings.data_dir, settings)
 
@@ -112,7 +167,11 @@ def export_stage(model_path: str, test_path: str, spec: DatasetSpec,
 def register_stage(params: PipelineParams, data: ValidatedData, features: FeatureSetResult,
                    trained: TrainResult, exported: ExportResult,
                    settings: Settings) -> RegistrationResult:
-    """Log the run with its lineage; the version becomes champion only if it is better."""
+    """Log the run with its lineage; the version becomes champion only if it is better.
+    First, MLflow's artifact root must be in the residency policy's regions."""
+    with storage.object_store(settings, "checking the residency of MLflow's artifact root"):
+        check_residency(residency_policy(platform_governance(settings), params.team,
+                                         params.spec), register_locations(settings), settings)
     from mlops.registry import Lineage, current_git_commit, register_model
     from mlops.training.train import primary_metric
 
@@ -154,10 +213,12 @@ PLAIN = StageCalls(validate_stage, features_stage, train_stage, export_stage, re
 
 def run_stages(params: PipelineParams, settings: Settings,
                calls: StageCalls = PLAIN) -> PipelineSummary:
-    """validate -> features -> train -> export -> register -> deploy, in this process."""
+    """validate -> features -> train -> export -> register -> deploy, in this process,
+    after ``check_run``."""
+    check_run(params, settings)
     spec = params.spec
-    data = calls.validate(spec, settings)
-    features = calls.features(data, spec, settings)
+    data = calls.validate(spec, settings, params.team)
+    features = calls.features(data, spec, settings, params.team)
     trained = calls.train(features.training_path, spec, params.model, settings)
     exported = calls.export(trained.model_path, trained.test_path, spec, settings)
     registered = calls.register(params, data, features, trained, exported, settings)

@@ -23,6 +23,7 @@ GPU = K8S / "gpu-base-job-template.json"
 CPU = K8S / "cpu-base-job-template.json"
 KUBERNETES_VERSION = "1.33"
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+REGION_LABEL = "topology.kubernetes.io/region"
 
 
 @pytest.fixture(autouse=True)
@@ -46,6 +47,16 @@ def container(manifest: dict) -> dict:
 
 def pod(manifest: dict) -> dict:
     return manifest["spec"]["template"]["spec"]
+
+
+def required_regions(manifest: dict) -> list[str]:
+    """The regions of the pod's one required node affinity term (and nothing else in it)."""
+    required = pod(manifest)["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"]
+    (term,) = required["nodeSelectorTerms"]
+    (expression,) = term["matchExpressions"]
+    assert (expression["key"], expression["operator"]) == (REGION_LABEL, "In"), expression
+    return expression["values"]
 
 
 @pytest.mark.parametrize("path", [GPU, CPU], ids=["gpu", "cpu"])
@@ -109,8 +120,13 @@ def test_cpu_job_requests_no_gpu_and_tolerates_no_gpu_taint():
         (GPU, {"memory_request": "16 GB"}, "memory_request"),
         (GPU, {"tolerations": [{"key": "x", "operator": "Maybe"}]}, "tolerations"),
         (CPU, {"gpu_count": 1}, "gpu_count"),
+        (GPU, {"regions": []}, "regions"),
+        (CPU, {"regions": "me-central-1"}, "regions"),
+        (CPU, {"regions": ["me central 1"]}, "regions"),
+        (GPU, {"regions": ["me-central-1", "me-central-1"]}, "regions"),
     ],
-    ids=["negative", "string-count", "unknown", "bad-quantity", "bad-toleration", "gpu-on-cpu"],
+    ids=["negative", "string-count", "unknown", "bad-quantity", "bad-toleration", "gpu-on-cpu",
+         "no-region", "region-not-a-list", "bad-region-label", "duplicate-region"],
 )
 def test_bad_job_variables_are_refused_by_name(path, values, named):
     with pytest.raises(JobVariablesError, match=named):
@@ -136,4 +152,32 @@ def test_upstream_placement_of_completions_in_the_pod_spec_fails_strict_validati
     broken = copy.deepcopy(render_job(CPU, {}))
     pod(broken)["completions"] = broken["spec"].pop("completions")
     with pytest.raises(kubernetes_validate.ValidationError, match="completions"):
+        validate(broken)
+
+
+@pytest.mark.parametrize("path", [GPU, CPU], ids=["gpu", "cpu"])
+def test_pods_are_pinned_to_the_default_region(path):
+    """Data residency: without a regions job variable, the platform's default region."""
+    manifest = render_job(path, {})
+    assert required_regions(manifest) == ["us-east-1"]
+
+
+@pytest.mark.parametrize("path", [GPU, CPU], ids=["gpu", "cpu"])
+def test_pods_are_pinned_to_the_allowed_regions(path):
+    regions = ["me-central-1", "me-south-1"]
+    manifest = render_job(path, {"regions": regions, "node_selector": {"pool": "uae"}})
+    assert validate(manifest) == KUBERNETES_VERSION
+    assert required_regions(manifest) == regions
+    # The affinity and the node selector both apply: a node must satisfy both.
+    assert pod(manifest)["nodeSelector"] == {"pool": "uae"}
+
+
+def test_a_region_affinity_whose_values_are_not_a_list_fails_strict_validation():
+    """The variable's schema refuses such a value first (above); the rendered Job's
+    affinity is checked by the Kubernetes schema as well."""
+    broken = copy.deepcopy(render_job(CPU, {}))
+    required = pod(broken)["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"]
+    required["nodeSelectorTerms"][0]["matchExpressions"][0]["values"] = "me-central-1"
+    with pytest.raises(kubernetes_validate.ValidationError, match="me-central-1"):
         validate(broken)
