@@ -19,7 +19,7 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 export DO_NOT_TRACK := true
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv tools run stop test test-fast bench bench-serving bench-fairshare bench-scale gpu-check lint clean up down status provision deploy
+.PHONY: venv tools run stop test test-fast bench bench-serving bench-fairshare bench-scale bench-governance gpu-check lint clean up down status provision deploy
 
 venv: $(VENV)/.installed
 	@mkdir -p $(PREFECT_HOME)
@@ -81,6 +81,10 @@ bench-fairshare: venv
 bench-scale: venv
 	$(PY) -m benchmarks.bench_scale $(BENCH_ARGS)
 	$(PY) -m benchmarks.bench_online_lookup $(filter --quick,$(BENCH_ARGS))
+
+# The audit trail: append throughput (local file, the machine's PostgreSQL) and verify.
+bench-governance: venv
+	$(PY) -m benchmarks.bench_governance $(BENCH_ARGS)
 
 gpu-check: venv
 	$(PY) -m benchmarks.gpu_check $(BENCH_ARGS)

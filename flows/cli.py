@@ -1,4 +1,4 @@
-"""The command line: ``mlops run``, ``mlops stop`` and ``mlops hash-secret``.
+"""The command line: ``mlops run``, ``mlops stop``, ``mlops hash-secret`` and ``mlops audit``.
 
 Heavy libraries (Prefect, Feast, MLflow, torch) are imported by the command that needs them,
 so ``mlops --help`` and ``mlops stop`` answer at once.
@@ -9,7 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 
 from mlops.config import DEFAULT_SPEC, ConfigError, ModelSettings, Settings, load_spec
 
@@ -59,6 +63,82 @@ def _hash_secret(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit_verify(args: argparse.Namespace) -> int:
+    """Walk the whole audit trail; exit 1 naming the first broken record."""
+    from mlops.governance.audit.log import open_audit_log
+
+    with open_audit_log(Settings()) as log:
+        report = log.verify()
+    if report.broken is None:
+        print(f"audit trail intact: {report.count} records in {log.name}, head {report.head}")
+        return 0
+    print(f"audit trail BROKEN in {log.name}: {report.broken}; the {report.count} records "
+          "before it hold")
+    return 1
+
+
+def _audit_show(args: argparse.Namespace) -> int:
+    """The records that match, oldest first: a table, or JSON lines for auditors."""
+    from mlops.governance.audit.log import open_audit_log
+    from mlops.governance.audit.records import AuditQuery, format_time
+
+    query = AuditQuery(team=args.team, action=args.action, since=args.since, until=args.until)
+    shown = 0
+    with open_audit_log(Settings()) as log, _quiet_broken_pipe():
+        if not args.json:
+            print(f"{'seq':>8}  {'time (UTC)':<27}  {'action':<20}  {'actor':<16}  "
+                  f"{'team':<10}  {'subject':<20}  details")
+        for record in log.records(query):
+            shown += 1
+            if args.json:
+                sys.stdout.buffer.write(record.line() + b"\n")
+                continue
+            details = json.dumps(record.details, sort_keys=True, separators=(",", ":"))
+            print(f"{record.seq:>8}  {format_time(record.at)}  "
+                  f"{record.action:<20}  {record.actor:<16}  {record.team or '-':<10}  "
+                  f"{record.subject or '-':<20}  {details[:80]}")
+    if not args.json:
+        print(f"{shown} record(s) from {log.name}")
+    return 0
+
+
+@contextmanager
+def _quiet_broken_pipe() -> Iterator[None]:
+    """A reader that stops early (``| head``) ends the listing, not with an error."""
+    try:
+        yield
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _utc(text: str) -> datetime:
+    """An ISO-8601 time; one without a zone is UTC."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO-8601 time: {text!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _add_audit(commands: argparse._SubParsersAction) -> None:
+    from mlops.governance.audit.records import Action
+
+    audit = commands.add_parser("audit", help="verify or show the audit trail").add_subparsers(
+        dest="audit_command", required=True)
+    verify = audit.add_parser("verify", help="check every record's hash, MAC and link; exit "
+                              "1 naming the first broken one")
+    verify.set_defaults(handler=_audit_verify)
+    show = audit.add_parser("show", help="list records (oldest first), filtered")
+    show.add_argument("--team")
+    show.add_argument("--action", choices=[action.value for action in Action])
+    show.add_argument("--since", type=_utc, help="ISO-8601 time (UTC unless it says), "
+                      "inclusive")
+    show.add_argument("--until", type=_utc, help="ISO-8601 time, exclusive")
+    show.add_argument("--json", action="store_true", help="JSON lines, as stored (for "
+                      "auditors: each with its hash and MAC)")
+    show.set_defaults(handler=_audit_show)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlops", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -73,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     hashing = commands.add_parser("hash-secret", help="the teams-file credential of a password "
                                   "or token read from standard input")
     hashing.set_defaults(handler=_hash_secret)
+    _add_audit(commands)
     return parser
 
 

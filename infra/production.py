@@ -29,7 +29,10 @@ class ServiceUnreachable(RuntimeError):
 
 def prepare(settings: Settings) -> list[str]:
     """Make every production service ready; one line per thing checked or created."""
-    return [*ensure_postgres(settings), *ensure_bucket(settings), check_redis(settings)]
+    from mlops.governance.audit.postgres_store import ensure_audit_table
+
+    return [*ensure_postgres(settings), *ensure_audit_table(settings), *ensure_bucket(settings),
+            check_redis(settings)]
 
 
 def ensure_postgres(settings: Settings) -> list[str]:
