@@ -67,5 +67,5 @@ def register_stage_flow(params: PipelineParams, handover: HandoverRef) -> str:
 def deploy_stage_flow(params: PipelineParams, handover: HandoverRef) -> str:
     """(Re)start the inference service on the registry's champion."""
     settings = Settings()
-    service = deploy(params.spec, settings)
+    service = deploy(params.spec, settings, params.team)
     return str(write_result(settings.data_dir, handover, Stage.DEPLOY, service))

@@ -15,9 +15,9 @@ if TYPE_CHECKING:
 
 
 @task(name="deploy-service", cache_policy=NONE)
-def deploy(spec: DatasetSpec, settings: Settings) -> ServiceInfo:
+def deploy(spec: DatasetSpec, settings: Settings, team: str | None = None) -> ServiceInfo:
     """Roll the running ONNX Runtime service to the champion, or start one; wait until ready."""
-    result = deploy_stage(spec, settings)
+    result = deploy_stage(spec, settings, team)
     get_run_logger().info("serving %s v%s at %s (%s)", spec.name, result.model_version,
                             result.url, result.action)
     return result

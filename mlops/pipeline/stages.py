@@ -24,9 +24,11 @@ from pydantic import BaseModel, Field
 from mlops.config import DatasetSpec, ModelSettings, Settings
 from mlops.data import storage
 from mlops.data.snapshot import ValidatedData
+from mlops.data.validation import ValidationFailed
 from mlops.features.store import offline_dir
 from mlops.governance.locations import check_location, location_policy, platform_governance
 from mlops.governance.residency import check_residency, residency_policy
+from mlops.pipeline import audit_events
 from mlops.pipeline.summary import PipelineSummary
 
 if TYPE_CHECKING:  # the stage modules import heavy libraries; load them only when run
@@ -82,13 +84,25 @@ def validate_stage(spec: DatasetSpec, settings: Settings,
     with storage.object_store(settings, f"validating {spec.path}"):
         check_residency(residency_policy(governance, team, spec),
                         validate_locations(checked, settings), settings)
-        if _on_dask(checked.path, settings):
-            from mlops.partitioned.snapshot import validate_partitioned
+        try:
+            data = _validate(checked, settings)
+        except ValidationFailed as failed:
+            audit_events.dataset_validated(settings, spec, team, failed.report.dataset_hash,
+                                           passed=False, detail=str(failed))
+            raise
+    audit_events.dataset_validated(settings, spec, team, data.dataset_hash, passed=True)
+    return data
 
-            return validate_partitioned(checked, settings)
-        from mlops.data.snapshot import validate_in_memory
 
-        return validate_in_memory(checked, settings)
+def _validate(spec: DatasetSpec, settings: Settings) -> ValidatedData:
+    """Out of core on Dask, or in memory (see ``_on_dask``)."""
+    if _on_dask(spec.path, settings):
+        from mlops.partitioned.snapshot import validate_partitioned
+
+        return validate_partitioned(spec, settings)
+    from mlops.data.snapshot import validate_in_memory
+
+    return validate_in_memory(spec, settings)
 
 
 def validate_locations(spec: DatasetSpec, settings: Settings) -> dict[str, str]:
@@ -183,16 +197,20 @@ def register_stage(params: PipelineParams, data: ValidatedData, features: Featur
                     "features": ",".join(params.spec.features), "device": trained.device,
                     "precision": trained.precision, "onnx_opset": exported.opset,
                     "parity_max_abs_diff": exported.max_abs_diff}
-    return register_model(settings.tracking, settings.artifacts_dir, exported.onnx_path,
-                          exported.sha256, model_params, trained.metrics, metric,
-                          higher_is_better, lineage)
+    registered = register_model(settings.tracking, settings.artifacts_dir, exported.onnx_path,
+                                exported.sha256, model_params, trained.metrics, metric,
+                                higher_is_better, lineage)
+    audit_events.model_registered(settings, params.team, registered)
+    return registered
 
 
-def deploy_stage(spec: DatasetSpec, settings: Settings) -> ServiceInfo:
+def deploy_stage(spec: DatasetSpec, settings: Settings, team: str | None = None) -> ServiceInfo:
     """(Re)start the CPU inference service on the registry's champion."""
     from mlops.serving.deploy import start_service
 
-    return start_service(spec, settings)
+    service = start_service(spec, settings)
+    audit_events.service_deployed(settings, team, spec.name, service)
+    return service
 
 
 class StageCalls(NamedTuple):
@@ -222,7 +240,7 @@ def run_stages(params: PipelineParams, settings: Settings,
     trained = calls.train(features.training_path, spec, params.model, settings)
     exported = calls.export(trained.model_path, trained.test_path, spec, settings)
     registered = calls.register(params, data, features, trained, exported, settings)
-    service = calls.deploy(spec, settings) if params.deploy else None
+    service = calls.deploy(spec, settings, params.team) if params.deploy else None
     return build_summary(params, data, features, trained, exported, registered, service)
 
 

@@ -69,6 +69,8 @@ class FeatureLookup(Protocol):
 
 
 AdminAuth = Annotated[str | None, Header(description="Bearer <admin token>")]
+# (action, details) -> None: appends to the audit trail, raises when it cannot.
+AdminAudit = Callable[[str, dict[str, Any]], None]
 SERVER = v2.ServerMetadata(name="mlops-inference", version="2", extensions=[])
 
 
@@ -182,10 +184,12 @@ def v1_response(predictor: OnnxPredictor, scores: np.ndarray, **extra: Any) -> R
 
 def create_app(manager: ModelManager, lookup: FeatureLookup | None = None,
                config: ServingConfig | None = None,
-               access_log: AccessLog | None = None) -> FastAPI:
+               access_log: AccessLog | None = None, audit: AdminAudit | None = None) -> FastAPI:
     """The service around a manager (ready once it serves a model). ``app.state.lookup``
     may be attached later: a feature store opens in the background at start-up. Access
-    lines go to stderr unless ``config.access_log`` is off or ``access_log`` is given."""
+    lines go to stderr unless ``config.access_log`` is off or ``access_log`` is given.
+    ``audit`` records each admin reload and rollback before it acts (its failure refuses
+    the action)."""
     config = config or ServingConfig(entity_lookup=lookup is not None)
     if access_log is None:
         access_log = AccessLog.to_stderr() if config.access_log else AccessLog(None)
@@ -220,7 +224,7 @@ def create_app(manager: ModelManager, lookup: FeatureLookup | None = None,
     _v2_routes(app, manager, runner, config)
     _v1_routes(app, manager, runner, config)
     _health_routes(app)
-    _admin_routes(app, manager, config)
+    _admin_routes(app, manager, config, audit or (lambda action, details: None))
     # FastAPI adds its documentation routes first; they go last so inference matches first.
     app.router.routes.sort(key=lambda route: getattr(route, "path", "") in _DOC_PATHS)
     add_body_schemas(app, v2.InferRequest, PredictRequest, EntityRequest)
@@ -342,7 +346,8 @@ def _v1_routes(app: FastAPI, manager: ModelManager, runner: InferenceRunner,
         return v1_response(predictor, scores, entity_ids=body.entity_ids)
 
 
-def _admin_routes(app: FastAPI, manager: ModelManager, config: ServingConfig) -> None:
+def _admin_routes(app: FastAPI, manager: ModelManager, config: ServingConfig,
+                  audit: AdminAudit) -> None:
     @app.get("/admin/status", tags=["admin"], summary="Served, previous, refused versions",
              responses=ADMIN_ERRORS)
     async def status(authorization: AdminAuth = None) -> AdminStatus:
@@ -355,6 +360,7 @@ def _admin_routes(app: FastAPI, manager: ModelManager, config: ServingConfig) ->
               summary="Serve the version the alias names now (load, verify, warm, swap)")
     async def reload(authorization: AdminAuth = None) -> SwapResult:
         check_admin(config, authorization)
+        await run_in_threadpool(audit, "service.reloaded", _versions(manager))
         result = await run_in_threadpool(manager.refresh, True)
         if result.status == "refused":
             raise SwapRefused(f"version {result.version} refused, still serving "
@@ -365,4 +371,11 @@ def _admin_routes(app: FastAPI, manager: ModelManager, config: ServingConfig) ->
               summary="Serve the previous version again")
     async def rollback(authorization: AdminAuth = None) -> SwapResult:
         check_admin(config, authorization)
+        await run_in_threadpool(audit, "service.rolled_back", _versions(manager))
         return await run_in_threadpool(manager.rollback)
+
+
+def _versions(manager: ModelManager) -> dict[str, Any]:
+    """What an admin action acts on: the versions served and held now."""
+    return {"serving": manager.current.version if manager.current else None,
+            "previous": manager.previous.version if manager.previous else None}

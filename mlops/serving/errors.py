@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from mlops.features.online import OnlineStoreUnavailable, UnknownEntity
+from mlops.governance.audit.records import AuditUnavailable
 from mlops.serving.body import UnsupportedMediaType
 from mlops.serving.model_manager import ModelSourceError, NothingToRollBack
 
@@ -62,7 +63,7 @@ STATUS_BY_ERROR: dict[type[Exception], int] = {
     BadInput: 400, Unauthorized: 401, AdminDisabled: 403, UnknownModel: 404,
     UnknownEntity: 404, NothingToRollBack: 409, SwapRefused: 409, BatchTooLarge: 413,
     UnsupportedMediaType: 415, IncompleteFeatures: 422, NotReady: 503, ModelSourceError: 503,
-    OnlineStoreUnavailable: 503,
+    OnlineStoreUnavailable: 503, AuditUnavailable: 503,
 }
 
 

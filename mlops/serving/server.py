@@ -22,13 +22,20 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from pydantic import SecretStr
 
 from mlops.config import DatasetSpec, Settings, load_spec
-from mlops.serving.app import ServingConfig, create_app
-from mlops.serving.model_manager import Check, FileSource, ModelManager, RegistrySource
+from mlops.serving.app import AdminAudit, ServingConfig, create_app
+from mlops.serving.model_manager import (
+    Check,
+    FileSource,
+    ModelManager,
+    ModelSource,
+    RegistrySource,
+)
 from mlops.serving.predictor import ModelContractError, OnnxPredictor
 
 log = logging.getLogger(__name__)
@@ -106,6 +113,21 @@ def feature_check(spec: DatasetSpec | None) -> Check | None:
     return check
 
 
+def admin_audit(source: ModelSource, data_dir: Path) -> AdminAudit:
+    """Admin reloads and rollbacks go to the audit trail of the service's data directory,
+    as the holder of this service's admin token acting on its model (a team's model is
+    named ``<team>.<dataset>``)."""
+    settings, model = Settings(data_dir=data_dir), getattr(source, "name", source.uri)
+    team = model.split(".", 1)[0] if "." in model else None
+
+    def audit(action: str, details: dict[str, Any]) -> None:
+        from mlops.governance.audit.log import open_audit_log
+
+        with open_audit_log(settings) as log:
+            log.append(action, "service-admin-token", team, model, details)
+    return audit
+
+
 def start_up(args: argparse.Namespace, spec: DatasetSpec | None, manager: ModelManager,
              app: FastAPI, on_failure: Callable[[], None]) -> None:
     """Load the first model, open the feature store, then poll: the service turns ready."""
@@ -156,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     import uvicorn
 
-    app = create_app(manager, None, config)
+    app = create_app(manager, None, config, audit=admin_audit(manager.source, args.data_dir))
     # log_config=None: uvicorn's loggers propagate to the stderr handler set up above.
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port,
                                            log_config=None, log_level=args.log_level,

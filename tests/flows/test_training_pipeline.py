@@ -8,6 +8,7 @@ from mlflow import MlflowClient
 
 from benchmarks.synthetic import generate_panel, synthetic_spec
 from mlops.config import ModelSettings, Settings, TaskType
+from mlops.governance.audit.log import open_audit_log
 from mlops.pipeline.stages import PipelineParams
 from mlops.serving.deploy import stop_service
 
@@ -67,6 +68,14 @@ def test_pipeline_serves_the_champion_and_reports(prefect_server: None, platform
     flow_tasks = {r.name.rsplit("-", 1)[0] for r in task_runs if r.flow_run_id == run_id}
     assert {"validate-data", "build-features", "train-model", "export-onnx",
             "register-model", "deploy-service", "report-run"} <= flow_tasks
+    with open_audit_log(platform) as log:
+        facts = [(r.action, r.team, r.subject) for r in log.records()]
+        assert log.verify().broken is None
+    assert facts == [("dataset.validated", "alpha", "panel"),
+                     ("model.registered", "alpha", "panel v1"),
+                     ("alias.moved", "alpha", "panel@challenger"),
+                     ("alias.moved", "alpha", "panel@champion"),
+                     ("service.deployed", "alpha", "panel")]
 
 
 def test_bad_data_stops_the_flow_before_training(prefect_server: None, platform: Settings,
@@ -81,4 +90,23 @@ def test_bad_data_stops_the_flow_before_training(prefect_server: None, platform:
         state.result()
     assert not (platform.data_dir / "training" / "corrupt").exists()
     assert _versions(platform, "corrupt") == []
-    assert not (platform.data_dir / "service" / "service.pid").exists()
+    assert not (platform.data_dir / "service" / "corrupt").exists()
+    with open_audit_log(platform) as log:
+        (fact,) = log.records()
+    assert (fact.action, fact.subject, fact.details["outcome"]) == (
+        "dataset.validated", "corrupt", "failed")
+    assert "entity_id" in fact.details["detail"]
+
+
+def test_an_audit_trail_that_cannot_record_stops_the_run(prefect_server: None,
+                                                         platform: Settings,
+                                                         tmp_path: Path) -> None:
+    from flows.training_pipeline import training_pipeline
+
+    (platform.data_dir / "audit" / "audit.jsonl").mkdir(parents=True)  # not a file
+    state = training_pipeline(_params(tmp_path, generate_panel(n_entities=30, n_periods=6),
+                                      name="unaudited"), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(Exception, match="dataset unaudited was validated .* audit trail"):
+        state.result()
+    assert not (platform.data_dir / "training" / "unaudited").exists()

@@ -13,6 +13,7 @@ from test_model_lifecycle import Registry
 from benchmarks.synthetic import generate_panel, synthetic_spec
 from mlops.config import Settings
 from mlops.features.training_set import prepare_features
+from mlops.governance.audit.log import open_audit_log
 from mlops.serving.deploy import admin_token_path, served_models, start_service, stop_service
 
 ROW = {"f0": 0.5, "f1": -1.0, "f2": 0.25, "f3": 2.0}
@@ -81,6 +82,10 @@ def test_changing_one_model_never_fails_another_models_requests(tmp_path: Path,
         assert load.errors == [] and len(load.statuses) > 50
         assert set(load.statuses) == {200}
         assert httpx.get(f"{served_beta.url}/v1/model").json()["name"] == "beta"
+        with open_audit_log(settings) as log:  # each admin action, before it acted
+            actions = [(r.action, r.actor, r.subject) for r in log.records()]
+        assert actions == [("service.reloaded", "service-admin-token", "alpha"),
+                           ("service.rolled_back", "service-admin-token", "alpha")]
     finally:
         stop_service(settings)
     assert not any(httpx_alive(url) for url in (served_alpha.url, served_beta.url))

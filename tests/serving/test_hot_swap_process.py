@@ -20,6 +20,8 @@ import pytest
 from serving_setup import ADMIN_TOKEN
 from test_model_lifecycle import ROW, Registry, expected
 
+from mlops.config import Settings
+from mlops.governance.audit.log import open_audit_log
 from mlops.processes import wait_until_ready
 
 CLIENTS = 8
@@ -66,7 +68,7 @@ def test_swaps_under_load_fail_no_request(tmp_path: Path, port: int) -> None:
     env = {**os.environ, "MLOPS_ADMIN_TOKEN": ADMIN_TOKEN}
     command = [sys.executable, "-m", "mlops.serving", "--model-uri",
                "models:/synthetic@champion", "--tracking-uri", registry.uri, "--poll-s", "0.5",
-               "--host", "127.0.0.1", "--port", str(port)]
+               "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(tmp_path / "data")]
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,
                                    stdin=subprocess.DEVNULL)
@@ -105,3 +107,8 @@ def test_swaps_under_load_fail_no_request(tmp_path: Path, port: int) -> None:
     access = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
     assert len(access) >= len(load.results)
     assert {line["model_version"] for line in access if line["status"] == 200} >= set(versions)
+    with open_audit_log(Settings(data_dir=tmp_path / "data")) as trail:
+        admin_actions = [(r.action, r.subject, r.details["serving"]) for r in trail.records()]
+    assert admin_actions == [("service.rolled_back", "synthetic", second),
+                             ("service.reloaded", "synthetic", next(iter(versions))),
+                             ("service.reloaded", "synthetic", second)]
