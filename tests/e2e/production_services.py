@@ -114,7 +114,8 @@ def postgres_tenant() -> Iterator[dict[str, str]]:
 
     suffix = secrets.token_hex(4)
     tenant = {"MLOPS_PG_USER": f"mlops_t{suffix}", "MLOPS_PG_PASSWORD": secrets.token_hex(12),
-              "MLOPS_PG_DATABASE_PREFIX": f"mlops_t{suffix}"}
+              "MLOPS_PG_DATABASE_PREFIX": f"mlops_t{suffix}",
+              "MLOPS_AUDIT_KEY": secrets.token_hex(32)}
     try:
         yield tenant
     finally:
@@ -131,6 +132,21 @@ def postgres_tenant() -> Iterator[dict[str, str]]:
 
 
 @contextmanager
+def audited_tenant() -> Iterator[dict[str, Any]]:
+    """A tenant's PostgreSQL role with its audit table, as Settings keywords: what a stage
+    on the production profile needs to record its facts, and nothing else of the profile."""
+    from infra.production import ensure_postgres
+    from mlops.config import Settings
+    from mlops.governance.audit.postgres_store import ensure_audit_table
+
+    with postgres_tenant() as tenant:
+        fields = {key.removeprefix("MLOPS_").lower(): value for key, value in tenant.items()}
+        ensure_postgres(Settings(**fields))
+        ensure_audit_table(Settings(**fields))
+        yield fields
+
+
+@contextmanager
 def production_profile(monkeypatch: Any, tenant: dict[str, str], data_dir: Path,
                        redis_url: str) -> Iterator[S3Server]:
     """This process's settings on the production profile: the tenant's PostgreSQL role and
@@ -140,6 +156,7 @@ def production_profile(monkeypatch: Any, tenant: dict[str, str], data_dir: Path,
 
     from infra.production import ensure_bucket, ensure_postgres
     from mlops.config import Settings
+    from mlops.governance.audit.postgres_store import ensure_audit_table
 
     with moto_s3(data_dir / "moto.log") as s3:
         env = {**AWS, **tenant, "MLOPS_PROFILE": "production", "MLOPS_DATA_DIR": str(data_dir),
@@ -149,5 +166,6 @@ def production_profile(monkeypatch: Any, tenant: dict[str, str], data_dir: Path,
             monkeypatch.setenv(key, value)
         monkeypatch.setitem(fsspec.config.conf, "s3", {})
         ensure_postgres(Settings())
+        ensure_audit_table(Settings())
         ensure_bucket(Settings())
         yield s3

@@ -24,7 +24,7 @@ from mlops.config import Settings
 from mlops.partitioned.cluster import DaskUnavailable, cluster_client
 from mlops.pipeline.stages import validate_stage
 from tests.conftest import free_port
-from tests.e2e.production_services import AWS, moto_s3
+from tests.e2e.production_services import AWS, audited_tenant, moto_s3
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -58,8 +58,14 @@ def scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             process.wait(timeout=30)
 
 
+@pytest.fixture(scope="module")
+def tenant() -> Iterator[dict[str, Any]]:
+    with audited_tenant() as fields:
+        yield fields
+
+
 @pytest.fixture
-def team_s3(scheduler: str, tmp_path: Path,
+def team_s3(scheduler: str, tenant: dict[str, Any], tmp_path: Path,
             monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Settings]]:
     """An S3 server with an empty bucket (no default encryption: writes must ask for it),
     and production settings on it and on the team's scheduler."""
@@ -73,7 +79,7 @@ def team_s3(scheduler: str, tmp_path: Path,
         s3.create_bucket(Bucket=BUCKET)
         yield s3, Settings(profile="production", data_dir=tmp_path / "data",
                            dask_scheduler=scheduler, s3_endpoint_url=server.endpoint,
-                           s3_bucket=BUCKET)
+                           s3_bucket=BUCKET, **tenant)
 
 
 def test_partitions_in_s3_are_validated_and_prepared_on_the_teams_cluster(

@@ -18,7 +18,7 @@ from benchmarks.synthetic import generate_panel, synthetic_spec
 from mlops.config import Settings
 from mlops.governance.residency import ResidencyRefused
 from mlops.pipeline.stages import PipelineParams, check_run, run_stages, validate_stage
-from tests.e2e.production_services import AWS, moto_s3
+from tests.e2e.production_services import AWS, audited_tenant, moto_s3
 
 pytestmark = pytest.mark.slow
 UAE, US = "me-central-1", "us-east-1"
@@ -44,8 +44,15 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         yield {"endpoint": server.endpoint, "log": root / "moto.log", "client": client}
 
 
+@pytest.fixture(scope="module")
+def tenant() -> Iterator[dict[str, Any]]:
+    with audited_tenant() as fields:
+        yield fields
+
+
 @pytest.fixture
-def settings(s3: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+def settings(s3: dict[str, Any], tenant: dict[str, Any], tmp_path: Path,
+             monkeypatch: pytest.MonkeyPatch) -> Settings:
     """A production platform in me-central-1 whose data root is the me-central-1 bucket; the
     team may read both buckets' vision/ prefix, so residency alone decides."""
     for key, value in {**AWS, "AWS_DEFAULT_REGION": UAE}.items():
@@ -60,7 +67,7 @@ def settings(s3: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     data = tmp_path / "data"
     return Settings(profile="production", data_dir=data, s3_endpoint_url=s3["endpoint"],
                     s3_bucket=UAE_BUCKET, s3_region=UAE, teams_file=teams,
-                    tracking_uri=f"sqlite:///{data}/mlflow.db")
+                    tracking_uri=f"sqlite:///{data}/mlflow.db", **tenant)
 
 
 def objects(s3: dict[str, Any]) -> dict[str, list[str]]:
