@@ -1,4 +1,5 @@
-"""The command line: ``mlops run``, ``mlops stop``, ``mlops hash-secret`` and ``mlops audit``.
+"""The command line: ``mlops run``, ``mlops stop``, ``mlops approve``, ``mlops hash-secret`` and
+``mlops audit``.
 
 Heavy libraries (Prefect, Feast, MLflow, torch) are imported by the command that needs them,
 so ``mlops --help`` and ``mlops stop`` answer at once.
@@ -120,6 +121,18 @@ def _utc(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def _approve(args: argparse.Namespace) -> int:
+    """Answer a run waiting for approval, as the caller the gateway authenticates
+    (PREFECT_API_URL: the gateway; PREFECT_API_KEY: ``<name>:<secret>``). The gateway names
+    the approver and refuses anyone without the team's approver role."""
+    from prefect.flow_runs import resume_flow_run
+
+    resume_flow_run(args.run_id, run_input={"approve": not args.reject, "comment": args.comment,
+                                            "approver": ""})
+    print(f"run {args.run_id}: {'rejected' if args.reject else 'approved'}")
+    return 0
+
+
 def _add_audit(commands: argparse._SubParsersAction) -> None:
     from mlops.governance.audit.records import Action
 
@@ -154,6 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
                                   "or token read from standard input")
     hashing.set_defaults(handler=_hash_secret)
     _add_audit(commands)
+    approve = commands.add_parser("approve", help="approve (or --reject) a run waiting for "
+                                  "an approver")
+    approve.add_argument("run_id", help="the flow run's id")
+    approve.add_argument("--reject", action="store_true", help="keep the current champion")
+    approve.add_argument("--comment", default="", help="why (kept in the audit trail)")
+    approve.set_defaults(handler=_approve)
     return parser
 
 

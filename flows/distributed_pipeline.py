@@ -18,12 +18,14 @@ A team's cpu quota must be at least 2 for its stages to run at all.
 from prefect import flow
 from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
+from prefect.states import State
 
+from flows.approval import await_approval, outcome
 from flows.stage_flows import stage_flow_name
 from infra.prefect_api import follow_requeues, require_queue
 from mlops.config import Settings
 from mlops.fairshare.teams import queue_name
-from mlops.pipeline.handover import HandoverRef, StageFailed, read_result
+from mlops.pipeline.handover import HandoverRef, StageFailed, read_result, write_result
 from mlops.pipeline.stages import PipelineParams, Stage, build_summary
 from mlops.pipeline.summary import PipelineSummary
 from tasks.report import report
@@ -52,13 +54,18 @@ def run_stage(stage: Stage, params: PipelineParams, handover: HandoverRef) -> No
 
 
 @flow(name="training-pipeline-distributed", validate_parameters=True)
-def training_pipeline_distributed(params: PipelineParams) -> PipelineSummary:
-    """Take a dataset to a served model, each stage on its own pool and the team's queue."""
-    handover = HandoverRef(run_id=str(flow_run.id))
-    for stage in (*DEPLOYED, Stage.DEPLOY) if params.deploy else DEPLOYED:
+def training_pipeline_distributed(params: PipelineParams) -> PipelineSummary | State:
+    """Take a dataset to a served model, each stage on its own pool and the team's queue;
+    this run itself waits for an approver when the team's champion moves on approval."""
+    handover, settings = HandoverRef(run_id=str(flow_run.id)), Settings()
+    for stage in DEPLOYED:
         run_stage(stage, params, handover)
-    data_dir = Settings().data_dir
-    results = [read_result(data_dir, handover, stage) for stage in Stage
+    registered = await_approval(params, read_result(settings.data_dir, handover,
+                                                    Stage.REGISTER), settings)
+    write_result(settings.data_dir, handover, Stage.REGISTER, registered)
+    if params.deploy:
+        run_stage(Stage.DEPLOY, params, handover)
+    results = [read_result(settings.data_dir, handover, stage) for stage in Stage
                if stage is not Stage.DEPLOY]
-    service = read_result(data_dir, handover, Stage.DEPLOY) if params.deploy else None
-    return report(build_summary(params, *results, service))
+    service = read_result(settings.data_dir, handover, Stage.DEPLOY) if params.deploy else None
+    return outcome(report(build_summary(params, *results, service)))

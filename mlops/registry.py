@@ -43,6 +43,7 @@ class RegistrationResult(BaseModel):
     aliases: list[str]
     champion: bool
     previous_champion: str | None
+    wins: bool = False  # beats the champion: champion, or awaiting an approver's word
     primary_metric: str
     metric_value: float
 
@@ -147,8 +148,11 @@ def champion_metric(client: MlflowClient, name: str,
 
 def register_model(tracking_uri: str, artifacts_dir: Path, onnx_path: str, sha256: str,
                    params: dict[str, object], metrics: dict[str, float], primary_metric: str,
-                   higher_is_better: bool, lineage: Lineage) -> RegistrationResult:
-    """Log a run, register its ONNX model as a new version, and move the aliases."""
+                   higher_is_better: bool, lineage: Lineage,
+                   promote: bool = True) -> RegistrationResult:
+    """Log a run, register its ONNX model as a new version, and move the aliases: always
+    ``challenger``; ``champion`` when the version beats it, unless ``promote`` is off (a
+    team whose champion moves only once an approver says so: ``promote_champion``)."""
     import mlflow
     import onnx
 
@@ -180,7 +184,7 @@ def register_model(tracking_uri: str, artifacts_dir: Path, onnx_path: str, sha25
             try:
                 return _move_aliases(client, name, version, run.info.run_id, info.model_uri,
                                      sha256, metrics[primary_metric], primary_metric,
-                                     higher_is_better)
+                                     higher_is_better, promote)
             except BaseException:
                 client.delete_model_version(name, version)
                 raise
@@ -211,20 +215,39 @@ def _create_verified_version(client: MlflowClient, name: str, info: ModelInfo, r
 
 
 def _move_aliases(client: MlflowClient, name: str, version: str, run_id: str, model_uri: str,
-                  sha256: str, value: float, metric: str,
-                  higher_is_better: bool) -> RegistrationResult:
+                  sha256: str, value: float, metric: str, higher_is_better: bool,
+                  allowed: bool) -> RegistrationResult:
     previous, champion_value = champion_metric(client, name, metric)
-    promote = should_promote(value, champion_value, higher_is_better)
+    wins = should_promote(value, champion_value, higher_is_better)
+    promote = wins and allowed
     client.set_registered_model_alias(name, CHALLENGER, version)
     if promote:
         client.set_registered_model_alias(name, CHAMPION, version)
+    outcome = ("champion" if promote else "challenger, awaiting approval" if wins
+               else "challenger only")
     log.info("%s v%s: %s=%.4f vs champion %s (%s) -> %s", name, version, metric, value,
-             previous, champion_value, "champion" if promote else "challenger only")
+             previous, champion_value, outcome)
     return RegistrationResult(
         name=name, version=version, run_id=run_id, model_uri=model_uri, sha256=sha256,
         aliases=[CHALLENGER, CHAMPION] if promote else [CHALLENGER], champion=promote,
-        previous_champion=previous, primary_metric=metric, metric_value=value,
+        previous_champion=previous, primary_metric=metric, metric_value=value, wins=wins,
     )
+
+
+def promote_champion(tracking_uri: str, name: str, version: str) -> str | None:
+    """Move ``champion`` to a version (an approver's word); returns the version it left."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client(tracking_uri)
+    try:
+        previous = client.get_model_version_by_alias(name, CHAMPION).version
+    except MlflowException:
+        previous = None
+    try:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    except MlflowException as exc:
+        raise RegistryError(f"cannot make {name} v{version} champion: {exc.message}") from None
+    return None if previous is None else str(previous)
 
 
 def version_by_alias(tracking_uri: str, name: str, alias: str) -> str:

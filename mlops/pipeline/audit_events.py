@@ -23,12 +23,12 @@ ACTOR = "pipeline"  # the platform's pipeline code, acting for the run's team
 
 
 def record(settings: Settings, action: Action, team: str | None, subject: str,
-           details: dict[str, Any], done: str) -> None:
+           details: dict[str, Any], done: str, actor: str = ACTOR) -> None:
     """Append one record; ``done`` says what already happened, for the error if the store
     cannot take it."""
     try:
         with open_audit_log(settings) as log:
-            log.append(action, ACTOR, team, subject, details)
+            log.append(action, actor, team, subject, details)
     except AuditUnavailable as exc:
         raise AuditUnavailable(f"{done}, but the audit trail cannot record it, so the run "
                                f"stops here: {exc}") from None
@@ -53,6 +53,24 @@ def model_registered(settings: Settings, team: str, registered: RegistrationResu
         previous = registered.previous_champion if alias == "champion" else None
         record(settings, Action.ALIAS_MOVED, team, f"{registered.name}@{alias}",
                {"version": registered.version, "previous": previous}, done)
+
+
+def approval_answered(settings: Settings, team: str, registered: RegistrationResult,
+                      approver: str | None, approve: bool, comment: str) -> None:
+    """An approver's answer, or (no approver) the timeout that stands for a rejection."""
+    subject = f"{registered.name} v{registered.version}"
+    details = ({"comment": comment} if approver
+               else {"reason": "no answer within the team's approval timeout"})
+    record(settings, Action.APPROVAL_GRANTED if approve else Action.APPROVAL_REJECTED, team,
+           subject, details, f"{subject} was {'approved' if approve else 'not approved'}",
+           actor=approver or ACTOR)
+
+
+def champion_moved(settings: Settings, team: str, registered: RegistrationResult,
+                   previous: str | None, approver: str) -> None:
+    record(settings, Action.ALIAS_MOVED, team, f"{registered.name}@champion",
+           {"version": registered.version, "previous": previous, "approved_by": approver},
+           f"{registered.name} v{registered.version} became champion", actor=approver)
 
 
 def service_deployed(settings: Settings, team: str | None, model: str,

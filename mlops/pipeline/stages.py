@@ -26,6 +26,7 @@ from mlops.data import storage
 from mlops.data.snapshot import ValidatedData
 from mlops.data.validation import ValidationFailed
 from mlops.features.store import offline_dir
+from mlops.governance.approvals import ApprovalAnswer, check_approver, needs_approval
 from mlops.governance.locations import check_location, location_policy, platform_governance
 from mlops.governance.residency import check_residency, residency_policy
 from mlops.pipeline import audit_events
@@ -197,10 +198,46 @@ def register_stage(params: PipelineParams, data: ValidatedData, features: Featur
                     "features": ",".join(params.spec.features), "device": trained.device,
                     "precision": trained.precision, "onnx_opset": exported.opset,
                     "parity_max_abs_diff": exported.max_abs_diff}
+    approval = needs_approval(platform_governance(settings), params.team)
     registered = register_model(settings.tracking, settings.artifacts_dir, exported.onnx_path,
                                 exported.sha256, model_params, trained.metrics, metric,
-                                higher_is_better, lineage)
+                                higher_is_better, lineage, promote=not approval)
     audit_events.model_registered(settings, params.team, registered)
+    return registered
+
+
+def awaits_approval(params: PipelineParams, registered: RegistrationResult,
+                    settings: Settings) -> bool:
+    """A version that beats the champion of a team whose champion moves on approval only."""
+    return (registered.wins and not registered.champion
+            and needs_approval(platform_governance(settings), params.team))
+
+
+def approve_stage(params: PipelineParams, registered: RegistrationResult,
+                  answer: ApprovalAnswer | None, settings: Settings) -> RegistrationResult:
+    """An approver's answer on a version awaiting approval (None: no answer in time). Approve
+    moves ``champion`` to it; reject or no answer leaves the champion where it was."""
+    if not awaits_approval(params, registered, settings):
+        return registered
+    if answer is None or not answer.approve:
+        audit_events.approval_answered(settings, params.team, registered,
+                                       answer.approver if answer else None, False,
+                                       answer.comment if answer else "")
+        return registered
+    check_approver(platform_governance(settings), params.team, answer)
+    audit_events.approval_answered(settings, params.team, registered, answer.approver, True,
+                                   answer.comment)
+    from mlops.registry import CHAMPION, promote_champion
+
+    previous = promote_champion(settings.tracking, registered.name, registered.version)
+    audit_events.champion_moved(settings, params.team, registered, previous, answer.approver)
+    return registered.model_copy(update={"champion": True, "previous_champion": previous,
+                                         "aliases": [*registered.aliases, CHAMPION]})
+
+
+def no_approval(params: PipelineParams, registered: RegistrationResult,
+                settings: Settings) -> RegistrationResult:
+    """Without Prefect nobody can answer: a version awaiting approval stays challenger."""
     return registered
 
 
@@ -222,11 +259,12 @@ class StageCalls(NamedTuple):
     train: Callable[..., TrainResult]
     export: Callable[..., ExportResult]
     register: Callable[..., RegistrationResult]
+    approve: Callable[..., RegistrationResult]  # (params, registered, settings)
     deploy: Callable[..., ServiceInfo]
 
 
 PLAIN = StageCalls(validate_stage, features_stage, train_stage, export_stage, register_stage,
-                   deploy_stage)
+                   no_approval, deploy_stage)
 
 
 def run_stages(params: PipelineParams, settings: Settings,
@@ -240,6 +278,7 @@ def run_stages(params: PipelineParams, settings: Settings,
     trained = calls.train(features.training_path, spec, params.model, settings)
     exported = calls.export(trained.model_path, trained.test_path, spec, settings)
     registered = calls.register(params, data, features, trained, exported, settings)
+    registered = calls.approve(params, registered, settings)
     service = calls.deploy(spec, settings, params.team) if params.deploy else None
     return build_summary(params, data, features, trained, exported, registered, service)
 
@@ -258,4 +297,5 @@ def build_summary(params: PipelineParams, data: ValidatedData, features: Feature
         model_name=registered.name, model_version=registered.version,
         aliases=registered.aliases, champion_version=champion or "",
         endpoint=service.url if service else None,
+        held_back=registered.wins and not registered.champion,
     )

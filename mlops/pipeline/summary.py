@@ -23,12 +23,15 @@ class PipelineSummary(BaseModel):
     aliases: list[str]
     champion_version: str
     endpoint: str | None
+    held_back: bool = False  # it beat the champion but was not approved
 
 
 def render_markdown(summary: PipelineSummary) -> str:
     """A short report a person reads in the Prefect UI."""
     metrics = "\n".join(f"| {name} | {value:.4f} |" for name, value in summary.metrics.items())
-    promoted = "yes" if "champion" in summary.aliases else "no (champion kept)"
+    promoted = ("yes" if "champion" in summary.aliases
+                else "no (not approved: champion kept)" if summary.held_back
+                else "no (champion kept)")
     return f"""# Training pipeline: {summary.dataset} (team {summary.team})
 
 | stage | result |
