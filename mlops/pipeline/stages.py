@@ -25,11 +25,16 @@ from mlops.config import DatasetSpec, ModelSettings, Settings
 from mlops.data import storage
 from mlops.data.snapshot import ValidatedData
 from mlops.data.validation import ValidationFailed
-from mlops.features.store import offline_dir
 from mlops.governance.approvals import ApprovalAnswer, check_approver, needs_approval
 from mlops.governance.locations import check_location, location_policy, platform_governance
 from mlops.governance.residency import check_residency, residency_policy
 from mlops.pipeline import audit_events
+from mlops.pipeline.run_checks import (
+    check_run,
+    features_locations,
+    register_locations,
+    validate_locations,
+)
 from mlops.pipeline.summary import PipelineSummary
 
 if TYPE_CHECKING:  # the stage modules import heavy libraries; load them only when run
@@ -104,41 +109,6 @@ def _validate(spec: DatasetSpec, settings: Settings) -> ValidatedData:
     from mlops.data.snapshot import validate_in_memory
 
     return validate_in_memory(spec, settings)
-
-
-def validate_locations(spec: DatasetSpec, settings: Settings) -> dict[str, str]:
-    """What the validate stage reads and writes: the dataset, the data root (its snapshot)
-    and quarantine (a failing batch's copy)."""
-    return {"the dataset": spec.path, "the data root": storage.data_root(settings),
-            "quarantine": str(settings.data_dir / "quarantine")}
-
-
-def features_locations(spec: DatasetSpec, settings: Settings) -> dict[str, str]:
-    """Where the features stage writes Feast's offline source and the training set."""
-    return {"Feast's offline source": offline_dir(spec, settings.data_dir, settings)}
-
-
-def register_locations(settings: Settings) -> dict[str, str]:
-    """Where the register stage's model goes: MLflow's artifact root. A tracking server on
-    the production profile stores it in ``s3://<bucket>/mlflow`` (as ``make up`` starts
-    it); otherwise it is under the data directory."""
-    server = settings.tracking.startswith(("http://", "https://"))
-    root = (f"s3://{settings.s3_bucket}/mlflow" if settings.profile == "production" and server
-            else str(settings.artifacts_dir))
-    return {"MLflow's artifact root": root}
-
-
-def check_run(params: PipelineParams, settings: Settings) -> None:
-    """Before the first stage reads anything: the dataset's location for the run's team, and
-    the residency of every location the run reads or writes (so a violation anywhere
-    stops the run before any stage writes)."""
-    governance = platform_governance(settings)
-    spec = params.spec
-    check_location(spec.path, location_policy(settings, governance, params.team))
-    locations = {**validate_locations(spec, settings), **features_locations(spec, settings),
-                 **register_locations(settings)}
-    with storage.object_store(settings, "checking data residency"):
-        check_residency(residency_policy(governance, params.team, spec), locations, settings)
 
 
 def _on_dask(path: str, settings: Settings) -> bool:
@@ -271,7 +241,7 @@ def run_stages(params: PipelineParams, settings: Settings,
                calls: StageCalls = PLAIN) -> PipelineSummary:
     """validate -> features -> train -> export -> register -> deploy, in this process,
     after ``check_run``."""
-    check_run(params, settings)
+    check_run(params.spec, params.team, settings)
     spec = params.spec
     data = calls.validate(spec, settings, params.team)
     features = calls.features(data, spec, settings, params.team)

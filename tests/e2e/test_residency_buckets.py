@@ -17,7 +17,8 @@ import yaml
 from benchmarks.synthetic import generate_panel, synthetic_spec
 from mlops.config import Settings
 from mlops.governance.residency import ResidencyRefused
-from mlops.pipeline.stages import PipelineParams, check_run, run_stages, validate_stage
+from mlops.pipeline.run_checks import check_run
+from mlops.pipeline.stages import PipelineParams, run_stages, validate_stage
 from tests.e2e.production_services import AWS, audited_tenant, moto_s3
 
 pytestmark = pytest.mark.slow
@@ -109,7 +110,7 @@ def test_the_validate_stage_alone_refuses_it_before_reading(
 def test_data_in_me_central_1_passes_and_its_snapshot_stays_there(
         s3: dict[str, Any], settings: Settings) -> None:
     run = params(UAE_BUCKET)
-    check_run(run, settings)
+    check_run(run.spec, run.team, settings)
     lookups = s3["log"].read_text().count(f"GET /{UAE_BUCKET}?location")
     validated = validate_stage(run.spec, settings, team="vision")
     assert validated.rows == 100

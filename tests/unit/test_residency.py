@@ -20,10 +20,10 @@ from mlops.governance.residency import (
     location_region,
     residency_policy,
 )
+from mlops.pipeline.run_checks import register_locations
 from mlops.pipeline.stages import (
     PipelineParams,
     features_stage,
-    register_locations,
     register_stage,
     run_stages,
     validate_stage,
