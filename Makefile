@@ -55,11 +55,13 @@ provision: venv
 deploy: venv
 	$(PY) -m infra.flow_deployments
 
-# Debian's wrk: the load generator of bench-serving, whose quick mode the tests run.
+# Debian's wrk: the load generator of bench-serving, whose quick mode the tests run; Debian's
+# chromium: the browser of the gateway's UI test (driven by Playwright, never downloaded).
 # Installed when missing (through sudo where make does not run as root, as on CI runners).
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 tools:
 	command -v wrk >/dev/null || ($(SUDO) apt-get install -y wrk || ($(SUDO) apt-get update && $(SUDO) apt-get install -y wrk))
+	command -v chromium >/dev/null || ($(SUDO) apt-get install -y chromium || ($(SUDO) apt-get update && $(SUDO) apt-get install -y chromium))
 
 test: venv tools
 	$(PY) -m pytest tests

@@ -1,7 +1,8 @@
 """The production profile's services, made ready idempotently by `make up PROFILE=production`.
 
 - PostgreSQL: the platform's role (``MLOPS_PG_USER``) and its databases
-  ``<prefix>_prefect``, ``<prefix>_mlflow`` and ``<prefix>_feast``, created through the
+  ``<prefix>_prefect``, ``<prefix>_mlflow``, ``<prefix>_mlflow_auth`` (MLflow's basic-auth
+  users and permissions, apart from the runs) and ``<prefix>_feast``, created through the
   admin account when missing, left alone when present.
 - S3 (or any S3-compatible store): the bucket, created when missing, with default
   server-side encryption set; every write of the platform also asks for it
@@ -20,7 +21,7 @@ from typing import Any
 
 from mlops.config import Settings
 
-DATABASES = ("prefect", "mlflow", "feast")
+DATABASES = ("prefect", "mlflow", "mlflow_auth", "feast")
 
 
 class ServiceUnreachable(RuntimeError):

@@ -1,9 +1,20 @@
 """Platform mode on one machine: `make up` / `make down` / `make status`.
 
-Starts (idempotently) a Prefect server (SQLite under the data directory), an MLflow
-tracking server with its UI on the same store the pipeline writes, provisions the pools,
-team queues and limits from infra/teams.yaml, and one process worker per pool. Each runs
-in the background with a pid file and a log under ``<data_dir>/platform/``.
+Starts (idempotently) a Prefect server (SQLite under the data directory) that requires its
+auth string, behind the gateway (``infra.gateway``: the login, who may do what) on the
+public Prefect port, an MLflow tracking server with its own authentication
+(``--app-name basic-auth``; one user per team, made by ``infra.mlflow_users``, other teams
+may read), provisions the pools, team queues and limits from infra/teams.yaml (as the
+file's first admin, through the gateway), and one process worker per pool, whose runs
+track on that MLflow server as their team's user. Each runs in the background with a pid
+file and a log under ``<data_dir>/platform/``.
+
+Credentials (``infra.credentials``): each process gets only its own, through its
+environment, never its command line: the server and the workers the server's auth string
+(workers run the deployed flows, which need the whole API), the gateway every identity's
+secret, the fair-share controller its service account, provisioning the admin's, MLflow
+its admin's password and (production) PostgreSQL's, the workers every team's MLflow
+password (see ``_worker_mlflow_env`` for the limit of that).
 
 With ``MLOPS_PROFILE=production`` (`make up PROFILE=production`) the same servers run on
 the services a team operates: first ``infra.production`` makes PostgreSQL's role and
@@ -18,14 +29,37 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
+from infra.credentials import (
+    MLFLOW_ADMIN,
+    MLFLOW_FLASK_KEY,
+    PRIVATE,
+    PRIVATE_PREFIXES,
+    SERVER_AUTH,
+    SESSION_KEY,
+    account,
+    auth_string,
+    login_name,
+    mlflow_variables,
+    platform_secrets,
+    read_secrets,
+    secrets_file,
+)
+from infra.mlflow_users import (
+    MlflowUsersError,
+    auth_config_path,
+    ensure_team_users,
+    write_auth_config,
+)
 from infra.production import ServiceUnreachable, prepare, server_environment
-from mlops.config import Settings
+from mlops.config import MLFLOW_PASSWORD_PREFIX, Settings
 from mlops.fairshare.teams import load_teams
+from mlops.governance.identities import Governance, GovernanceError, Role, load_governance
 from mlops.processes import (
     ServerNotReady,
     running_pid,
@@ -39,6 +73,7 @@ BIN = Path(sys.executable).parent
 POOLS = ("gpu", "cpu")
 READY_TIMEOUT_S = 180.0
 CONTROLLER = "fairshare-controller"
+DEFAULT_TEAMS = Path(__file__).with_name("teams.yaml")
 
 
 @dataclass(frozen=True)
@@ -49,33 +84,90 @@ class Service:
     env: dict[str, str] = field(default_factory=dict)  # on top of the platform's
 
 
-def services(settings: Settings, teams_file: Path | None = None) -> list[Service]:
+def services(settings: Settings, teams_file: Path | None = None,
+             secrets: Mapping[str, str] | None = None) -> list[Service]:
     """What `up` starts, in order (`down` stops them in reverse); the fair-share controller
-    when ``teams_file`` turns it on (for `down` and `status`: when its pid file exists)."""
-    host = settings.platform_host
-    prefect = Service("prefect-server", [str(BIN / "prefect"), "server", "start", "--host", host,
-                                         "--port", str(settings.prefect_port)],
-                      f"{settings.prefect_api_url}/health")
+    when ``teams_file`` turns it on (for `down` and `status`: when its pid file exists).
+    ``secrets`` (`up` only) gives each process its credentials."""
+    host, values = settings.platform_host, secrets or {}
+    server, public = settings.prefect_server_url, f"http://{host}:{settings.prefect_port}"
+    internal = server.rsplit(":", 1)[1]
+    extra = server_environment(settings) if settings.profile == "production" else {}
+    prefect = Service("prefect-server", [str(BIN / "prefect"), "server", "start", "--host",
+                                         "127.0.0.1", "--port", internal],
+                      f"{server}/api/health",
+                      {**extra.get("prefect-server", {}), **_server_env(settings, values)})
+    gateway = Service("prefect-gateway", [
+        sys.executable, "-m", "infra.gateway", "--teams", str(teams_file or DEFAULT_TEAMS),
+        "--host", host, "--port", str(settings.prefect_port), "--upstream", server],
+        f"{public}/gateway/health", _without_mlflow(values))
+    mlflow = _mlflow_server(settings, values, extra.get("mlflow-server", {}))
+    # Links in the workers' logs point at the gateway, where people sign in.
+    worker_env = ({"PREFECT_API_URL": f"{server}/api", "PREFECT_UI_URL": public,
+                   "PREFECT_API_AUTH_STRING": values[SERVER_AUTH],
+                   **_worker_mlflow_env(settings, values)} if values else {})
+    workers = [Service(f"worker-{pool}", [str(BIN / "prefect"), "worker", "start", "--pool",
+                                          pool, "--type", "process", "--name", f"{pool}-{host}"],
+                       None, worker_env) for pool in POOLS]
+    return [prefect, gateway, mlflow, *workers, *_controller(settings, teams_file, values)]
+
+
+def _mlflow_server(settings: Settings, values: Mapping[str, str],
+                   extra: Mapping[str, str]) -> Service:
+    """MLflow with its basic-auth app. No password on its command line (`ps` shows it to
+    every local user): the admin's comes as MLFLOW_AUTH_ADMIN_PASSWORD, PostgreSQL's as
+    PGPASSWORD (libpq's own variable), for the store and the auth database alike."""
+    env = {**extra, "MLFLOW_AUTH_CONFIG_PATH": str(auth_config_path(settings))}
+    if values:
+        env |= {"MLFLOW_AUTH_ADMIN_PASSWORD": values[MLFLOW_ADMIN],
+                "MLFLOW_FLASK_SERVER_SECRET_KEY": values[MLFLOW_FLASK_KEY]}
     if settings.profile == "production":  # PostgreSQL store, artifacts proxied to S3
-        store = ["--backend-store-uri", settings.database_url("mlflow", "postgresql+psycopg2"),
+        store = ["--backend-store-uri",
+                 settings.database_url("mlflow", "postgresql+psycopg2", with_password=False),
                  "--serve-artifacts",
                  "--artifacts-destination", f"s3://{settings.s3_bucket}/mlflow"]
+        if settings.pg_password:
+            env["PGPASSWORD"] = settings.pg_password.get_secret_value()
     else:
         store = ["--backend-store-uri", settings.tracking, "--default-artifact-root",
                  settings.artifacts_dir.as_uri()]
-    extra = server_environment(settings) if settings.profile == "production" else {}
-    prefect = Service(prefect.name, prefect.command, prefect.health_url,
-                      extra.get("prefect-server", {}))
-    mlflow = Service("mlflow-server", [str(BIN / "mlflow"), "server", "--host", host, "--port",
-                                       str(settings.mlflow_port), *store, "--workers", "1"],
-                     f"{settings.mlflow_url}/health", extra.get("mlflow-server", {}))
-    workers = [Service(f"worker-{pool}", [str(BIN / "prefect"), "worker", "start", "--pool",
-                                          pool, "--type", "process", "--name", f"{pool}-{host}"],
-                       None) for pool in POOLS]
-    return [prefect, mlflow, *workers, *_controller(settings, teams_file)]
+    return Service("mlflow-server", [str(BIN / "mlflow"), "server", "--app-name", "basic-auth",
+                                     "--host", settings.platform_host,
+                                     "--port", str(settings.mlflow_port), *store,
+                                     "--workers", "1"],
+                   f"{settings.mlflow_url}/health", env)
 
 
-def _controller(settings: Settings, teams_file: Path | None) -> list[Service]:
+def _without_mlflow(values: Mapping[str, str]) -> dict[str, str]:
+    """The gateway's secrets: every Prefect identity's, none of MLflow's."""
+    return {name: value for name, value in values.items()
+            if name not in (MLFLOW_ADMIN, MLFLOW_FLASK_KEY)
+            and not name.startswith(MLFLOW_PASSWORD_PREFIX)}
+
+
+def _worker_mlflow_env(settings: Settings, values: Mapping[str, str]) -> dict[str, str]:
+    """Runs track on the MLflow server (so its permissions apply), and the workers hold every
+    team's MLflow password: a run takes only its own team's (``Settings.mlflow_auth``), and
+    hands only that one to the service it deploys. The limit: a process worker runs every
+    team's flow code as one OS user, so code that reads its own environment could read the
+    other teams' passwords; per-team workers (or Kubernetes pods with a per-team secret)
+    close that gap."""
+    return {"MLOPS_TRACKING_URI": settings.mlflow_url,
+            **{name: value for name, value in values.items()
+               if name.startswith(MLFLOW_PASSWORD_PREFIX)}}
+
+
+def _server_env(settings: Settings, values: Mapping[str, str]) -> dict[str, str]:
+    """The server requires its auth string; its UI calls the API through the gateway."""
+    if not values:
+        return {}
+    return {"PREFECT_SERVER_API_AUTH_STRING": values[SERVER_AUTH],
+            "PREFECT_UI_API_URL": settings.prefect_api_url,
+            "PREFECT_UI_URL": settings.prefect_api_url.removesuffix("/api")}
+
+
+def _controller(settings: Settings, teams_file: Path | None,
+                values: Mapping[str, str]) -> list[Service]:
     if teams_file is None:
         wanted = (settings.data_dir / "platform" / f"{CONTROLLER}.pid").exists()
     else:
@@ -85,15 +177,23 @@ def _controller(settings: Settings, teams_file: Path | None) -> list[Service]:
         return []
     port = str(settings.fairshare_port)
     command = [sys.executable, "-m", "flows.fairshare_controller", "--metrics-port", port]
+    env = {}
     if teams_file is not None:
         command += ["--file", str(teams_file)]
+        if values:  # through the gateway, as its service account
+            governance = load_governance(teams_file)
+            name = account(governance, Role.CONTROLLER) or ""
+            env = {"PREFECT_API_AUTH_STRING": auth_string(governance, name, values) or ""}
     return [Service(CONTROLLER, command,
-                    f"http://{settings.platform_host}:{port}/metrics")]
+                    f"http://{settings.platform_host}:{port}/metrics", env)]
 
 
 def environment(settings: Settings) -> dict[str, str]:
-    """Every process of the platform talks to the same Prefect API and data directory."""
-    return {**os.environ, "PREFECT_API_URL": settings.prefect_api_url,
+    """Every process of the platform talks to the same Prefect API (the gateway) and data
+    directory; no secret of the caller's environment is inherited."""
+    inherited = {name: value for name, value in os.environ.items()
+                 if name not in PRIVATE and not name.startswith(PRIVATE_PREFIXES)}
+    return {**inherited, "PREFECT_API_URL": settings.prefect_api_url,
             "PREFECT_HOME": str(settings.data_dir / "prefect"),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "MLOPS_DATA_DIR": str(settings.data_dir)}
@@ -103,18 +203,79 @@ def up(settings: Settings, teams_file: Path) -> None:
     """Start what is not running yet; provision pools and queues before their workers."""
     folder = settings.stage_dir("platform")
     settings.stage_dir("prefect")
+    governance = _governance(teams_file)
     if settings.profile == "production":
         try:
             print("\n".join(prepare(settings)))
         except ServiceUnreachable as exc:
             raise SystemExit(f"production profile: {exc}") from None
-    env = environment(settings)
-    for service in services(settings, teams_file):
+    values = _secrets(settings, governance, teams_file)
+    # The runs' dataset locations and residency are checked against this teams file.
+    env = {**environment(settings), "MLOPS_TEAMS_FILE": str(teams_file.resolve())}
+    admin = auth_string(governance, account(governance, Role.ADMIN) or "", values) or ""
+    write_auth_config(settings)
+    for service in services(settings, teams_file, values):
         if service.name == f"worker-{POOLS[0]}":
-            _provision(teams_file, env)
+            _provision(teams_file, {**env, "PREFECT_API_AUTH_STRING": admin})
         _ensure_running(service, folder, env)
-    print(f"Prefect UI: http://{settings.platform_host}:{settings.prefect_port}")
+        if service.name == "mlflow-server":
+            _mlflow_users(settings, governance, values)
+    print(f"Prefect UI: http://{settings.platform_host}:{settings.prefect_port} "
+          f"(the gateway: {_how_to_log_in(settings, governance)})")
     print(f"MLflow UI:  {settings.mlflow_url}")
+
+
+def _mlflow_users(settings: Settings, governance: Governance, values: Mapping[str, str]) -> None:
+    """Each team's MLflow user, with its current password (idempotent)."""
+    try:
+        print("\n".join(ensure_team_users(settings.mlflow_url, values[MLFLOW_ADMIN],
+                                          sorted(governance.teams), values)))
+    except (MlflowUsersError, httpx.HTTPError) as exc:
+        raise SystemExit(f"mlflow-server: {exc}") from None
+
+
+def _governance(teams_file: Path) -> Governance:
+    try:
+        governance = load_governance(teams_file)
+    except GovernanceError as exc:
+        raise SystemExit(str(exc)) from None
+    if account(governance, Role.ADMIN) is None:
+        raise SystemExit(f"{teams_file}: platform.admins is empty: nobody could provision the "
+                         "pools and queues or sign in to the gateway")
+    return governance
+
+
+def _secrets(settings: Settings, governance: Governance, teams_file: Path) -> dict[str, str]:
+    """Every secret the stack needs; on the production profile, refuse what is missing."""
+    values = platform_secrets(settings, governance, os.environ)
+    needed = [SERVER_AUTH, SESSION_KEY, *mlflow_variables(governance)]
+    for role in (Role.ADMIN, *((Role.CONTROLLER,) if _controller(settings, teams_file, {})
+                              else ())):
+        name = account(governance, role)
+        if name is None:
+            raise SystemExit(f"{teams_file}: the fair-share controller needs a service "
+                             "account with role controller in platform.service_accounts")
+        credential = governance.identities[name].credential
+        if not credential.startswith("env:"):
+            raise SystemExit(f"{teams_file}: {name}'s credential must be an env: reference "
+                             "for `make up` to hand it to its process")
+        needed.append(credential[4:])
+    missing = [name for name in needed if name not in values]
+    if missing:
+        raise SystemExit(f"missing secrets (set them in the environment): {', '.join(missing)}")
+    return values
+
+
+def _how_to_log_in(settings: Settings, governance: Governance) -> str:
+    """Who to sign in as and where the password is, never the password itself."""
+    name = login_name(governance)
+    credential = governance.identities[name].credential if name else ""
+    if not credential.startswith("env:"):
+        return f"sign in as `{name}`"
+    variable = credential[4:]
+    stored = settings.profile == "local" and variable in read_secrets(secrets_file(settings))
+    where = f"in {secrets_file(settings)}" if stored else "in the environment"
+    return f"sign in as `{name}`, the password is {variable} {where}"
 
 
 def _ensure_running(service: Service, folder: Path, env: dict[str, str]) -> None:
@@ -177,7 +338,7 @@ def _answers(url: str) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.services", description=__doc__)
     parser.add_argument("command", choices=["up", "down", "status"])
-    parser.add_argument("--teams", type=Path, default=Path(__file__).with_name("teams.yaml"))
+    parser.add_argument("--teams", type=Path, default=DEFAULT_TEAMS)
     args = parser.parse_args(argv)
     settings = Settings()
     if args.command == "up":

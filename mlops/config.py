@@ -7,6 +7,7 @@ environment (prefix ``MLOPS_``).
 
 from __future__ import annotations
 
+import os
 import re
 from enum import StrEnum
 from pathlib import Path
@@ -28,6 +29,27 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 SPECS_DIR = Path(__file__).parent / "specs"
 DEFAULT_SPEC = SPECS_DIR / "wage_panel.yaml"
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+MLFLOW_PASSWORD_PREFIX = "MLOPS_MLFLOW_PASSWORD_"
+
+
+def mlflow_username(team: str) -> str:
+    """The MLflow (basic-auth) user a team's runs, deploys and services act as."""
+    return f"team-{team}"
+
+
+def mlflow_password_variable(team: str) -> str:
+    """Where a team's MLflow password is: ``MLOPS_MLFLOW_PASSWORD_<TEAM>`` (dashes become
+    underscores; team names have no underscores, so two teams never share a variable)."""
+    return MLFLOW_PASSWORD_PREFIX + team.upper().replace("-", "_")
+
+
+class MlflowAuth(BaseModel):
+    """One MLflow user's credentials; the password never prints (SecretStr)."""
+
+    username: str
+    password: SecretStr
 
 
 class ConfigError(ValueError):
@@ -140,6 +162,12 @@ class Settings(BaseSettings):
     prefect_port: int = Field(default=4200, ge=1, le=65535)
     mlflow_port: int = Field(default=5000, ge=1, le=65535)
     fairshare_port: int = Field(default=9464, ge=1, le=65535)  # the controller's /metrics
+    # The gateway (infra/gateway) listens on prefect_port; the Prefect server behind it on
+    # loopback, prefect_internal_port (default prefect_port + 1), and requires
+    # prefect_server_auth; the gateway signs session cookies with gateway_session_key.
+    prefect_internal_port: int | None = Field(default=None, ge=1, le=65535)
+    prefect_server_auth: SecretStr | None = None
+    gateway_session_key: SecretStr | None = None
     # Production profile (MLOPS_PROFILE=production): the services a team already operates.
     # PostgreSQL: the admin account creates the role and databases (idempotently); the
     # platform connects as pg_user to <pg_database_prefix>_{prefect,mlflow,feast}.
@@ -168,6 +196,8 @@ class Settings(BaseSettings):
     # The audit trail's HMAC key (the same in every process); unset on the local profile, one
     # is generated into <data_dir>/audit/audit.key (0600). The production profile requires it.
     audit_key: SecretStr | None = None
+    # Each team's MLflow password is MLOPS_MLFLOW_PASSWORD_<TEAM> (``mlflow_auth``), in the
+    # workers' environment; `make up` (infra.credentials) makes the users and the secrets.
 
     @field_validator("data_dir")
     @classmethod
@@ -190,20 +220,40 @@ class Settings(BaseSettings):
 
     @property
     def prefect_api_url(self) -> str:
+        """The API as users, CI and services reach it: through the gateway."""
         return f"http://{self.platform_host}:{self.prefect_port}/api"
+
+    @property
+    def prefect_server_url(self) -> str:
+        """The Prefect server itself, behind the gateway (workers and the gateway)."""
+        return f"http://127.0.0.1:{self.prefect_internal_port or self.prefect_port + 1}"
 
     @property
     def mlflow_url(self) -> str:
         return f"http://{self.platform_host}:{self.mlflow_port}"
 
+    def mlflow_auth(self, team: str) -> MlflowAuth | None:
+        """The team's MLflow credentials, when the tracking store is a server (a local SQLite
+        store has no users) and the environment holds the team's password. Read on each
+        call, not at start-up: a worker's process serves every team's runs."""
+        if not self.tracking.startswith(("http://", "https://")):
+            return None
+        password = os.environ.get(mlflow_password_variable(team))
+        return (MlflowAuth(username=mlflow_username(team), password=SecretStr(password))
+                if password else None)
+
     def database_url(self, name: str, driver: str = "postgresql", admin: bool = False,
-                     redact: bool = False, env_password: bool = False) -> str:
+                     redact: bool = False, env_password: bool = False,
+                     with_password: bool = True) -> str:
         """The URL of one of the platform's PostgreSQL databases (``name``: prefect, mlflow,
         feast; or the admin's ``postgres``). ``redact`` hides the password (for messages);
-        ``env_password`` writes it as ``${MLOPS_PG_PASSWORD}`` (for files a tool expands)."""
+        ``env_password`` writes it as ``${MLOPS_PG_PASSWORD}`` (for files a tool expands);
+        without ``with_password`` the URL has none (libpq takes it from PGPASSWORD)."""
         user, secret = ((self.pg_admin_user, self.pg_admin_password) if admin
                         else (self.pg_user, self.pg_password))
         password = quote(secret.get_secret_value(), safe="") if secret else ""
+        if not with_password:
+            password = ""
         shown = "***" if redact else "${MLOPS_PG_PASSWORD}" if env_password else password
         auth = f"{user}:{shown}" if password else user
         database = name if admin else f"{self.pg_database_prefix}_{name}"

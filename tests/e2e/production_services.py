@@ -123,7 +123,7 @@ def postgres_tenant() -> Iterator[dict[str, str]]:
                                  dbname="postgres")
         admin.autocommit = True
         with admin.cursor() as cursor:
-            for name in ("prefect", "mlflow", "feast", "audit"):
+            for name in ("prefect", "mlflow", "mlflow_auth", "feast", "audit"):
                 cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                     sql.Identifier(f"{tenant['MLOPS_PG_DATABASE_PREFIX']}_{name}")))
             cursor.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(

@@ -1,8 +1,10 @@
-"""The workload of the team concurrency test: a flow that only sleeps (imports nothing heavy)."""
+"""Workloads of the platform tests: flows that only sleep (they import nothing heavy)."""
 
 import time
+from typing import Literal
 
 from prefect import flow
+from pydantic import BaseModel, Field
 
 
 @flow(name="sleepy", log_prints=False)
@@ -32,3 +34,18 @@ def checkpointed(key: str, steps: int, step_s: float, folder: str) -> int:
         partial.write_text(json.dumps({"done": done}))
         partial.replace(state)
     return done
+
+
+class TeamJob(BaseModel):
+    """A team's job as the training pipeline takes it: ``team`` and ``priority`` decide
+    where it runs (the gateway checks both)."""
+
+    seconds: float = Field(default=1.0, ge=0, le=600, description="How long to sleep.")
+    team: str = Field(default="default", description="The team the run is accounted to.")
+    priority: Literal["high", "normal", "low"] = "normal"
+
+
+@flow(name="team-job", log_prints=False)
+def team_job(params: TeamJob) -> str:
+    time.sleep(params.seconds)
+    return params.team

@@ -1,9 +1,13 @@
 """The platform stack for end-to-end tests: `make up` on free ports under a temporary data
-directory, the platform's commands run as a user runs them, and `make down` at the end."""
+directory, the platform's commands run as a user runs them, and `make down` at the end.
+
+The Prefect API is reached as users reach it, through the gateway, as the teams file's
+first admin (``stack["client"]``); ``stack["secrets"]`` has every credential `up` used."""
 
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -14,9 +18,32 @@ from typing import Any
 
 import httpx
 
+from infra.credentials import (
+    PRIVATE,
+    SERVER_AUTH,
+    SESSION_KEY,
+    account,
+    identity_variables,
+    mlflow_variables,
+    read_secrets,
+)
+from mlops.governance.identities import Role, load_governance
+from mlops.governance.locations import TEAM_FOLDER
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_TEAMS = ROOT / "infra" / "teams.yaml"
+# The platform's accounts, for a test's own teams file (prepended to its teams).
+PLATFORM_ACCOUNTS = """\
+platform:
+  admins:
+    - {name: ops, credential: "env:MLOPS_SECRET_OPS"}
+  service_accounts:
+    - name: fairshare-controller
+      role: controller
+      credential: "env:MLOPS_SECRET_FAIRSHARE_CONTROLLER"
+    - {name: ci, role: deployer, credential: "env:MLOPS_SECRET_CI"}
+"""
 
 
 def run_module(module: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -26,19 +53,50 @@ def run_module(module: str, *args: str, env: dict[str, str]) -> subprocess.Compl
 
 @contextmanager
 def running_stack(root: Path, *up_args: str, **extra_env: str) -> Iterator[dict]:
-    """Yields the stack's environment, API URL, folder and what `up` printed."""
+    """Yields the stack's environment, API URL, folder, what `up` printed, its secrets and
+    an admin's client. On the production profile the test plays the secret store."""
     env = {**os.environ, "MLOPS_DATA_DIR": str(root / "data"),
            "MLOPS_PREFECT_PORT": str(free_port()), "MLOPS_MLFLOW_PORT": str(free_port()),
+           "MLOPS_PREFECT_INTERNAL_PORT": str(free_port()),
            "MLOPS_FAIRSHARE_PORT": str(free_port()),
            **extra_env}
-    env.pop("PREFECT_API_URL", None)
+    for name in [*PRIVATE, "PREFECT_API_URL"]:
+        env.pop(name, None)
+    teams = Path(up_args[up_args.index("--teams") + 1]) if "--teams" in up_args else DEFAULT_TEAMS
+    governance = load_governance(teams)
+    if env.get("MLOPS_PROFILE") == "production":
+        env |= {name: secrets.token_urlsafe(24) for name in (
+            SERVER_AUTH, SESSION_KEY, *identity_variables(governance),
+            *mlflow_variables(governance))}
     api = f"http://127.0.0.1:{env['MLOPS_PREFECT_PORT']}/api"
     try:
         started = run_module("infra.services", "up", *up_args, env=env)
         assert started.returncode == 0, started.stdout + started.stderr
-        yield {"env": env, "api": api, "root": root, "up": started.stdout}
+        values = {**read_secrets(root / "data" / "platform" / "secrets"),
+                  **{k: v for k, v in env.items() if k.startswith("MLOPS_SECRET_")
+                     or k in (SERVER_AUTH, SESSION_KEY, *mlflow_variables(governance))}}
+        admin = account(governance, Role.ADMIN) or ""
+        auth = (admin, values[governance.identities[admin].credential[4:]])
+        yield {"env": env, "api": api, "root": root, "up": started.stdout, "teams": teams,
+               "secrets": values, "auth": auth, "client": PrefectApi(api, auth),
+               "server": f"http://127.0.0.1:{env['MLOPS_PREFECT_INTERNAL_PORT']}/api"}
     finally:
         run_module("infra.services", "down", env=env)
+
+
+def team_data(stack: dict, team: str = "default") -> Path:
+    """The team's own data folder on this stack, ``<data dir>/datasets-in/<team>/``: where
+    `make up`'s workers accept its datasets from (``mlops.governance.locations``)."""
+    folder = Path(stack["env"]["MLOPS_DATA_DIR"]) / TEAM_FOLDER / team
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def credentials(stack: dict, name: str) -> tuple[str, str]:
+    """(name, secret) of an identity whose credential is an env: reference."""
+    teams = stack.get("teams") or DEFAULT_TEAMS
+    variable = load_governance(teams).identities[name].credential[4:]
+    return name, stack["secrets"][variable]
 
 
 class PrefectApi:
@@ -46,12 +104,17 @@ class PrefectApi:
     answers 503 (its SQLite database busy under the workers' writes), as Prefect's own
     client does. Callers make writes idempotent (names, idempotency keys)."""
 
-    def __init__(self, api: str) -> None:
-        self._client = httpx.Client(base_url=api, timeout=30.0)
+    def __init__(self, api: str, auth: tuple[str, str] | None = None) -> None:
+        self._client = httpx.Client(base_url=api, timeout=30.0, auth=auth)
+        self.root = api.removesuffix("/api")
 
-    def call(self, method: str, path: str, body: Any = None) -> httpx.Response:
+    def call(self, method: str, path: str, body: Any = None, *,
+             content: bytes | None = None) -> httpx.Response:
+        """A request (``body`` as JSON, or raw ``content``); a path that starts with
+        ``/gateway`` is the gateway's own, not the API's."""
+        path = f"{self.root}{path}" if path.startswith("/gateway") else path
         for attempt in range(20):
-            response = self._client.request(method, path, json=body)
+            response = self._client.request(method, path, json=body, content=content)
             if response.status_code != 503:
                 return response
             time.sleep(min(0.25 * 2 ** attempt, 3.0))
@@ -67,14 +130,18 @@ class PrefectApi:
 
 
 def deploy_from_checkout(client: PrefectApi, flow: str, entrypoint: str, name: str, pool: str,
-                         queue: str, parameters: dict[str, Any]) -> str:
-    """A deployment of a flow in this checkout on a pool's queue, run from the checkout."""
+                         queue: str, parameters: dict[str, Any],
+                         tags: list[str] | None = None,
+                         schema: dict[str, Any] | None = None) -> str:
+    """A deployment of a flow in this checkout on a pool's queue, run from the checkout
+    (with ``schema``, its parameters' schema, which the UI's form and the server use)."""
     flow_id = client.post("/flows/", {"name": flow}).json()["id"]
     body = {"name": name, "flow_id": flow_id, "work_pool_name": pool, "work_queue_name": queue,
-            "entrypoint": entrypoint, "enforce_parameter_schema": False,
-            "parameters": parameters,
+            "entrypoint": entrypoint, "enforce_parameter_schema": schema is not None,
+            "parameters": parameters, "tags": tags or [],
             "pull_steps": [{"prefect.deployments.steps.set_working_directory":
-                            {"directory": str(ROOT)}}]}
+                            {"directory": str(ROOT)}}],
+            **({"parameter_openapi_schema": schema} if schema else {})}
     response = client.post("/deployments/", body)
     assert response.status_code in (200, 201), response.text
     return response.json()["id"]
@@ -83,10 +150,9 @@ def deploy_from_checkout(client: PrefectApi, flow: str, entrypoint: str, name: s
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
-def wait_final(api: str, run_id: str, timeout_s: float) -> dict:
+def wait_final(client: PrefectApi, run_id: str, timeout_s: float) -> dict:
     """The flow run once it ended, or as it is when ``timeout_s`` has passed."""
     deadline = time.monotonic() + timeout_s
-    client = PrefectApi(api)
     while time.monotonic() < deadline:
         run = client.get(f"/flow_runs/{run_id}")
         if run["state"]["type"] in FINAL:
@@ -95,9 +161,8 @@ def wait_final(api: str, run_id: str, timeout_s: float) -> dict:
     return run
 
 
-def child_runs(api: str, run_id: str) -> dict[str, dict]:
+def child_runs(client: PrefectApi, run_id: str) -> dict[str, dict]:
     """A parent's child flow runs by flow name (each flow ran once)."""
-    client = PrefectApi(api)
     body = {"flow_runs": {"parent_flow_run_id": {"any_": [run_id]}}}
     named = {}
     for child in client.post("/flow_runs/filter", body).json():
@@ -105,3 +170,10 @@ def child_runs(api: str, run_id: str) -> dict[str, dict]:
         assert flow["name"] not in named, f"{flow['name']} ran twice"
         named[flow["name"]] = child
     return named
+
+
+def flow_schema(function: Any) -> dict[str, Any]:
+    """A flow's parameter schema, as `prefect deploy` records it."""
+    from prefect.utilities.callables import parameter_schema
+
+    return parameter_schema(function).model_dump_for_openapi()

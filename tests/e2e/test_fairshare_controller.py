@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.stack import PrefectApi, deploy_from_checkout, running_stack
+from tests.e2e.stack import PLATFORM_ACCOUNTS, PrefectApi, deploy_from_checkout, running_stack
 
 pytestmark = pytest.mark.slow
 SLEEPY, CHECKPOINTED = "tests/e2e/sleepy_flow.py:sleepy", "tests/e2e/sleepy_flow.py:checkpointed"
@@ -45,10 +45,10 @@ FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     root = tmp_path_factory.mktemp("fairshare")
     teams = root / "teams.yaml"
-    teams.write_text(TEAMS_YAML.format(period=PERIOD_S, preemption="false"))
+    teams.write_text(PLATFORM_ACCOUNTS + TEAMS_YAML.format(period=PERIOD_S, preemption="false"))
     with running_stack(root, "--teams", str(teams), PREFECT_WORKER_QUERY_SECONDS="1",
                        PREFECT_WORKER_HEARTBEAT_SECONDS="5") as stack:
-        client = PrefectApi(stack["api"])
+        client = stack["client"]
         stack["client"], stack["teams"] = client, teams
         stack["sleepy"] = {team: deploy_from_checkout(client, "sleepy", SLEEPY, f"sleepy-{team}",
                                                       "gpu", team, {"seconds": JOB_S})
@@ -139,7 +139,8 @@ def test_idle_slots_are_borrowed_and_reclaimed_as_borrowed_runs_end(platform: di
 
 def test_preemption_requeues_the_newest_borrowed_run_which_resumes(platform: dict) -> None:
     client, root = platform["client"], platform["root"]
-    platform["teams"].write_text(TEAMS_YAML.format(period=PERIOD_S, preemption="true"))
+    platform["teams"].write_text(PLATFORM_ACCOUNTS + TEAMS_YAML.format(period=PERIOD_S,
+                                                                          preemption="true"))
     folder = root / "checkpoints"
     folder.mkdir()
     deployments = {team: deploy_from_checkout(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.stack import PrefectApi, deploy_from_checkout, running_stack
+from tests.e2e.stack import PLATFORM_ACCOUNTS, deploy_from_checkout, running_stack
 
 pytestmark = pytest.mark.slow
 ENTRYPOINT = "tests/e2e/sleepy_flow.py:sleepy"
@@ -41,7 +41,7 @@ FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     root = tmp_path_factory.mktemp("team-concurrency")
     teams = root / "teams.yaml"
-    teams.write_text(TEAMS_YAML)
+    teams.write_text(PLATFORM_ACCOUNTS + TEAMS_YAML)
     with running_stack(root, "--teams", str(teams), PREFECT_WORKER_QUERY_SECONDS="1",
                        PREFECT_WORKER_HEARTBEAT_SECONDS="5") as stack:
         yield stack
@@ -64,7 +64,7 @@ def _max_overlap(intervals: list[tuple[float, float]]) -> int:
 
 def test_team_queues_cap_concurrency_without_blocking_each_other(platform: dict) -> None:
     assert "create queue gpu/alpha (concurrency 1, priority 1)" in platform["up"], platform["up"]
-    client = PrefectApi(platform["api"])
+    client = platform["client"]
     deployments = {team: deploy_from_checkout(client, "sleepy", ENTRYPOINT, f"sleepy-{team}",
                                               "gpu", team, {"seconds": SLEEP_S})
                    for team in QUOTAS}

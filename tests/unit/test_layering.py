@@ -96,6 +96,8 @@ LEAKS = {
         "mlops/fairshare/policy.py": "import matplotlib"}),
     "cycle-between-mlops-packages": ("mlops-layers", {
         "mlops/registry.py": "from mlops.serving.deploy import stop_service"}),
+    "gateway-imports-casbin": ("casbin-only-policy", {
+        "infra/gateway/routes.py": "import casbin"}),
     "task-imports-feast": ("feast-only-features", {
         "tasks/features.py": "from feast import FeatureStore"}),
     # What each package's docstring allows it to import.
