@@ -1,6 +1,6 @@
 """`make bench-serving`: load test of the CPU inference service with wrk, on loopback, one run.
 
-Measured, for the pipeline's registered model (models:/wage_panel@champion): requests/s,
+Measured, for the pipeline's registered model (models:/default.wage_panel@champion): requests/s,
 p50 and p99 latency and error count (non-2xx/3xx statuses, socket errors, timeouts) of
 1-row and 64-row predict requests at concurrency 1 (wrk -t1 -c1) and 16 (wrk -t2 -c16), on
 (1) our service with micro-batching on, (2) with it off (--batch-window-ms 0), (3) `mlflow
@@ -42,13 +42,14 @@ import httpx
 from benchmarks import profile_serving, servers, serving_report, wrk
 from benchmarks.targets import conclude
 from mlops.config import DEFAULT_SPEC, DatasetSpec, ModelSettings, Settings, load_spec
+from mlops.registry import model_name
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 
 REPO = Path(__file__).resolve().parents[1]
-MODEL = "wage_panel"
+MODEL = model_name("default", "wage_panel")  # what `make run` registers (team default)
 MODEL_URI = f"models:/{MODEL}@champion"
 ROW_COUNTS = {"1-row": 1, "64-row": 64}
 THREADS_BY_CONNECTIONS = {1: 1, 16: 2}

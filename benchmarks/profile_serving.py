@@ -156,7 +156,7 @@ def report(result: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tracking-uri", required=True)
-    parser.add_argument("--model-uri", default="models:/wage_panel@champion")
+    parser.add_argument("--model-uri", default="models:/default.wage_panel@champion")
     parser.add_argument("--rows", type=int, default=1)
     args = parser.parse_args()
     manager = load(args.tracking_uri, args.model_uri)

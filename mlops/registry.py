@@ -3,12 +3,18 @@
 A version is registered with its sha256 and lineage as tags at creation, re-read from the
 store and verified, and only then gets its aliases; any failure on the way deletes the
 version, so a run never leaves a half-registered model behind.
+
+A registered model and its experiment are named ``<team>.<dataset>`` (``model_name``), and
+on the platform's MLflow server (basic-auth) each call acts as the team's own user
+(``MlflowAuth``): the team that created a model manages it, every other team only reads it,
+and a refusal (401, 403) is a RegistryError that names the model and the user.
 """
 
 from __future__ import annotations
 
 import fcntl
 import logging
+import os
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -19,6 +25,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 from mlops.atomic_files import sha256_file
+from mlops.config import MlflowAuth
 
 if TYPE_CHECKING:  # MLflow is imported where it is used: it takes seconds
     from mlflow import MlflowClient
@@ -28,6 +35,16 @@ if TYPE_CHECKING:  # MLflow is imported where it is used: it takes seconds
 log = logging.getLogger(__name__)
 CHALLENGER, CHAMPION = "challenger", "champion"
 MODEL_FILE = "model.onnx"
+_CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+_REFUSED = {"PERMISSION_DENIED": "403 permission denied",
+            "UNAUTHENTICATED": "401 not authenticated"}
+
+
+def model_name(team: str, dataset: str) -> str:
+    """The registered model (and experiment) of a team's dataset: ``<team>.<dataset>``. The
+    one place the name is made: the pipeline, the deploy stage, the service's directory and
+    the approval all take it from here (through the registration's result)."""
+    return f"{team}.{dataset}"
 
 
 class RegistryError(RuntimeError):
@@ -96,6 +113,40 @@ def registry_lock(lock_path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@contextmanager
+def acting_as(auth: MlflowAuth | None) -> Iterator[None]:
+    """MLflow's client reads its basic-auth user from MLFLOW_TRACKING_USERNAME/_PASSWORD on
+    every request; set them for the calls inside, then restore what was there. Process-wide:
+    a worker runs each flow run in its own process, and one run acts for one team."""
+    if auth is None:
+        yield
+        return
+    saved = {name: os.environ.get(name) for name in _CREDENTIALS}
+    os.environ.update(zip(_CREDENTIALS, (auth.username, auth.password.get_secret_value()),
+                          strict=True))
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def refusal(exc: BaseException, name: str, auth: MlflowAuth | None,
+            doing: str) -> RegistryError | None:
+    """The server's 401 or 403 as a RegistryError naming the model and the user (never the
+    password); None for any other error."""
+    reason = _REFUSED.get(str(getattr(exc, "error_code", "")))
+    if reason is None:
+        return None
+    who = (f"user {auth.username}" if auth else
+           "no MLflow user (no credentials: is the team's MLOPS_MLFLOW_PASSWORD_<TEAM> set?)")
+    return RegistryError(f"MLflow refused to {doing} of model {name!r} for {who} ({reason}): "
+                         "a team writes only its own models, named <team>.<dataset>")
+
+
 def _client(tracking_uri: str) -> MlflowClient:
     import mlflow
     from mlflow import MlflowClient
@@ -148,20 +199,38 @@ def champion_metric(client: MlflowClient, name: str,
 
 def register_model(tracking_uri: str, artifacts_dir: Path, onnx_path: str, sha256: str,
                    params: dict[str, object], metrics: dict[str, float], primary_metric: str,
-                   higher_is_better: bool, lineage: Lineage,
-                   promote: bool = True) -> RegistrationResult:
-    """Log a run, register its ONNX model as a new version, and move the aliases: always
-    ``challenger``; ``champion`` when the version beats it, unless ``promote`` is off (a
-    team whose champion moves only once an approver says so: ``promote_champion``)."""
-    import mlflow
-    import onnx
+                   higher_is_better: bool, lineage: Lineage, promote: bool = True,
+                   auth: MlflowAuth | None = None) -> RegistrationResult:
+    """Log a run, register its ONNX model as ``<team>.<dataset>``'s new version, and move the
+    aliases: always ``challenger``; ``champion`` when the version beats it, unless
+    ``promote`` is off (a team whose champion moves only once an approver says so:
+    ``promote_champion``). Acts as ``auth`` on a tracking server."""
+    from mlflow.exceptions import MlflowException
 
     if sha256_file(onnx_path) != sha256:
         raise RegistryError(f"{onnx_path}: file sha256 differs from the exported {sha256}")
     if primary_metric not in metrics:
         raise RegistryError(f"primary metric {primary_metric!r} missing from {sorted(metrics)}")
+    name = model_name(lineage.team, lineage.dataset)
+    with acting_as(auth):
+        try:
+            return _register(tracking_uri, artifacts_dir, onnx_path, sha256, params, metrics,
+                             primary_metric, higher_is_better, lineage, promote, name)
+        except MlflowException as exc:
+            refused = refusal(exc, name, auth, "register a version")
+            if refused is None:
+                raise
+            raise refused from None
+
+
+def _register(tracking_uri: str, artifacts_dir: Path, onnx_path: str, sha256: str,
+              params: dict[str, object], metrics: dict[str, float], primary_metric: str,
+              higher_is_better: bool, lineage: Lineage, promote: bool,
+              name: str) -> RegistrationResult:
+    import mlflow
+    import onnx
+
     client = _client(tracking_uri)
-    name = lineage.dataset
     experiment_id = _experiment_id(client, name, artifacts_dir)
     model = onnx.load(onnx_path)
     n_features = model.graph.input[0].type.tensor_type.shape.dim[1].dim_value
@@ -176,6 +245,8 @@ def register_model(tracking_uri: str, artifacts_dir: Path, onnx_path: str, sha25
                     model, name="model", signature=_signature(n_features),
                     save_as_external_data=False, pip_requirements=_serving_requirements())
             except Exception as exc:  # the upload's error type depends on the artifact store
+                if refusal(exc, name, None, "") is not None:
+                    raise
                 raise RegistryError(
                     f"{name}: storing the model in the artifact store of {tracking_uri} "
                     f"failed, so no version was registered: {str(exc)[:500]}") from exc
@@ -234,19 +305,23 @@ def _move_aliases(client: MlflowClient, name: str, version: str, run_id: str, mo
     )
 
 
-def promote_champion(tracking_uri: str, name: str, version: str) -> str | None:
+def promote_champion(tracking_uri: str, name: str, version: str,
+                     auth: MlflowAuth | None = None) -> str | None:
     """Move ``champion`` to a version (an approver's word); returns the version it left."""
     from mlflow.exceptions import MlflowException
 
-    client = _client(tracking_uri)
-    try:
-        previous = client.get_model_version_by_alias(name, CHAMPION).version
-    except MlflowException:
-        previous = None
-    try:
-        client.set_registered_model_alias(name, CHAMPION, version)
-    except MlflowException as exc:
-        raise RegistryError(f"cannot make {name} v{version} champion: {exc.message}") from None
+    with acting_as(auth):
+        client = _client(tracking_uri)
+        try:
+            previous = client.get_model_version_by_alias(name, CHAMPION).version
+        except MlflowException:
+            previous = None
+        try:
+            client.set_registered_model_alias(name, CHAMPION, version)
+        except MlflowException as exc:
+            refused = refusal(exc, name, auth, f"move alias {CHAMPION}")
+            raise refused or RegistryError(
+                f"cannot make {name} v{version} champion: {exc.message}") from None
     return None if previous is None else str(previous)
 
 

@@ -15,9 +15,8 @@ if TYPE_CHECKING:
 
 
 @task(name="deploy-service", cache_policy=NONE)
-def deploy(spec: DatasetSpec, settings: Settings, team: str | None = None) -> ServiceInfo:
+def deploy(spec: DatasetSpec, settings: Settings, team: str) -> ServiceInfo:
     """Roll the running ONNX Runtime service to the champion, or start one; wait until ready."""
     result = deploy_stage(spec, settings, team)
-    get_run_logger().info("serving %s v%s at %s (%s)", spec.name, result.model_version,
-                            result.url, result.action)
+    get_run_logger().info("serving %s at %s (%s)", result.model_uri, result.url, result.action)
     return result

@@ -169,9 +169,12 @@ def register_stage(params: PipelineParams, data: ValidatedData, features: Featur
                     "precision": trained.precision, "onnx_opset": exported.opset,
                     "parity_max_abs_diff": exported.max_abs_diff}
     approval = needs_approval(platform_governance(settings), params.team)
+    # The run's team's MLflow user: params.team is the deployment's (the gateway refuses a
+    # run whose team differs), so a run can only write its own team's models.
     registered = register_model(settings.tracking, settings.artifacts_dir, exported.onnx_path,
                                 exported.sha256, model_params, trained.metrics, metric,
-                                higher_is_better, lineage, promote=not approval)
+                                higher_is_better, lineage, promote=not approval,
+                                auth=settings.mlflow_auth(params.team))
     audit_events.model_registered(settings, params.team, registered)
     return registered
 
@@ -199,7 +202,8 @@ def approve_stage(params: PipelineParams, registered: RegistrationResult,
                                    answer.comment)
     from mlops.registry import CHAMPION, promote_champion
 
-    previous = promote_champion(settings.tracking, registered.name, registered.version)
+    previous = promote_champion(settings.tracking, registered.name, registered.version,
+                                settings.mlflow_auth(params.team))
     audit_events.champion_moved(settings, params.team, registered, previous, answer.approver)
     return registered.model_copy(update={"champion": True, "previous_champion": previous,
                                          "aliases": [*registered.aliases, CHAMPION]})
@@ -211,12 +215,15 @@ def no_approval(params: PipelineParams, registered: RegistrationResult,
     return registered
 
 
-def deploy_stage(spec: DatasetSpec, settings: Settings, team: str | None = None) -> ServiceInfo:
-    """(Re)start the CPU inference service on the registry's champion."""
+def deploy_stage(spec: DatasetSpec, settings: Settings, team: str) -> ServiceInfo:
+    """(Re)start the CPU inference service on the champion of the team's model; the service
+    reads the registry as the team's MLflow user."""
+    from mlops.registry import model_name
     from mlops.serving.deploy import start_service
 
-    service = start_service(spec, settings)
-    audit_events.service_deployed(settings, team, spec.name, service)
+    model = model_name(team, spec.name)
+    service = start_service(spec, settings, model, settings.mlflow_auth(team))
+    audit_events.service_deployed(settings, team, model, service)
     return service
 
 

@@ -7,7 +7,9 @@ makes it load, verify and warm the new champion beside the old one and swap, so 
 fails. A service that is not running is started: the first model on ``MLOPS_SERVE_PORT``,
 each other model on the next free port, kept for it in its directory. Its admin token is
 generated once (mode 0600) and handed to the process through MLOPS_ADMIN_TOKEN_FILE, never
-on its command line.
+on its command line. Likewise the team's MLflow user (MLFLOW_TRACKING_USERNAME/_PASSWORD,
+which MLflow's client reads) reaches the service through its environment, and no other
+team's password does.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import httpx
 import yaml
 from pydantic import BaseModel
 
-from mlops.config import DatasetSpec, Settings
+from mlops.config import MLFLOW_PASSWORD_PREFIX, DatasetSpec, MlflowAuth, Settings
 from mlops.processes import (
     ServerNotReady,
     running_pid,
@@ -72,10 +74,11 @@ def admin_token_path(settings: Settings, model: str) -> Path:
     return path
 
 
-def start_service(spec: DatasetSpec, settings: Settings, model: str | None = None) -> ServiceInfo:
+def start_service(spec: DatasetSpec, settings: Settings, model: str,
+                  auth: MlflowAuth | None = None) -> ServiceInfo:
     """Roll the model's running service to its champion, or (re)start it and wait until
-    ready. ``model`` is the registered model's name (default: the dataset's)."""
-    model = model or spec.name
+    ready. ``model`` is the registered model's name (``mlops.registry.model_name``); the
+    service reads the registry as ``auth``."""
     rolled = roll_service(spec, settings, model)
     if rolled is not None:
         return rolled
@@ -93,8 +96,7 @@ def start_service(spec: DatasetSpec, settings: Settings, model: str | None = Non
                "--data-dir", str(settings.data_dir), "--host", settings.serve_host,
                "--port", str(port)]
     log_path, pid_path = folder / "service.log", folder / "service.pid"
-    env = {**os.environ, "MLOPS_ADMIN_TOKEN_FILE": str(admin_token_path(settings, model))}
-    env.pop("MLOPS_ADMIN_TOKEN", None)
+    env = _service_env(admin_token_path(settings, model), auth)
     process = start_background(command, log_path, pid_path, env)
     url = f"http://{settings.serve_host}:{port}"
     try:
@@ -108,10 +110,22 @@ def start_service(spec: DatasetSpec, settings: Settings, model: str | None = Non
                        pid_path=str(pid_path))
 
 
-def roll_service(spec: DatasetSpec, settings: Settings,
-                 model: str | None = None) -> ServiceInfo | None:
+def _service_env(token: Path, auth: MlflowAuth | None) -> dict[str, str]:
+    """The worker's environment without its credentials (Prefect's, every team's MLflow
+    password), plus the service's own: its admin token file and its team's MLflow user."""
+    private = ("MLOPS_ADMIN_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+               "PREFECT_API_AUTH_STRING", "PREFECT_API_KEY")
+    env = {name: value for name, value in os.environ.items()
+           if name not in private and not name.startswith(MLFLOW_PASSWORD_PREFIX)}
+    env["MLOPS_ADMIN_TOKEN_FILE"] = str(token)
+    if auth is not None:
+        env |= {"MLFLOW_TRACKING_USERNAME": auth.username,
+                "MLFLOW_TRACKING_PASSWORD": auth.password.get_secret_value()}
+    return env
+
+
+def roll_service(spec: DatasetSpec, settings: Settings, model: str) -> ServiceInfo | None:
     """Swap the model's running service to its champion; None when there is none to roll."""
-    model = model or spec.name
     folder = service_dir(settings, model)
     pid = running_pid(folder / "service.pid")
     if pid is None:

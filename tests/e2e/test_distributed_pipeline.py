@@ -12,7 +12,14 @@ import numpy as np
 import pytest
 
 from benchmarks.synthetic import generate_panel, synthetic_spec
-from tests.e2e.stack import PrefectApi, child_runs, run_module, running_stack, wait_final
+from tests.e2e.stack import (
+    PrefectApi,
+    child_runs,
+    run_module,
+    running_stack,
+    team_data,
+    wait_final,
+)
 
 pytestmark = pytest.mark.slow
 PARENT = "training-pipeline-distributed/default"
@@ -31,13 +38,13 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 
 
 def test_the_stages_run_on_their_pools_and_register_a_model(platform: dict) -> None:
-    data = platform["root"] / "panel.parquet"
+    data = team_data(platform) / "panel.parquet"
     generate_panel(n_entities=40, n_periods=6, seed=5).to_parquet(data, index=False)
-    run_id = _trigger(platform["api"], data, "dist_panel")
-    run = wait_final(platform["api"], run_id, timeout_s=540)
+    run_id = _trigger(platform["client"], data, "dist_panel")
+    run = wait_final(platform["client"], run_id, timeout_s=540)
     assert run["state"]["type"] == "COMPLETED", run["state"]
     assert run["work_pool_name"] == "cpu"
-    children = child_runs(platform["api"], run_id)
+    children = child_runs(platform["client"], run_id)
     assert sorted(children) == sorted([*CPU_STAGES, "train-stage"])
     assert children["train-stage"]["work_pool_name"] == "gpu"
     for stage in CPU_STAGES:
@@ -49,7 +56,8 @@ def test_the_stages_run_on_their_pools_and_register_a_model(platform: dict) -> N
     assert sorted(p.name for p in handover.iterdir()) == [
         "export.json", "features.json", "register.json", "train.json", "validate.json"]
     registered = json.loads((handover / "register.json").read_text())
-    versions = _model_versions(platform, "dist_panel")
+    assert registered["name"] == "default.dist_panel"  # the deployment's team's model
+    versions = _model_versions(platform, "default.dist_panel")
     assert [str(v.version) for v in versions] == [registered["version"]]
     exported = json.loads((handover / "export.json").read_text())
     assert registered["sha256"] == exported["sha256"]
@@ -59,23 +67,22 @@ def test_a_failed_stage_fails_the_parent_with_its_message(platform: dict) -> Non
     frame = generate_panel(n_entities=40, n_periods=6, seed=6)
     frame["entity_id"] = frame["entity_id"].astype("float64")
     frame.loc[np.arange(3), "entity_id"] = np.nan
-    data = platform["root"] / "corrupt.parquet"
+    data = team_data(platform) / "corrupt.parquet"
     frame.to_parquet(data, index=False)
-    run_id = _trigger(platform["api"], data, "dist_corrupt")
-    run = wait_final(platform["api"], run_id, timeout_s=540)
+    run_id = _trigger(platform["client"], data, "dist_corrupt")
+    run = wait_final(platform["client"], run_id, timeout_s=540)
     assert run["state"]["type"] == "FAILED", run["state"]
     message = run["state"]["message"] or ""
     assert "validate-stage" in message, message
     assert "expect_column_values_to_not_be_null" in message and "entity_id" in message, message
-    children = child_runs(platform["api"], run_id)
+    children = child_runs(platform["client"], run_id)
     assert list(children) == ["validate-stage"]
     assert children["validate-stage"]["state"]["type"] == "FAILED"
-    assert _model_versions(platform, "dist_corrupt") == []
+    assert _model_versions(platform, "default.dist_corrupt") == []
 
 
-def _trigger(api: str, data: Path, name: str) -> str:
+def _trigger(client: PrefectApi, data: Path, name: str) -> str:
     spec = synthetic_spec(str(data), name=name).model_dump(mode="json")
-    client = PrefectApi(api)
     deployment = client.get(f"/deployments/name/{PARENT}")
     assert deployment["work_pool_name"] == "cpu", deployment
     body = {"parameters": {"params": {"spec": spec, "model": {"epochs": 3}, "deploy": False}},

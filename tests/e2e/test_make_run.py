@@ -33,6 +33,8 @@ def test_run_serves_a_prediction_then_stop_stops_it(tmp_path: Path, port: int) -
     run = _cli(["run", "--spec", str(spec_path), "--epochs", "3"], env)
     assert run.returncode == 0, run.stderr[-3000:]
     endpoint = f"http://127.0.0.1:{port}"
+    # The team default's model of the dataset: <team>.<dataset>.
+    assert "model default.e2e_panel v1 aliases challenger,champion" in run.stdout
     assert f"service (champion v1): {endpoint}" in run.stdout
     assert "prediction by entity entity_id=" in run.stdout
     assert f"try it: curl -s -X POST {endpoint}/v1/predict" in run.stdout

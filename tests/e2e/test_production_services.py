@@ -24,13 +24,13 @@ from mlops.data.snapshot import ValidatedData
 from mlops.features.online import online_lookup
 from mlops.features.training_set import FeatureSetResult
 from mlops.pipeline.stages import PipelineParams, register_stage
-from mlops.registry import RegistryError
+from mlops.registry import RegistryError, model_name
 from mlops.training.export import ExportResult
 from mlops.training.train import TrainResult
 from tasks.retries import RETRIES
 from tests.conftest import free_port
 from tests.e2e.production_services import AWS, moto_s3, postgres_tenant
-from tests.e2e.stack import PrefectApi, child_runs, run_module, running_stack, wait_final
+from tests.e2e.stack import child_runs, run_module, running_stack, wait_final
 
 pytestmark = pytest.mark.slow
 BUCKET = "mlops-test"
@@ -75,6 +75,7 @@ def test_up_prepares_the_services_once_and_prefect_keeps_its_state_in_postgresql
     for line in (f"postgres: role {tenant['MLOPS_PG_USER']} created",
                  f"postgres: created database {prefix}_prefect",
                  f"postgres: created database {prefix}_mlflow",
+                 f"postgres: created database {prefix}_mlflow_auth",
                  f"postgres: created database {prefix}_feast",
                  f"s3: created bucket {BUCKET}", f"s3: default encryption AES256 on {BUCKET}",
                  f"redis: {REDIS_URL} answers"):
@@ -89,14 +90,34 @@ def test_up_prepares_the_services_once_and_prefect_keeps_its_state_in_postgresql
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"postgres: database {prefix}_prefect exists" in again.stdout
     assert f"s3: bucket {BUCKET} exists" in again.stdout
-    assert again.stdout.count("already running") == 5, again.stdout
+    assert again.stdout.count("already running") == 6, again.stdout  # the gateway too
     assert tenant["MLOPS_PG_PASSWORD"] not in out + again.stdout + again.stderr
 
 
+def test_no_password_or_token_is_on_a_command_line(production: dict) -> None:
+    """What `ps` shows every local user: the command lines of all processes (the servers,
+    their workers, the gateway, the Prefect workers, the controller)."""
+    values = [*production["secrets"].values(), production["tenant"]["MLOPS_PG_PASSWORD"]]
+    assert len(values) > 10
+    lines = []
+    for entry in Path("/proc").iterdir():
+        try:
+            lines.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except (OSError, UnicodeDecodeError):
+            continue  # a process that ended meanwhile, or not ours to read
+    assert any("--app-name basic-auth" in line for line in lines), "no MLflow server found"
+    leaks = [line[:120] for line in lines for value in values if value in line]
+    assert leaks == []
+
+
 def test_mlflow_keeps_runs_in_postgresql_and_artifacts_encrypted_in_s3(
-        production: dict, tmp_path: Path) -> None:
+        production: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from mlflow import MlflowClient
 
+    # Basic-auth: as team default's MLflow user (without one the server answers 401).
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "team-default")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD",
+                       production["secrets"]["MLOPS_MLFLOW_PASSWORD_DEFAULT"])
     url = f"http://127.0.0.1:{production['env']['MLOPS_MLFLOW_PORT']}"
     client = MlflowClient(tracking_uri=url, registry_uri=url)
     experiment = client.create_experiment("production-check")
@@ -137,10 +158,11 @@ def test_an_unreachable_postgresql_stops_up_naming_it_without_the_password(
 # last, in this order.
 PARENT = "training-pipeline-distributed/default"
 PANEL = "prod_panel"
+MODEL = model_name("default", PANEL)  # the deployment's team is default
 
 
 def _trigger(production: dict, spec: dict, key: str) -> str:
-    client = PrefectApi(production["api"])
+    client = production["client"]
     deployment = client.get(f"/deployments/name/{PARENT}")
     body = {"parameters": {"params": {"spec": spec, "model": {"epochs": 3}, "deploy": False}},
             "idempotency_key": key}
@@ -159,11 +181,11 @@ def test_the_pipeline_runs_on_postgresql_redis_s3_and_dask(
     s3.delete_bucket_encryption(Bucket=BUCKET)
     write_partitioned_panel(tmp_path / "raw", rows=8_000, partition_rows=2_000, seed=3)
     for part in sorted((tmp_path / "raw").glob("part-*.parquet")):
-        s3.upload_file(str(part), BUCKET, f"raw/{PANEL}/{part.name}")
-    spec = synthetic_spec(f"s3://{BUCKET}/raw/{PANEL}/", name=PANEL)
+        s3.upload_file(str(part), BUCKET, f"datasets-in/default/{PANEL}/{part.name}")
+    spec = synthetic_spec(f"s3://{BUCKET}/datasets-in/default/{PANEL}/", name=PANEL)
 
     run_id = _trigger(production, spec.model_dump(mode="json"), PANEL)
-    run = wait_final(production["api"], run_id, timeout_s=540)
+    run = wait_final(production["client"], run_id, timeout_s=540)
     assert run["state"]["type"] == "COMPLETED", run["state"]
     handover = Path(env["MLOPS_DATA_DIR"]) / "handover" / run_id
     validated, features, registered = (json.loads((handover / f"{stage}.json").read_text())
@@ -174,7 +196,7 @@ def test_the_pipeline_runs_on_postgresql_redis_s3_and_dask(
     assert validated["snapshot_path"].startswith(f"s3://{BUCKET}/datasets/{PANEL}/")
     assert features["training_path"] == f"s3://{BUCKET}/features/{PANEL}/training.parquet"
     written = [item["Key"] for item in s3.list_objects_v2(Bucket=BUCKET)["Contents"]
-               if not item["Key"].startswith("raw/")]
+               if not item["Key"].startswith("datasets-in/")]
     assert sum(k.startswith(f"datasets/{PANEL}/") and k.endswith(".parquet")
                for k in written) == 4, written
     assert f"features/{PANEL}/source.parquet" in written
@@ -185,11 +207,12 @@ def test_the_pipeline_runs_on_postgresql_redis_s3_and_dask(
         assert head.get("ServerSideEncryption") == "AES256", (key, head)
     # The registry is MLflow's PostgreSQL database; Feast's registry is its own.
     tenant = production["tenant"]
+    assert registered["name"] == MODEL
     versions = _query(tenant, "mlflow", "SELECT version FROM model_versions WHERE name = %s",
-                      PANEL)
+                      MODEL)
     assert versions == [(int(registered["version"]),)]
     aliases = _query(tenant, "mlflow", "SELECT alias FROM registered_model_aliases "
-                     "WHERE name = %s", PANEL)
+                     "WHERE name = %s", MODEL)
     assert sorted(a for (a,) in aliases) == ["challenger", "champion"]
     views = _query(tenant, "feast", "SELECT feature_view_name FROM feature_views "
                    "WHERE project_id = %s", PANEL)
@@ -215,8 +238,8 @@ def test_an_object_store_outage_is_retried_then_fails_clearly_with_nothing_regis
         production: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     """S3 stops answering: a run's data stage retries, then fails naming the endpoint; a
     registration in flight leaves no model version behind."""
-    env, api = production["env"], production["api"]
-    runs = PrefectApi(api).post("/flow_runs/filter", {}).json()
+    env = production["env"]
+    runs = production["client"].post("/flow_runs/filter", {}).json()
     done = next(r for r in runs if r["idempotency_key"] == PANEL)
     handover = Path(env["MLOPS_DATA_DIR"]) / "handover" / done["id"]
     stage = {name: json.loads((handover / f"{name}.json").read_text())
@@ -224,14 +247,14 @@ def test_an_object_store_outage_is_retried_then_fails_clearly_with_nothing_regis
     production["s3_server"].stop()
 
     # A run: its validation task is retried (transient), then the run fails saying why.
-    spec = synthetic_spec(f"s3://{BUCKET}/raw/{PANEL}/", name=PANEL)
+    spec = synthetic_spec(f"s3://{BUCKET}/datasets-in/default/{PANEL}/", name=PANEL)
     run_id = _trigger(production, spec.model_dump(mode="json"), f"{PANEL}-outage")
-    run = wait_final(api, run_id, timeout_s=300)
+    run = wait_final(production["client"], run_id, timeout_s=300)
     assert run["state"]["type"] == "FAILED", run["state"]
     message = run["state"]["message"] or ""
     assert f"object store {production['endpoint']} did not answer while validating" in message
-    validate = child_runs(api, run_id)["validate-stage"]
-    tasks = PrefectApi(api).post("/task_runs/filter", {"task_runs": {
+    validate = child_runs(production["client"], run_id)["validate-stage"]
+    tasks = production["client"].post("/task_runs/filter", {"task_runs": {
         "flow_run_id": {"any_": [validate["id"]]}}}).json()
     attempts = {t["name"].rsplit("-", 1)[0]: t["run_count"] for t in tasks}
     assert attempts == {"validate-data": RETRIES + 1}, attempts
@@ -247,7 +270,7 @@ def test_an_object_store_outage_is_retried_then_fails_clearly_with_nothing_regis
                        ExportResult(**stage["export"]), settings)
     tenant = production["tenant"]
     assert _query(tenant, "mlflow", "SELECT count(*) FROM model_versions "
-                  "WHERE name = %s", PANEL) == [(1,)]
+                  "WHERE name = %s", MODEL) == [(1,)]
     statuses = _query(tenant, "mlflow", "SELECT status FROM runs ORDER BY start_time DESC "
                       "LIMIT 1")
     assert statuses == [("FAILED",)]

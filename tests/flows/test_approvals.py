@@ -115,10 +115,10 @@ def test_a_runner_is_refused_and_an_approver_makes_it_champion(platform: Setting
     assert state.is_completed() and state.name == "Completed", state.message
     summary = state.result()
     assert summary.aliases == ["challenger", "champion"] and not summary.held_back
-    assert champion(platform, "approved") == "1"
-    assert trail(platform) == [("alias.moved", "pipeline", "approved@challenger"),
-                               ("approval.granted", "ann", "approved v1"),
-                               ("alias.moved", "ann", "approved@champion")]
+    assert champion(platform, "alpha.approved") == "1"
+    assert trail(platform) == [("alias.moved", "pipeline", "alpha.approved@challenger"),
+                               ("approval.granted", "ann", "alpha.approved v1"),
+                               ("alias.moved", "ann", "alpha.approved@champion")]
 
 
 def test_a_rejection_keeps_the_champion_and_the_run_says_so(platform: Settings) -> None:
@@ -127,14 +127,14 @@ def test_a_rejection_keeps_the_champion_and_the_run_says_so(platform: Settings) 
     state = run.finish()
     assert state.is_completed() and state.name == "NotPromoted"
     assert "not approved; champion stays unset" in state.message
-    assert champion(platform, "rejected") is None
-    assert trail(platform)[-1] == ("approval.rejected", "ann", "rejected v1")
+    assert champion(platform, "alpha.rejected") is None
+    assert trail(platform)[-1] == ("approval.rejected", "ann", "alpha.rejected v1")
 
 
 def test_no_answer_in_time_keeps_the_champion(platform: Settings) -> None:
     state = Run(_params(platform, "gamma", "unanswered")).finish()
     assert state.is_completed() and state.name == "NotPromoted"
-    assert champion(platform, "unanswered") is None
+    assert champion(platform, "gamma.unanswered") is None
     with open_audit_log(platform) as log:
         (rejected,) = [r for r in log.records() if r.action == "approval.rejected"]
     assert rejected.actor == "pipeline" and "timeout" in rejected.details["reason"]

@@ -49,7 +49,7 @@ def test_pipeline_serves_the_champion_and_reports(prefect_server: None, platform
     summary = state.result()
     assert summary.aliases == ["challenger", "champion"] and summary.model_version == "1"
     assert summary.metrics["test_auc"] > 0.7
-    assert [v.tags["sha256"] for v in _versions(platform, "panel")] == [summary.onnx_sha256]
+    assert [v.tags["sha256"] for v in _versions(platform, "alpha.panel")] == [summary.onnx_sha256]
     answer = httpx.post(f"{summary.endpoint}/v1/predict/entity", json={"entity_ids": [1, 2]})
     assert answer.status_code == 200 and len(answer.json()["predictions"]) == 2
 
@@ -63,7 +63,7 @@ def test_pipeline_serves_the_champion_and_reports(prefect_server: None, platform
 
     artifacts, task_runs = asyncio.run(artifacts_and_task_runs())
     report = next(a for a in artifacts if a.key == "training-panel")
-    assert "panel` v1" in report.data and "test_auc" in report.data
+    assert "alpha.panel` v1" in report.data and "test_auc" in report.data
     run_id = state.state_details.flow_run_id
     flow_tasks = {r.name.rsplit("-", 1)[0] for r in task_runs if r.flow_run_id == run_id}
     assert {"validate-data", "build-features", "train-model", "export-onnx",
@@ -72,10 +72,10 @@ def test_pipeline_serves_the_champion_and_reports(prefect_server: None, platform
         facts = [(r.action, r.team, r.subject) for r in log.records()]
         assert log.verify().broken is None
     assert facts == [("dataset.validated", "alpha", "panel"),
-                     ("model.registered", "alpha", "panel v1"),
-                     ("alias.moved", "alpha", "panel@challenger"),
-                     ("alias.moved", "alpha", "panel@champion"),
-                     ("service.deployed", "alpha", "panel")]
+                     ("model.registered", "alpha", "alpha.panel v1"),
+                     ("alias.moved", "alpha", "alpha.panel@challenger"),
+                     ("alias.moved", "alpha", "alpha.panel@champion"),
+                     ("service.deployed", "alpha", "alpha.panel")]
 
 
 def test_bad_data_stops_the_flow_before_training(prefect_server: None, platform: Settings,

@@ -57,35 +57,36 @@ def test_changing_one_model_never_fails_another_models_requests(tmp_path: Path,
                    for name in ("alpha", "beta"))
     for spec in (alpha, beta):
         prepare_features(generate_panel(n_entities=10, n_periods=3), spec, settings.data_dir)
-        registry.register(0.1, model=spec.name)
+        registry.register(0.1, model=f"{spec.name}.panel")
     try:
-        served_alpha, served_beta = start_service(alpha, settings), start_service(beta, settings)
+        served_alpha = start_service(alpha, settings, "alpha.panel")
+        served_beta = start_service(beta, settings, "beta.panel")
         assert served_alpha.url == f"http://127.0.0.1:{port}"
         assert served_beta.url != served_alpha.url and served_beta.pid != served_alpha.pid
-        assert served_models(settings) == ["alpha", "beta"]
+        assert served_models(settings) == ["alpha.panel", "beta.panel"]
         tokens = {name: admin_token_path(settings, name).read_text().strip()
-                  for name in ("alpha", "beta")}
-        assert tokens["alpha"] != tokens["beta"]
+                  for name in ("alpha.panel", "beta.panel")}
+        assert tokens["alpha.panel"] != tokens["beta.panel"]
         refused = httpx.post(f"{served_beta.url}/admin/reload",
-                             headers={"Authorization": f"Bearer {tokens['alpha']}"})
+                             headers={"Authorization": f"Bearer {tokens['alpha.panel']}"})
         assert refused.status_code in (401, 403)
 
         with Load(served_beta.url) as load:
-            registry.register(2.0, model="alpha")
-            assert start_service(alpha, settings).action == "rolled"
+            registry.register(2.0, model="alpha.panel")
+            assert start_service(alpha, settings, "alpha.panel").action == "rolled"
             rollback = httpx.post(f"{served_alpha.url}/admin/rollback",
-                                  headers={"Authorization": f"Bearer {tokens['alpha']}"})
+                                  headers={"Authorization": f"Bearer {tokens['alpha.panel']}"})
             assert rollback.status_code == 200, rollback.text
-            assert stop_service(settings, "alpha")
-            restarted = start_service(alpha, settings)
+            assert stop_service(settings, "alpha.panel")
+            restarted = start_service(alpha, settings, "alpha.panel")
             assert restarted.action == "started" and restarted.url == served_alpha.url
         assert load.errors == [] and len(load.statuses) > 50
         assert set(load.statuses) == {200}
-        assert httpx.get(f"{served_beta.url}/v1/model").json()["name"] == "beta"
+        assert httpx.get(f"{served_beta.url}/v1/model").json()["name"] == "beta.panel"
         with open_audit_log(settings) as log:  # each admin action, before it acted
             actions = [(r.action, r.actor, r.subject) for r in log.records()]
-        assert actions == [("service.reloaded", "service-admin-token", "alpha"),
-                           ("service.rolled_back", "service-admin-token", "alpha")]
+        assert actions == [("service.reloaded", "service-admin-token", "alpha.panel"),
+                           ("service.rolled_back", "service-admin-token", "alpha.panel")]
     finally:
         stop_service(settings)
     assert not any(httpx_alive(url) for url in (served_alpha.url, served_beta.url))

@@ -43,7 +43,7 @@ class Load:
         with httpx.Client(base_url=self.url, timeout=30) as client:
             while not self.stop.is_set():
                 try:
-                    response = client.post("/v2/models/synthetic/infer", json=body)
+                    response = client.post("/v2/models/alpha.synthetic/infer", json=body)
                     data = response.json()
                     self.results.append((response.status_code, data.get("model_version", ""),
                                          data["outputs"][0]["data"][0]
@@ -67,7 +67,8 @@ def test_swaps_under_load_fail_no_request(tmp_path: Path, port: int) -> None:
     log = tmp_path / "service.log"
     env = {**os.environ, "MLOPS_ADMIN_TOKEN": ADMIN_TOKEN}
     command = [sys.executable, "-m", "mlops.serving", "--model-uri",
-               "models:/synthetic@champion", "--tracking-uri", registry.uri, "--poll-s", "0.5",
+               "models:/alpha.synthetic@champion", "--tracking-uri", registry.uri,
+               "--poll-s", "0.5",
                "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(tmp_path / "data")]
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,
@@ -109,6 +110,6 @@ def test_swaps_under_load_fail_no_request(tmp_path: Path, port: int) -> None:
     assert {line["model_version"] for line in access if line["status"] == 200} >= set(versions)
     with open_audit_log(Settings(data_dir=tmp_path / "data")) as trail:
         admin_actions = [(r.action, r.subject, r.details["serving"]) for r in trail.records()]
-    assert admin_actions == [("service.rolled_back", "synthetic", second),
-                             ("service.reloaded", "synthetic", next(iter(versions))),
-                             ("service.reloaded", "synthetic", second)]
+    assert admin_actions == [("service.rolled_back", "alpha.synthetic", second),
+                             ("service.reloaded", "alpha.synthetic", next(iter(versions))),
+                             ("service.reloaded", "alpha.synthetic", second)]

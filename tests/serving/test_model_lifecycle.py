@@ -31,12 +31,14 @@ class Registry:
         self.root, self.uri = root, f"sqlite:///{root / 'mlflow.db'}"
         self.auc = 0.5
 
-    def register(self, bias: float, model: str = "synthetic", **model_args: object) -> str:
+    def register(self, bias: float, model: str = "alpha.synthetic", **model_args: object) -> str:
+        """A new version of ``model``, named <team>.<dataset> as the pipeline names it."""
         self.auc += 0.01
+        team, dataset = model.split(".", 1)
         path, sha = write_model(self.root / f"m{self.auc:.2f}.onnx", bias=bias, **model_args)
-        lineage = Lineage(dataset=model, dataset_uri=f"builtin://{model}",
+        lineage = Lineage(dataset=dataset, dataset_uri=f"builtin://{dataset}",
                           dataset_hash="ab" * 32, feature_service="synthetic_v1",
-                          git_commit="deadbeef", team="alpha")
+                          git_commit="deadbeef", team=team)
         result = register_model(self.uri, self.root / "artifacts", str(path), sha, {},
                                 {"test_auc": self.auc}, "test_auc", True, lineage)
         assert result.champion
@@ -44,7 +46,7 @@ class Registry:
 
 
 def scores(client: TestClient) -> tuple[str, float]:
-    body = client.post("/v2/models/synthetic/infer", json={"inputs": [
+    body = client.post("/v2/models/alpha.synthetic/infer", json={"inputs": [
         {"name": "features", "shape": [1, 4], "datatype": "FP32", "data": ROW[0]}]}).json()
     return body["model_version"], body["outputs"][0]["data"][0]
 
@@ -63,7 +65,7 @@ def registry(tmp_path: Path) -> Registry:
 
 def test_follows_champion_refuses_bad_versions_and_rolls_back(registry: Registry) -> None:
     first = registry.register(BIAS)
-    manager = ModelManager(RegistrySource(registry.uri, "models:/synthetic@champion"))
+    manager = ModelManager(RegistrySource(registry.uri, "models:/alpha.synthetic@champion"))
     client = TestClient(create_app(manager, None, ServingConfig(admin_token=ADMIN_TOKEN)))
     assert client.get("/v2/health/ready").status_code == 503  # readiness waits for a model
     assert manager.refresh().status == "loaded"
@@ -96,7 +98,7 @@ def test_follows_champion_refuses_bad_versions_and_rolls_back(registry: Registry
 
 def test_a_tampered_file_is_refused_by_its_sha256(registry: Registry) -> None:
     registry.register(BIAS)
-    manager = ModelManager(RegistrySource(registry.uri, "models:/synthetic@champion"))
+    manager = ModelManager(RegistrySource(registry.uri, "models:/alpha.synthetic@champion"))
     manager.refresh()
     served = manager.current.version
     tampered = registry.register(4.0)
@@ -104,14 +106,14 @@ def test_a_tampered_file_is_refused_by_its_sha256(registry: Registry) -> None:
     newest.write_bytes(write_model(registry.root / "other.onnx", bias=9.0)[0].read_bytes())
     result = manager.refresh()
     assert result.status == "refused" and result.serving == served
-    assert f"models:/synthetic/{tampered}: sha256" in result.detail
+    assert f"models:/alpha.synthetic/{tampered}: sha256" in result.detail
     assert "does not match" in result.detail
     assert manager.current.version == served
 
 
 def test_polling_picks_up_a_new_champion(registry: Registry) -> None:
     registry.register(BIAS)
-    manager = ModelManager(RegistrySource(registry.uri, "models:/synthetic@champion"))
+    manager = ModelManager(RegistrySource(registry.uri, "models:/alpha.synthetic@champion"))
     manager.refresh()
     manager.poll(0.2)
     try:
@@ -131,11 +133,11 @@ def test_the_source_reads_its_own_registry(tmp_path: Path) -> None:
     ours.register(BIAS)
     newest = ours.register(2.0)
     other.register(BIAS)  # the last registration: the process-wide URI now names "other"
-    assert RegistrySource(ours.uri, "models:/synthetic@champion").resolve() == newest == "2"
+    assert RegistrySource(ours.uri, "models:/alpha.synthetic@champion").resolve() == newest == "2"
 
 
 def test_an_unknown_alias_is_a_clear_source_error(registry: Registry) -> None:
     registry.register(BIAS)
-    manager = ModelManager(RegistrySource(registry.uri, "models:/synthetic@nope"))
-    with pytest.raises(Exception, match="cannot resolve models:/synthetic@nope"):
+    manager = ModelManager(RegistrySource(registry.uri, "models:/alpha.synthetic@nope"))
+    with pytest.raises(Exception, match="cannot resolve models:/alpha.synthetic@nope"):
         manager.refresh()

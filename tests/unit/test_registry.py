@@ -12,6 +12,7 @@ from mlops.registry import (
     Lineage,
     RegistryError,
     fetch_model,
+    model_name,
     register_model,
     should_promote,
 )
@@ -42,6 +43,11 @@ def _register(store: dict, auc: float, sha: str | None = None, name: str = "toy"
                           True, lineage)
 
 
+def test_a_model_is_named_after_its_team_and_dataset() -> None:
+    assert model_name("alpha", "wage_panel") == "alpha.wage_panel"
+    assert model_name("data-eng", "x") == "data-eng.x"
+
+
 def test_should_promote_first_and_only_when_strictly_better() -> None:
     assert should_promote(0.1, None, higher_is_better=True)
     assert should_promote(0.8, 0.7, higher_is_better=True)
@@ -58,21 +64,22 @@ def test_champion_moves_only_on_a_better_metric(store: dict) -> None:
     better = _register(store, 0.75)
     assert better.champion and better.previous_champion == first.version
     client = MlflowClient(tracking_uri=store["uri"], registry_uri=store["uri"])
-    assert str(client.get_model_version_by_alias("toy", "champion").version) == better.version
-    assert str(client.get_model_version_by_alias("toy", "challenger").version) == better.version
+    for alias in ("champion", "challenger"):
+        assert str(client.get_model_version_by_alias("alpha.toy", alias).version) == better.version
 
 
 def test_version_carries_sha256_signature_and_lineage(store: dict) -> None:
     result = _register(store, 0.5, name="lineage")
     client = MlflowClient(tracking_uri=store["uri"], registry_uri=store["uri"])
-    version = client.get_model_version("lineage", result.version)
+    assert result.name == "alpha.lineage"
+    version = client.get_model_version(result.name, result.version)
     assert version.tags["sha256"] == store["sha"]
     assert version.tags["lineage.dataset_hash"] == "ab" * 32
     assert version.tags["lineage.feature_service"] == "lineage_v1"
     run = client.get_run(result.run_id)
     assert run.data.tags["lineage.git_commit"] == "deadbeef"
     assert run.data.metrics["test_auc"] == 0.5
-    fetched = fetch_model(store["uri"], "models:/lineage@champion", store["root"] / "dl")
+    fetched = fetch_model(store["uri"], "models:/alpha.lineage@champion", store["root"] / "dl")
     assert fetched.sha256 == store["sha"] == sha256_file(fetched.path)
 
 
@@ -80,7 +87,7 @@ def test_a_hash_mismatch_registers_nothing(store: dict) -> None:
     with pytest.raises(RegistryError, match="sha256"):
         _register(store, 0.9, sha="0" * 64, name="broken")
     client = MlflowClient(tracking_uri=store["uri"], registry_uri=store["uri"])
-    assert client.search_model_versions("name='broken'") == []
+    assert client.search_model_versions("name='alpha.broken'") == []
 
 
 def test_fetch_names_a_missing_model(store: dict) -> None:

@@ -100,7 +100,7 @@ def test_args_serve_the_champion_on_the_declared_port_within_the_cpu_limit():
     ONNX Runtime's threads plus the event loop's must fit the CPU limit."""
     spec = container(load("deployment"))
     args = spec["args"]
-    assert re.fullmatch(r"models:/\w+@champion", option(args, "--model-uri"))
+    assert re.fullmatch(r"models:/[a-z][a-z0-9-]*\.\w+@champion", option(args, "--model-uri"))
     assert option(args, "--host") == "0.0.0.0"
     assert int(option(args, "--port")) == spec["ports"][0]["containerPort"] == 8080
     assert int(option(args, "--threads")) + 1 <= int(spec["resources"]["limits"]["cpu"])
