@@ -11,6 +11,10 @@ limits it sets, without creating a flow run per tick (8,640 a day at 10 s), and 
 Prometheus gauges from one stable process. As a flow run it still shows in the Prefect UI:
 each decision is in its logs with the inputs it was made from, and each pool's shares are a
 table artifact (key ``fairshare-<pool>``), updated whenever the decision changes.
+
+Every limit change, preemption and budget hold is appended to the audit trail (the
+settings' ``open_audit_log``) under the controller's service account before it is made; a
+change the trail cannot record waits for a later tick, logged as an error naming the store.
 """
 
 from __future__ import annotations
@@ -25,10 +29,13 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_table_artifact
 from prefect.client.orchestration import get_client
 
+from infra.fairshare_audit import ControllerAudit, controller_actor
 from infra.fairshare_tick import PoolDecision, tick
 from mlops.config import Settings
 from mlops.fairshare.gauges import FairShareGauges
 from mlops.fairshare.teams import FairShareConfig, TeamsConfig, TeamsConfigError, load_teams
+from mlops.governance.audit.log import open_audit_log
+from mlops.governance.audit.records import AuditUnavailable
 
 
 @flow(name="fairshare-controller", log_prints=False)
@@ -38,24 +45,27 @@ async def fairshare_controller(teams_file: str = "infra/teams.yaml", ticks: int 
     """Decide every ``period_s`` (the file's period by default); ``ticks`` > 0 stops after
     that many. Returns the number of ticks run."""
     config = load_teams(teams_file)
+    settings = Settings()
     gauges = FairShareGauges()
     if metrics_port:
-        gauges.serve(metrics_port, Settings().platform_host)
-    last: dict[str, Any] = {}
-    count = 0
-    async with get_client() as client:
-        while True:
-            config = _reload(teams_file, config)
-            try:
-                decisions = await tick(client, config, apply=apply)
-            except Exception as exc:  # the controller outlives a server hiccup
-                get_run_logger().warning("tick failed, limits left as they are: %s", exc)
-            else:
-                await _report(config, decisions, last, gauges)
-            count += 1
-            if ticks and count >= ticks:
-                return count
-            await asyncio.sleep(period_s or (config.fairshare or FairShareConfig()).period_s)
+        gauges.serve(metrics_port, settings.platform_host)
+    with open_audit_log(settings) as audit_log:
+        audit = ControllerAudit(audit_log, controller_actor(teams_file))
+        last: dict[str, Any] = {}
+        count = 0
+        async with get_client() as client:
+            while True:
+                config = _reload(teams_file, config)
+                try:
+                    decisions = await tick(client, config, apply=apply, audit=audit)
+                except Exception as exc:  # the controller outlives a server hiccup
+                    get_run_logger().warning("tick failed, limits left as they are: %s", exc)
+                else:
+                    await _report(config, decisions, last, gauges)
+                count += 1
+                if ticks and count >= ticks:
+                    return count
+                await asyncio.sleep(period_s or (config.fairshare or FairShareConfig()).period_s)
 
 
 def _reload(teams_file: str, config: TeamsConfig) -> TeamsConfig:
@@ -77,6 +87,8 @@ async def _report(config: TeamsConfig, decisions: list[PoolDecision], last: dict
     the decision changed; gauges always."""
     logger = get_run_logger()
     for decision in decisions:
+        for held_back in decision.unrecorded:
+            logger.error("not applied this tick (tried again next tick): %s", held_back)
         gauges.update(decision.pool, decision.teams, decision.running, decision.queued,
                       decision.plan)
         inputs, outputs = decision.inputs(), decision.outputs()
@@ -110,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--period-s must be > 0 and --ticks >= 0")
     try:
         load_teams(args.file)
-    except TeamsConfigError as exc:
+        open_audit_log(Settings()).close()  # its key: a controller that cannot audit stops here
+    except (TeamsConfigError, AuditUnavailable) as exc:
         print(exc, file=sys.stderr)
         return 2
     asyncio.run(fairshare_controller(args.file, args.ticks, args.period_s, not args.dry_run,

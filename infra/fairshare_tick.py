@@ -6,6 +6,10 @@ writes what differs (a limit that already holds is not written again; a run alre
 requeued is not requeued twice, thanks to an idempotency key). The loop, its log, its
 artifact and its gauges are in ``flows/fairshare_controller.py``.
 
+With an ``audit`` (``infra.fairshare_audit``; the controller always has one), each change
+is recorded before it is made, and a pool's changes stop at the first the audit trail
+cannot record (listed in ``unrecorded``): they are decided again next tick.
+
 What counts, per team queue of a pool (queue names: ``mlops.fairshare.teams.queue_name``):
 - running: runs PENDING or RUNNING. A CANCELLING run (preempted, or cancelled by a person)
   is already leaving: counted, it would be preempted again and its slot given twice;
@@ -19,10 +23,12 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from infra.fairshare_audit import ControllerAudit
 from infra.prefect_api import PAGE, REQUEUED_TAG, patch_queue, read_all
 from mlops.fairshare.budget import RunSpan, gpu_hours_by_team, over_budget, period_start
 from mlops.fairshare.policy import PRIORITIES, PoolPlan, RunningRun, TeamPolicy, plan_pool
 from mlops.fairshare.teams import FairShareConfig, TeamsConfig, queue_name
+from mlops.governance.audit.records import Action
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
@@ -45,6 +51,7 @@ class PoolDecision:
     plan: PoolPlan
     gpu_hours: dict[str, float] = field(default_factory=dict)
     applied: list[str] = field(default_factory=list)  # one line per change made on the server
+    unrecorded: list[str] = field(default_factory=list)  # changes held back: not auditable
 
     def held(self) -> dict[str, int]:
         counts = {team.name: 0 for team in self.teams}
@@ -94,13 +101,15 @@ def team_policies(config: TeamsConfig, pool: str, over: set[str]) -> list[TeamPo
 
 
 async def tick(client: PrefectClient, config: TeamsConfig, apply: bool = True,
-               now: datetime | None = None) -> list[PoolDecision]:
+               now: datetime | None = None,
+               audit: ControllerAudit | None = None) -> list[PoolDecision]:
     """Decide every pool and, when ``apply``, make the server agree; each decision lists
-    the changes made for its pool."""
+    the changes made for its pool (and, with ``audit``, those held back unrecorded)."""
     now = now or datetime.now(UTC)
     fairshare = config.fairshare or FairShareConfig()
     used = await read_gpu_hours(client, config, fairshare, now)
-    over = over_budget(used, {team.name: team.budget_gpu_hours for team in config.teams})
+    budgets = {team.name: team.budget_gpu_hours for team in config.teams}
+    over = over_budget(used, budgets)
     decisions = []
     for pool, spec in config.pools.items():
         # The budget is of the metered pool: over it, a team still keeps its other quotas.
@@ -110,7 +119,14 @@ async def tick(client: PrefectClient, config: TeamsConfig, apply: bool = True,
         decision = PoolDecision(pool, spec.capacity, teams, running, queued, limits, plan,
                                 used if pool == fairshare.budget_pool else {})
         if apply:
-            decision = replace(decision, applied=await apply_decision(client, decision, runs))
+            held_back = None
+            if audit is not None and pool == fairshare.budget_pool:
+                held_back = await audit.budget_holds(used, budgets, over, fairshare.over_budget)
+            if held_back:  # the plan holds a budget the trail cannot record: change nothing
+                decision = replace(decision, unrecorded=[held_back])
+            else:
+                applied, unrecorded = await apply_decision(client, decision, runs, audit)
+                decision = replace(decision, applied=applied, unrecorded=unrecorded)
         decisions.append(decision)
     return decisions
 
@@ -189,24 +205,44 @@ async def read_gpu_hours(client: PrefectClient, config: TeamsConfig,
 
 
 async def apply_decision(client: PrefectClient, decision: PoolDecision,
-                         runs: dict[str, FlowRun]) -> list[str]:
-    """Write the limits that differ, then preempt; one line per change."""
-    changes = []
+                         runs: dict[str, FlowRun], audit: ControllerAudit | None = None
+                         ) -> tuple[list[str], list[str]]:
+    """Write the limits that differ, then preempt: one line per change made, and (with
+    ``audit``) the first change the trail could not record, after which none is made."""
+    changes: list[str] = []
     for team, levels in decision.plan.queue_limits.items():
         for level, limit in levels.items():
             current = decision.current_limits[team].get(level, "missing")
             if current == "missing":
                 continue  # queue not provisioned (yet): `make up` / infra.provision creates it
             if current != limit:
-                await patch_queue(client, decision.pool, queue_name(team, level),
-                                  {"concurrency_limit": limit})
-                changes.append(f"limit {decision.pool}/{queue_name(team, level)} "
+                queue = queue_name(team, level)
+                failed = await _record(
+                    audit, Action.QUEUE_LIMIT_CHANGED, team, f"{decision.pool}/{queue}",
+                    {"pool": decision.pool, "queue": queue, "old": current, "new": limit})
+                if failed:
+                    return changes, [failed]
+                await patch_queue(client, decision.pool, queue, {"concurrency_limit": limit})
+                changes.append(f"limit {decision.pool}/{queue} "
                                f"{'unlimited' if current is None else current} -> {limit}")
+    held, allocation = decision.held(), decision.plan.allocation
     for victim in decision.plan.preempt:
+        failed = await _record(audit, Action.RUN_PREEMPTED, victim.team, victim.id, {
+            "pool": decision.pool, "reason": f"team {victim.team} held {held[victim.team]} "
+            f"run(s) in {decision.pool}, above its allocation of {allocation[victim.team]}: "
+            "the borrowed slot is reclaimed for a team owed its quota (the run is requeued)"})
+        if failed:
+            return changes, [failed]
         replacement = await preempt(client, runs[victim.id])
         changes.append(f"preempt {decision.pool}/{victim.team} run {victim.id} "
                        f"(requeued as {replacement})")
-    return changes
+    return changes, []
+
+
+async def _record(audit: ControllerAudit | None, action: Action, team: str, subject: str,
+                  details: dict[str, Any]) -> str | None:
+    """None when recorded (or nothing audits: tests, dry tools), else why not."""
+    return None if audit is None else await audit.record(action, team, subject, details)
 
 
 async def preempt(client: PrefectClient, run: FlowRun) -> str:

@@ -7,20 +7,32 @@ prints each one; a second run prints ``no changes``. Nothing is ever deleted: qu
 refused with every problem listed (exit 2) before the server is touched.
 
 The server is PREFECT_API_URL, or Prefect's embedded server when that is unset (slow to
-start on a busy machine: PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=120).
+start on a busy machine: PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=120). Through
+the gateway it runs as an admin: PREFECT_API_AUTH_STRING=name:secret, or the file's first
+admin from the local secrets file (``make up``'s) when that is unset.
+
+Applying changes is a governance action: before the first one, the audit trail records
+``teams.changed`` (the admin account, else ``provision``; the file's sha256 and the changes).
+When the trail cannot record it, nothing is applied (exit 1, the message names the store).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import logging
+import os
 import sys
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from infra.credentials import local_auth
 from infra.prefect_api import PAGE, patch_queue, read_all
+from mlops.config import Settings
 from mlops.fairshare.plan import (
     Change,
     CurrentState,
@@ -37,6 +49,9 @@ from mlops.fairshare.teams import (
     TeamsConfigError,
     load_teams,
 )
+from mlops.governance.audit.log import open_audit_log
+from mlops.governance.audit.records import Action, AuditUnavailable
+from mlops.governance.identities import Role
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
@@ -45,7 +60,9 @@ DEFAULT_FILE = Path(__file__).with_name("teams.yaml")
 # Prefect shifts a queue whose priority another queue takes; a second round puts back any
 # managed queue that was shifted, a third would mean something else is changing the server.
 _MAX_ROUNDS = 3
+_MAX_RECORDED_CHANGES = 500  # an audit record's details stay a summary
 log = logging.getLogger(__name__)
+Recorder = Callable[[list[Change]], None]  # records changes before they are applied; raises
 
 
 @dataclass(frozen=True)
@@ -65,8 +82,11 @@ class ProvisionResult:
         return [str(change) for change in self.changes] + [summary, *self.unmanaged]
 
 
-async def provision(config: TeamsConfig, dry_run: bool = False) -> ProvisionResult:
-    """Plan the file against the server and, unless ``dry_run``, apply it until they agree."""
+async def provision(config: TeamsConfig, dry_run: bool = False,
+                    record: Recorder | None = None) -> ProvisionResult:
+    """Plan the file against the server and, unless ``dry_run``, apply it until they agree;
+    ``record`` is given the first round's changes before any is applied (its exception
+    stops the run with nothing applied)."""
     from prefect.client.orchestration import get_client
 
     desired = desired_state(config)
@@ -75,6 +95,8 @@ async def provision(config: TeamsConfig, dry_run: bool = False) -> ProvisionResu
         changes, unmanaged = plan_changes(desired, current), find_unmanaged(desired, current)
         if dry_run:
             return ProvisionResult(changes, unmanaged, applied=False)
+        if changes and record is not None:
+            record(changes)
         done: list[Change] = []
         for _ in range(_MAX_ROUNDS):
             if not changes:
@@ -190,6 +212,37 @@ async def _apply_limit(client: PrefectClient, change: Change) -> None:
         limit.name, GlobalConcurrencyLimitUpdate(limit=limit.limit, active=limit.active))
 
 
+def _credentials(teams_file: Path) -> tuple[AbstractContextManager[object], str]:
+    """The admin's credentials from the local secrets file when the caller set none (the
+    gateway lets only admins change pools, queues and limits), and who is acting: the
+    account's name, else ``provision``."""
+    from prefect.settings import PREFECT_API_AUTH_STRING, temporary_settings
+
+    auth = local_auth(Settings(), teams_file, Role.ADMIN, os.environ)
+    used = auth.get("PREFECT_API_AUTH_STRING") or os.environ.get("PREFECT_API_AUTH_STRING")
+    actor = used.split(":", 1)[0] if used and ":" in used else "provision"
+    if not auth:
+        return nullcontext(), actor
+    return temporary_settings({PREFECT_API_AUTH_STRING: auth["PREFECT_API_AUTH_STRING"]}), actor
+
+
+def teams_recorder(teams_file: Path, actor: str) -> Recorder:
+    """``teams.changed`` in the settings' audit trail, for a file about to be applied."""
+
+    def record(changes: list[Change]) -> None:
+        details = {"new_sha256": hashlib.sha256(teams_file.read_bytes()).hexdigest(),
+                   "via": "infra.provision", "change_count": len(changes),
+                   "changes": [str(change) for change in changes[:_MAX_RECORDED_CHANGES]]}
+        try:
+            with open_audit_log(Settings()) as audit:
+                audit.append(Action.TEAMS_CHANGED, actor, None, str(teams_file), details)
+        except AuditUnavailable as exc:
+            raise AuditUnavailable(f"the audit trail cannot record this teams-file change, "
+                                   f"so nothing was applied: {exc}") from None
+
+    return record
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m infra.provision",
                                      description=__doc__.splitlines()[0])
@@ -201,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Exit 0 when applied (or planned), 2 for an invalid file, 1 when the server fails."""
+    """Exit 0 when applied (or planned), 2 for an invalid file, 1 when the server (or the
+    audit trail) fails."""
     args = build_parser().parse_args(argv)
     try:
         config = load_teams(args.file)
@@ -209,7 +263,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}\nnothing applied", file=sys.stderr)
         return 2
     try:
-        result = asyncio.run(provision(config, dry_run=args.dry_run))
+        credentials, actor = _credentials(args.file)
+        with credentials:
+            result = asyncio.run(provision(config, dry_run=args.dry_run,
+                                           record=teams_recorder(args.file, actor)))
     except Exception as exc:  # the CLI reports any failure as one line
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

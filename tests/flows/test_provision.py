@@ -22,6 +22,12 @@ from mlops.fairshare.teams import limit_name, load_teams
 REPO = Path(__file__).parents[2]
 
 
+@pytest.fixture(autouse=True)
+def _own_audit_trail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`main` records what it applies in the audit trail: this test's, not the checkout's."""
+    monkeypatch.setenv("MLOPS_DATA_DIR", str(tmp_path / "data"))
+
+
 def _teams_file(tmp_path: Path, prefix: str, vision_gpu: int = 2) -> Path:
     raw = {
         "pools": {f"{prefix}-gpu": {"capacity": 4}, f"{prefix}-cpu": {"capacity": 6}},
