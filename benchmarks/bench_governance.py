@@ -14,11 +14,16 @@ file and on PostgreSQL, each beside the floor it stands on, measured in the same
   start included); median of ``--verify-runs``. The file is in the page cache, as right
   after it was written. Floor: reading and sha256-ing the file; fetching every row.
 
+- trigger through the gateway: ``--triggers`` runs started through the gateway and as
+  many directly on the Prefect server behind it, alternating (``benchmarks.gateway_triggers``);
+  median and p95 of each path. Floor: the direct path.
+
 PostgreSQL is the machine's, as role ``mlops_bench`` with its own audit database
 ``mlops_bench_audit``, made afresh by ``ensure_audit_table`` for each measure. Targets:
->= 1,000 appends/s on each store; verify of 1,000,000 records <= 10 s on each. A row is
-one function in ``MEASURES`` (a gateway's latency: one more function). ``--quick``: tiny
-sizes, targets not checked.
+>= 1,000 appends/s on each store; verify of 1,000,000 records <= 10 s on each; the
+gateway's median and p95 trigger latency <= 1.10x direct. A row is one function in
+``MEASURES``. ``--quick``: tiny sizes, targets not checked; ``--triggers 0`` leaves the
+gateway out (the audit-only tests).
 
 ``python -m benchmarks.bench_governance`` (`make bench-governance`).
 """
@@ -34,6 +39,7 @@ import os
 import secrets
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -44,6 +50,7 @@ from typing import Any, NamedTuple
 
 import psycopg2
 
+from benchmarks import gateway_triggers
 from benchmarks.targets import Target, conclude
 from infra.production import ensure_postgres
 from mlops.config import Settings
@@ -54,7 +61,9 @@ from mlops.governance.audit.records import GENESIS, Action, Sealed, draft, seal
 REPO = Path(__file__).resolve().parents[1]
 APPENDS_PER_S = 1_000.0
 VERIFY_S = 10.0
+MAX_RATIO = 1.10  # the gateway's trigger latency over the direct one
 QUICK_SIZES = {"appends": 40, "rounds": 1, "records": 2_000, "processes": 2, "verify_runs": 1}
+TRIGGERS = {False: 50, True: 5}  # per path, full and quick mode
 FILE, POSTGRES = "local file", "PostgreSQL"
 _COLUMNS = "seq, at, action, actor, team, subject, details, prev_hash, hash, mac"
 
@@ -178,8 +187,32 @@ def _time_verify(bench: Bench, store: str, records: int) -> float:
     return seconds
 
 
+def measure_gateway(bench: Bench) -> list[Row]:
+    """Trigger latency through the gateway against directly, on one Prefect server."""
+    triggers = bench.args.triggers
+    if triggers == 0:
+        return []
+    with tempfile.TemporaryDirectory(prefix="bench-gateway-") as folder:
+        with gateway_triggers.stack(Path(folder)) as urls:
+            deployment = gateway_triggers.deploy(urls["gateway"], urls["admin"])
+            times, busy = gateway_triggers.measure(urls, deployment, triggers,
+                                                   max(2, triggers // 5))
+    rows = []
+    for name, statistic in (("median", median), ("p95", gateway_triggers.p95)):
+        direct, through = statistic(times["direct"]), statistic(times["gateway"])
+        ratio = through / direct
+        rows.append(Row(f"trigger latency, {name}", "Prefect via gateway",
+                         f"{triggers} x 2 triggers, alternating",
+                         f"direct {direct * 1000:.1f} ms",
+                         f"{through * 1000:.1f} ms ({ratio:.3f}x; 503s retried: "
+                         f"{busy['gateway']} vs {busy['direct']})",
+                         Target(f"{name} trigger through the gateway <= {MAX_RATIO}x direct",
+                                ratio <= MAX_RATIO, f"{ratio:.3f}x")))
+    return rows
+
+
 MEASURES: list[Callable[[Bench], list[Row]]] = [
-    measure_append, measure_concurrent_append, measure_verify]
+    measure_append, measure_concurrent_append, measure_verify, measure_gateway]
 
 
 def fresh(settings: Settings) -> None:
@@ -326,6 +359,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--processes", type=int, default=4, help="concurrent appenders")
     parser.add_argument("--records", type=int, default=1_000_000, help="chain to verify")
     parser.add_argument("--verify-runs", type=int, default=3, help="verify runs per store")
+    parser.add_argument("--triggers", type=int, help="triggers per path through the "
+                        f"gateway and directly, {TRIGGERS} by default (0: none)")
     parser.add_argument("--stores", default=f"{FILE},{POSTGRES}",
                         help=f"comma-separated, of {FILE!r} and {POSTGRES!r}")
     parser.add_argument("--out", type=Path, default=REPO / "data" / "bench" / "governance")
@@ -334,6 +369,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         vars(args).update(QUICK_SIZES)
+    if args.triggers is None:
+        args.triggers = TRIGGERS[args.quick]
     return args
 
 

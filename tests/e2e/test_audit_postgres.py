@@ -243,6 +243,7 @@ def test_governance_benchmark_quick_with_postgres(tenant: dict[str, str],
                                                    tmp_path: Path) -> None:
     """`make bench-governance --quick`: both stores, every row, nothing judged."""
     done = subprocess.run([sys.executable, "-m", "benchmarks.bench_governance", "--quick",
+                           "--triggers", "0",
                            "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True,
                           env={**os.environ, "TMPDIR": str(tmp_path)}, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr

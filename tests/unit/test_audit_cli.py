@@ -86,8 +86,10 @@ def test_show_filters_by_time(data_dir: Path, capsys: pytest.CaptureFixture) -> 
 
 def test_governance_benchmark_quick_on_the_local_file(tmp_path: Path) -> None:
     """`make bench-governance` in quick mode, file rows only (the PostgreSQL rows are in
-    tests/e2e/test_audit_postgres.py): a table row per measure and no verdict."""
+    tests/e2e/test_audit_postgres.py, the gateway's in tests/benchmarks/test_gateway_bench.py):
+    a table row per measure and no verdict."""
     done = subprocess.run([sys.executable, "-m", "benchmarks.bench_governance", "--quick",
+                           "--triggers", "0",
                            "--stores", "local file", "--out", str(tmp_path)], cwd=REPO,
                           env={**os.environ, "TMPDIR": str(tmp_path)}, capture_output=True,
                           text=True, timeout=120)
