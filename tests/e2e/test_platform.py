@@ -14,7 +14,14 @@ import pytest
 import yaml
 
 from benchmarks.synthetic import generate_panel, synthetic_spec
-from tests.e2e.stack import ROOT, PrefectApi, run_module, running_stack
+from tests.e2e.stack import (
+    ROOT,
+    PrefectApi,
+    credentials,
+    run_module,
+    running_stack,
+    team_data,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -27,18 +34,24 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 
 
 def test_up_starts_everything_once(platform: dict) -> None:
-    assert "Prefect UI: http://127.0.0.1:" in platform["up"]
+    secrets = Path(platform["env"]["MLOPS_DATA_DIR"]) / "platform" / "secrets"
+    assert (f"Prefect UI: http://127.0.0.1:{platform['env']['MLOPS_PREFECT_PORT']} (the "
+            f"gateway: sign in as `local`, the password is MLOPS_SECRET_LOCAL in {secrets})"
+            ) in platform["up"]
+    assert secrets.stat().st_mode & 0o777 == 0o600
+    assert all(value not in platform["up"] for value in platform["secrets"].values())
     assert "create queue gpu/default" in platform["up"]
     status = run_module("infra.services", "status", env=platform["env"])
-    # Prefect, MLflow, a worker per pool and the fair-share controller (infra/teams.yaml).
-    assert status.returncode == 0 and status.stdout.count("running (pid") == 5, status.stdout
+    # Prefect, its gateway, MLflow, a worker per pool and the fair-share controller.
+    assert status.returncode == 0 and status.stdout.count("running (pid") == 6, status.stdout
+    assert "prefect-gateway" in status.stdout
     again = run_module("infra.services", "up", env=platform["env"])
-    assert again.stdout.count("already running") == 5 and "no changes" in again.stdout
+    assert again.stdout.count("already running") == 6 and "no changes" in again.stdout
     gauges = httpx.get(f"http://127.0.0.1:{platform['env']['MLOPS_FAIRSHARE_PORT']}/metrics")
     assert 'mlops_fairshare_allocation{pool="gpu",team="vision"}' in gauges.text
     mlflow = f"http://127.0.0.1:{platform['env']['MLOPS_MLFLOW_PORT']}/health"
     assert httpx.get(mlflow).status_code == 200
-    workers = PrefectApi(platform["api"]).post("/work_pools/gpu/workers/filter", {}).json()
+    workers = platform["client"].post("/work_pools/gpu/workers/filter", {}).json()
     assert [w["status"] for w in workers] == ["ONLINE"]
 
 
@@ -46,13 +59,15 @@ def test_the_ci_command_then_make_deploy_register_the_deployments(platform: dict
     env = {**platform["env"], "PREFECT_API_URL": platform["api"]}
     workflow = yaml.safe_load((ROOT / ".github/workflows/deploy.yml").read_text())
     command = workflow["jobs"]["deploy"]["steps"][-1]["run"]
+    # CI's secret PREFECT_API_KEY is its service account's `ci:<secret>`.
     ci_env = {**env, "MLOPS_GIT_REPOSITORY": "https://example.invalid/mlops.git",
-              "MLOPS_GIT_COMMIT": "abc123",
+              "MLOPS_GIT_COMMIT": "abc123", "PREFECT_API_KEY": ":".join(
+                  credentials(platform, "ci")),
               "PATH": f"{Path(sys.executable).parent}:{env['PATH']}"}
     ci = subprocess.run(command, shell=True, cwd=ROOT, env=ci_env, text=True,
                         capture_output=True, timeout=600)
     assert ci.returncode == 0, ci.stdout[-2000:] + ci.stderr[-2000:]
-    remote = _deployment(platform["api"], "vision-nightly")
+    remote = _deployment(platform["client"], "vision-nightly")
     clone = remote["pull_steps"][0]["prefect.deployments.steps.git_clone"]
     assert clone["repository"] == "https://example.invalid/mlops.git"
     assert remote["version"] == "abc123"
@@ -61,55 +76,77 @@ def test_the_ci_command_then_make_deploy_register_the_deployments(platform: dict
     # Local workers run from this checkout: make deploy swaps only the pull step.
     deployed = run_module("infra.flow_deployments", env=env)
     assert deployed.returncode == 0, deployed.stdout[-2000:] + deployed.stderr[-2000:]
-    local = _deployment(platform["api"], "vision-nightly")
+    local = _deployment(platform["client"], "vision-nightly")
     assert local["pull_steps"] == [{"prefect.deployments.steps.set_working_directory":
                                     {"directory": str(ROOT)}}]
-    names = {d["name"] for d in PrefectApi(platform["api"]).post("/deployments/filter", {}).json()}
+    names = {d["name"] for d in platform["client"].post("/deployments/filter", {}).json()}
     assert names == {"default", "vision-nightly", "nlp-nightly"}
 
 
-def _deployment(api: str, name: str) -> dict:
-    return PrefectApi(api).get(f"/deployments/name/training-pipeline/{name}")
+def _deployment(client: PrefectApi, name: str) -> dict:
+    return client.get(f"/deployments/name/training-pipeline/{name}")
 
 
 def test_a_ui_triggered_run_completes_on_the_workers(platform: dict) -> None:
-    data = platform["root"] / "panel.parquet"
+    data = team_data(platform) / "panel.parquet"  # the team's own data folder
     generate_panel(n_entities=40, n_periods=6, seed=5).to_parquet(data, index=False)
     spec = synthetic_spec(str(data), name="ui_panel").model_dump(mode="json")
-    deployment = _deployment(platform["api"], "default")
+    deployment = _deployment(platform["client"], "default")
     body = {"parameters": {"params": {"spec": spec, "model": {"epochs": 3}, "deploy": False}},
             "idempotency_key": "ui_panel"}
-    run = PrefectApi(platform["api"]).post(f"/deployments/{deployment['id']}/create_flow_run",
+    run = platform["client"].post(f"/deployments/{deployment['id']}/create_flow_run",
                                            body)
     assert run.status_code == 201, run.text
-    state = _wait_final(platform["api"], run.json()["id"], timeout_s=400)
+    state = _wait_final(platform["client"], run.json()["id"], timeout_s=400)
     assert state == "COMPLETED", state
     client_env = platform["env"]
     tracking = f"sqlite:///{client_env['MLOPS_DATA_DIR']}/mlflow.db"
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
-    versions = client.search_model_versions("name='ui_panel'")
+    versions = client.search_model_versions("name='default.ui_panel'")  # <team>.<dataset>
     assert len(versions) == 1
 
 
+def test_a_dataset_in_another_teams_folder_is_refused_before_it_is_read(
+        platform: dict) -> None:
+    """`make up` hands its teams file to the workers: a run of team default may read only
+    from default's roots, whatever path the UI's form was given."""
+    data = team_data(platform, "vision") / "theirs.parquet"
+    generate_panel(n_entities=40, n_periods=6, seed=7).to_parquet(data, index=False)
+    spec = synthetic_spec(str(data), name="theirs").model_dump(mode="json")
+    deployment = _deployment(platform["client"], "default")
+    body = {"parameters": {"params": {"spec": spec, "model": {"epochs": 1}, "deploy": False}}}
+    run = platform["client"].post(f"/deployments/{deployment['id']}/create_flow_run", body)
+    assert run.status_code == 201, run.text
+    assert _wait_final(platform["client"], run.json()["id"], timeout_s=300) == "FAILED"
+    message = platform["client"].get(f"/flow_runs/{run.json()['id']}")["state"]["message"]
+    assert "dataset location" in message and "refused for team default" in message, message
+    assert not (Path(platform["env"]["MLOPS_DATA_DIR"]) / "datasets" / "theirs").exists()
+
+
 def test_invalid_parameters_are_refused_by_the_server(platform: dict) -> None:
-    deployment = _deployment(platform["api"], "default")
+    deployment = _deployment(platform["client"], "default")
     params = deployment["parameters"]["params"]
     body = {"parameters": {"params": {**params, "model": {"epochs": 0}}}}
-    refused = PrefectApi(platform["api"]).post(
+    refused = platform["client"].post(
         f"/deployments/{deployment['id']}/create_flow_run", body)
     assert refused.status_code == 409, refused.text
     assert "'params.model.epochs'" in refused.text and "minimum of 1" in refused.text
-    body = {"parameters": {"params": {**params, "team": "Bad Team"}}}
-    refused = PrefectApi(platform["api"]).post(
+    body = {"parameters": {"params": {**params, "priority": "urgent"}}}
+    refused = platform["client"].post(
         f"/deployments/{deployment['id']}/create_flow_run", body)
-    assert refused.status_code == 409 and "'params.team'" in refused.text, refused.text
+    assert refused.status_code == 409 and "'params.priority'" in refused.text, refused.text
+    # A team other than the deployment's never reaches the server: the gateway refuses it.
+    body = {"parameters": {"params": {**params, "team": "Bad Team"}}}
+    refused = platform["client"].post(
+        f"/deployments/{deployment['id']}/create_flow_run", body)
+    assert refused.status_code == 403, refused.text
+    assert "params.team 'Bad Team' differs from the deployment's team 'default'" in refused.text
 
 
-def _wait_final(api: str, run_id: str, timeout_s: float) -> str:
+def _wait_final(client: PrefectApi, run_id: str, timeout_s: float) -> str:
     deadline = time.monotonic() + timeout_s
-    client = PrefectApi(api)
     while time.monotonic() < deadline:
         state = client.get(f"/flow_runs/{run_id}")["state"]["type"]
         if state in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}:
