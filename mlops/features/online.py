@@ -8,6 +8,7 @@ serving app can map its errors without loading Feast.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from feast import FeatureStore
 
 log = logging.getLogger(__name__)
+_DECIMAL = re.compile(r"-?[0-9]+")
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 class OnlineStoreUnavailable(RuntimeError):
@@ -75,11 +78,13 @@ class OnlineFeatures:
         """The join key value for a requested id, or None when it cannot be one."""
         if not self._int_keys:
             return entity_id if isinstance(entity_id, str) else None
-        if isinstance(entity_id, str) and entity_id.strip().lstrip("-").isdigit():
-            return int(entity_id)
-        if isinstance(entity_id, int | np.integer) and not isinstance(entity_id, bool):
-            return int(entity_id)  # bool is an int subclass but never an id
-        return None
+        if isinstance(entity_id, str) and _DECIMAL.fullmatch(entity_id.strip()):
+            key = int(entity_id)  # ASCII digits only: "²" is a digit to str.isdigit, not int
+        elif isinstance(entity_id, int | np.integer) and not isinstance(entity_id, bool):
+            key = int(entity_id)  # bool is an int subclass but never an id
+        else:
+            return None
+        return key if _INT64_MIN <= key <= _INT64_MAX else None  # an INT64 key or none
 
     def __call__(self, entity_ids: Sequence[Any]) -> pd.DataFrame:
         """Features indexed by entity id in request order; UnknownEntity names any lacking."""

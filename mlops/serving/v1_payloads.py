@@ -39,10 +39,18 @@ class PredictResponse(BaseModel):
 
 def _number(value: Any, row: int, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise BadInput(f"records[{row}].{name}: {value!r} is not a number")
-    if not math.isfinite(value) or abs(value) > _FLOAT32_MAX:
-        raise BadInput(f"records[{row}].{name}: {value!r} is not a finite float32 value")
+        raise BadInput(f"records[{row}].{name}: {_shown(value)} is not a number")
+    # An int is compared as an int: a JSON integer beyond float64 (1e309 digits) would
+    # overflow math.isfinite and float().
+    if (isinstance(value, float) and not math.isfinite(value)) or abs(value) > _FLOAT32_MAX:
+        raise BadInput(f"records[{row}].{name}: {_shown(value)} is not a finite float32 value")
     return float(value)
+
+
+def _shown(value: Any, limit: int = 40) -> str:
+    """A value as the client sent it, cut short: an error never echoes a huge literal."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def records_to_matrix(records: Sequence[Any], feature_names: Sequence[str]) -> np.ndarray:

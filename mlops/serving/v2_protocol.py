@@ -24,6 +24,7 @@ from mlops.serving.errors import BadInput, check_rows
 
 BINARY_HEADER = b"inference-header-content-length"  # as ASGI spells header names
 _NUMBERS = {int, float}
+_FP16_MAX = float(np.finfo(np.float16).max)
 # Casting a value beyond float32's range gives inf, which _finite32 refuses with a 400;
 # numpy's warning about it would only repeat that in the log (np.errstate per request
 # cost more than the cast).
@@ -134,7 +135,11 @@ def _values(index: int, tensor: RequestInput) -> np.ndarray:
     types = set(map(type, tensor.data))  # one C-level pass
     if types <= _NUMBERS and tensor.datatype[0] == "F" and len(tensor.data) == math.prod(
             tensor.shape):  # the common case: flat JSON numbers for a float tensor
-        return _finite32(where, np.array(tensor.data, dtype=np.float32))
+        try:
+            values = np.array(tensor.data, dtype=np.float32)
+        except OverflowError:  # a JSON integer beyond float64 cannot even be cast
+            raise BadInput(f"{where}: a value is beyond the range of {tensor.datatype}") from None
+        return _in_range(where, tensor.datatype, _finite32(where, values))
     if tensor.datatype != "BOOL" and (bool in types or (list in types and _has_bool(
             tensor.data))):
         raise BadInput(f"{where}: data holds true/false, which is not {tensor.datatype}; "
@@ -164,7 +169,15 @@ def _cast(where: str, datatype: str, dtype: type[np.generic], values: np.ndarray
         info = np.iinfo(dtype)
         if values.size and (values.min() < info.min or values.max() > info.max):
             raise BadInput(f"{where}: a value is out of the range of {datatype}")
-    return _finite32(where, values)
+    return _in_range(where, datatype, _finite32(where, values))
+
+
+def _in_range(where: str, datatype: str, values: np.ndarray) -> np.ndarray:
+    """FP16 values are cast to the model's float32, so one beyond FP16's range would pass
+    unnoticed: refused, as the declared type cannot hold it."""
+    if datatype == "FP16" and values.size and np.abs(values).max() > _FP16_MAX:
+        raise BadInput(f"{where}: a value is out of the range of FP16 (|x| <= {_FP16_MAX:g})")
+    return values
 
 
 def _finite32(where: str, values: np.ndarray) -> np.ndarray:

@@ -94,6 +94,27 @@ def test_non_finite_values_are_400(client: TestClient, literal: str) -> None:
           400, "finite")
 
 
+@pytest.mark.parametrize("datatype", ["FP32", "FP64", "FP16", "INT64"])
+def test_an_integer_beyond_float64_is_400_not_500(client: TestClient, datatype: str) -> None:
+    """A JSON integer literal of 400 digits: Python parses it, no float can hold it."""
+    raw = json.dumps({"inputs": [tensor(datatype=datatype)]}).replace("2.0", "1" + "0" * 400)
+    check(client.post(INFER, content=raw, headers={"content-type": "application/json"}),
+          400, "inputs[0]")
+
+
+@pytest.mark.parametrize("value", [70000.0, -1e6])
+def test_fp16_values_beyond_its_range_are_400(client: TestClient, value: float) -> None:
+    check(client.post(INFER, json={"inputs": [tensor([1.0, value, 3.0, 4.0],
+                                                     datatype="FP16")]}),
+          400, "range of FP16")
+
+
+def test_fp16_values_within_its_range_are_served(client: TestClient) -> None:
+    response = client.post(INFER, json={"inputs": [tensor([1.0, 65504.0, 3.0, 4.0],
+                                                          datatype="FP16")]})
+    assert response.status_code == 200, response.text
+
+
 @pytest.mark.parametrize(("content", "headers", "status", "named"), [
     ('{"inputs": [', {"content-type": "application/json"}, 422, ["not valid JSON"]),
     (json.dumps({"inputs": [tensor()]}), {"content-type": "text/csv"}, 415,

@@ -63,6 +63,16 @@ def test_unknown_entity_is_404_naming_it(entity_client: TestClient) -> None:
     assert "999" in detail and "'x'" in detail and "[1," not in detail
 
 
+@pytest.mark.parametrize("entity_id", ["\u00b2", "\u0661", 2**63, -(2**63) - 1, "9" * 30])
+def test_an_id_that_cannot_be_an_int64_key_is_404_naming_it(entity_client: TestClient,
+                                                             entity_id: object) -> None:
+    """A superscript or Arabic-Indic digit (str.isdigit says yes, int64 keys say no) and ids
+    beyond int64 are not in the store: 404 naming them, never a 500."""
+    response = entity_client.post("/v1/predict/entity", json={"entity_ids": [1, entity_id]})
+    assert response.status_code == 404, response.text
+    assert repr(entity_id) in response.json()["detail"]
+
+
 def test_entity_with_null_stored_feature_is_422(entity_client: TestClient) -> None:
     response = entity_client.post("/v1/predict/entity", json={"entity_ids": [INCOMPLETE]})
     assert response.status_code == 422

@@ -49,6 +49,17 @@ def test_non_finite_numbers_are_400(client: TestClient, literal: str, field: str
            f"records[0].{field}", "finite")
 
 
+@pytest.mark.parametrize("literal", ["1" + "0" * 400, "-" + "9" * 320,
+                                     "340282350000000000000000000000000000001"])
+def test_integers_beyond_float32_are_400_and_not_echoed_whole(client: TestClient,
+                                                               literal: str) -> None:
+    """Python parses any JSON integer exactly; one beyond float64 must not reach float()."""
+    raw = json.dumps({"records": [GOOD]}).replace('"f1": 2.0', f'"f1": {literal}')
+    body = _check(client.post("/v1/predict", content=raw, headers=JSON), 400,
+                  "records[0].f1", "not a finite float32 value")
+    assert len(body["detail"]) < 200, body["detail"]
+
+
 @pytest.mark.parametrize(("content", "named"), [
     ('{"records": [', ["not valid JSON"]),
     ("[1, 2]", ["body: Input should be an object"]),
