@@ -18,8 +18,10 @@ NUMERIC_TYPES = [
     "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
     "float16", "float32", "float64",
 ]
-# Finite means inside float64's range; NaN is a null and is checked separately.
-FLOAT_MAX = 1.7976931348623157e308
+# Finite means inside float32's range, the precision training and serving compute in: a
+# value that float64 holds (1e39) would pass here and turn into infinity in the model. NaN
+# is a null and is checked separately.
+FLOAT_MAX = 3.4028234663852886e38
 
 
 def build_expectations(spec: DatasetSpec, now: datetime | None = None) -> list[Expectation]:

@@ -50,6 +50,9 @@ def _set(column: str, value: object, rows: slice = slice(0, 2)) -> Callable:
 CASES: dict[str, tuple[Callable, str, object]] = {
     "null feature": (_set("f1", np.nan), "expect_column_values_to_not_be_null", "f1"),
     "infinite feature": (_set("f2", np.inf), "expect_column_values_to_be_between", "f2"),
+    "feature beyond float32": (_set("f2", 1e39), "expect_column_values_to_be_between", "f2"),
+    "negative beyond float32": (_set("f1", -3.5e38), "expect_column_values_to_be_between",
+                                "f1"),
     "missing feature": (lambda f: f.drop(columns=["f3"]), "expect_column_to_exist", "f3"),
     "text feature": (_set("f0", "n/a"), "expect_column_values_to_be_in_type_list", "f0"),
     "null entity": (_set("entity_id", np.nan), "expect_column_values_to_not_be_null",
@@ -116,6 +119,10 @@ def test_regression_label_must_be_finite_numbers(clean):
     assert validate_frame(frame, spec).success
     frame.loc[5, "label"] = -np.inf
     assert ("expect_column_values_to_be_between", "label") in _names(validate_frame(frame, spec))
+    frame.loc[5, "label"] = 1e39  # float64 holds it, the float32 model would not
+    assert ("expect_column_values_to_be_between", "label") in _names(validate_frame(frame, spec))
+    frame.loc[5, "label"] = 3.4e38  # the largest float32s still pass
+    assert validate_frame(frame, spec).success
     text = frame.assign(label="high")
     assert ("expect_column_values_to_be_in_type_list", "label") in _names(
         validate_frame(text, spec))
