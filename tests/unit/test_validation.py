@@ -9,7 +9,7 @@ import pytest
 
 from benchmarks.synthetic import synthetic_spec
 from mlops.config import ColumnRule, TaskType, load_spec
-from mlops.data.expectations import NUMERIC_TYPES, build_expectations
+from mlops.data.expectations import FLOAT_MAX, NUMERIC_TYPES, build_expectations
 from mlops.data.validation import (
     FailedExpectation,
     ValidationFailed,
@@ -72,7 +72,7 @@ def test_declared_rules_become_expectations_with_their_bounds():
 
 def _find(kwargs: list[dict], column: str, key: str) -> dict:
     hits = [k for k in kwargs if k.get("column") == column and k.get(key) not in (None, [])]
-    hits = [k for k in hits if key != "min_value" or k[key] > -1e300]
+    hits = [k for k in hits if key != "min_value" or k[key] > -FLOAT_MAX]  # not finiteness
     assert len(hits) == 1, hits
     return hits[0]
 
