@@ -40,8 +40,8 @@ def _permission_error(tmp_path: Path) -> BaseException:
     folder.mkdir()
     folder.chmod(0o500)
     try:
-        if os.geteuid() == 0:  # root writes anyway: a real EACCES from a root-only rule
-            return PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(folder))
+        if os.geteuid() == 0:  # root writes anyway; a read-only sysfs file refuses root too
+            return _raised(lambda: Path("/sys/kernel/uevent_seqnum").write_text("1"))
         return _raised(lambda: (folder / "x").write_text("x"))
     finally:
         folder.chmod(0o700)
@@ -102,6 +102,7 @@ def test_lasting_and_domain_errors_fail_at_once(make, tmp_path: Path) -> None:  
 def test_the_real_errors_are_what_they_claim(tmp_path: Path) -> None:
     """The cases above are the OS's and SQLite's own errors, not look-alikes."""
     assert _full_disk().errno == errno.ENOSPC
+    assert _permission_error(tmp_path).errno == errno.EACCES
     assert "no such table" in str(_schema_error(tmp_path))
     assert "database is locked" in str(_locked_database(tmp_path))
 
