@@ -107,6 +107,13 @@ class Gateway:
         name = self.sessions.read(connection.cookies.get(COOKIE))
         return self.access.principal(name) if name else None
 
+    def caller(self, connection: HTTPConnection) -> Principal:
+        """The caller, who must have identified itself: Refused(401) otherwise."""
+        principal = self.identify(connection)
+        if principal is None:
+            raise Refused(401, "no credentials")
+        return principal
+
     def decide(self, principal: Principal, action: Action, team: str) -> Decision:
         decision = self.access.state.policy.decide(principal, action, team)
         if not decision.allowed:
@@ -121,9 +128,7 @@ class Gateway:
             return await self.upstream.forward(request, b"")
         principal = None
         try:
-            principal = self.identify(request)
-            if principal is None:
-                raise Refused(401, "no credentials")
+            principal = self.caller(request)
             refuse_cross_site(request)
             body = await read_body(request)
             body = await self.authorize(principal, request, path, body)
@@ -240,11 +245,9 @@ class Gateway:
 
     async def whoami(self, request: Request) -> Response:
         try:
-            principal = self.identify(request)
+            principal = self.caller(request)
         except Refused as refused:
             return refuse(None, request, refused)
-        if principal is None:
-            return refuse(None, request, Refused(401, "no credentials"))
         return JSONResponse({"name": principal.name, "kind": principal.kind,
                              "roles": {team: sorted(roles)
                                        for team, roles in principal.roles.items()}})

@@ -35,9 +35,7 @@ def teams_file_route(gateway: Gateway) -> Callable[[Request], Awaitable[Response
     async def handle(request: Request) -> Response:
         principal = None
         try:
-            principal = gateway.identify(request)
-            if principal is None:
-                raise Refused(401, "no credentials")
+            principal = gateway.caller(request)
             refuse_cross_site(request)
             action = Action.READ_SECRETS if request.method == "GET" else Action.TEAMS_WRITE
             gateway.decide(principal, action, PLATFORM)
