@@ -9,6 +9,7 @@ controller period that misses its targets.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 
 import pytest
@@ -160,3 +161,27 @@ def test_gpu_check_judges_its_targets_on_cuda_only(benchmark_module, capsys, aut
     assert ("- FAIL platform loop + autocast, bf16 >= 0.8x the plain torch loop: 0.50x" in out
             ) == bool(status)
     assert "Targets (CUDA only): not checked on cpu" in out
+
+
+def test_governance_exits_1_when_the_gateway_is_over_its_ratio(benchmark_module, monkeypatch,
+                                                                capsys, tmp_path):
+    """The audit rows measured for real on the local file (tiny sizes, full mode); the
+    gateway's triggers replaced by timings 1.5x (then 1.05x) the direct ones."""
+    bench = benchmark_module("bench_governance")
+    triggers = bench.gateway_triggers
+    monkeypatch.setattr(triggers, "stack", lambda folder: contextlib.nullcontext(
+        {"gateway": "g", "admin": "a"}))
+    monkeypatch.setattr(triggers, "deploy", lambda api, admin: "deployment")
+    args = ["--stores", "local file", "--appends", "50", "--rounds", "1", "--processes", "2",
+            "--records", "2000", "--verify-runs", "1", "--triggers", "5",
+            "--out", str(tmp_path)]
+    for ratio, status in ((1.5, 1), (1.05, 0)):
+        times = {"direct": [0.040] * 5, "gateway": [0.040 * ratio] * 5}
+        monkeypatch.setattr(triggers, "measure", lambda *a, t=times: (t, {"direct": 0,
+                                                                           "gateway": 0}))
+        assert bench.main(args) == status
+        out = capsys.readouterr().out
+        verdict = "FAIL" if status else "PASS"
+        assert out.index("| trigger latency, p95 |") < out.index(
+            f"- {verdict} median trigger through the gateway <= 1.1x direct: {ratio:.3f}x")
+        assert "- PASS audit append on the local file" in out
