@@ -59,7 +59,8 @@ def register_stage_flow(params: PipelineParams, handover: HandoverRef) -> str:
     data, features, trained, exported = (read_result(settings.data_dir, handover, stage)
                                          for stage in (Stage.VALIDATE, Stage.FEATURES,
                                                        Stage.TRAIN, Stage.EXPORT))
-    registered = register(params, data, features, trained, exported, settings)
+    registered = register(params, data, features, trained, exported, settings,
+                          handover.run_id)
     return str(write_result(settings.data_dir, handover, Stage.REGISTER, registered))
 
 

@@ -3,6 +3,7 @@
 state named NotPromoted that says why the champion stayed."""
 
 from prefect import flow
+from prefect.runtime import flow_run
 from prefect.states import State
 
 from flows.approval import await_approval, outcome
@@ -23,6 +24,7 @@ STAGE_TASKS = StageCalls(validate_data, build_features, train, export, register,
 
 @flow(name="training-pipeline", validate_parameters=True)
 def training_pipeline(params: PipelineParams) -> PipelineSummary | State:
-    """Take a dataset to a served model; each stage hands over paths and hashes."""
-    return outcome(report(run_stages(params, Settings(), STAGE_TASKS)))
+    """Take a dataset to a served model; each stage hands over paths and hashes. The flow
+    run's id keys the registration, so a retried run finishes its own version."""
+    return outcome(report(run_stages(params, Settings(), STAGE_TASKS, str(flow_run.id))))
 

@@ -21,9 +21,11 @@ if TYPE_CHECKING:
 
 @task(name="register-model", cache_policy=NONE, **IO_RETRIES)
 def register(params: PipelineParams, data: ValidatedData, features: FeatureSetResult,
-             trained: TrainResult, exported: ExportResult,
-             settings: Settings) -> RegistrationResult:
-    """MLflow run with lineage, model version, challenger/champion aliases."""
-    result = register_stage(params, data, features, trained, exported, settings)
+             trained: TrainResult, exported: ExportResult, settings: Settings,
+             pipeline_run: str = "") -> RegistrationResult:
+    """MLflow run with lineage, model version, challenger/champion aliases; a retry after a
+    lost response finishes the same version (``pipeline_run`` and the file are its key)."""
+    result = register_stage(params, data, features, trained, exported, settings,
+                            pipeline_run)
     get_run_logger().info("%s v%s aliases %s", result.name, result.version, result.aliases)
     return result

@@ -14,6 +14,7 @@ retried alone.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
@@ -150,10 +151,11 @@ def export_stage(model_path: str, test_path: str, spec: DatasetSpec,
 
 
 def register_stage(params: PipelineParams, data: ValidatedData, features: FeatureSetResult,
-                   trained: TrainResult, exported: ExportResult,
-                   settings: Settings) -> RegistrationResult:
+                   trained: TrainResult, exported: ExportResult, settings: Settings,
+                   pipeline_run: str = "") -> RegistrationResult:
     """Log the run with its lineage; the version becomes champion only if it is better.
-    First, MLflow's artifact root must be in the residency policy's regions."""
+    First, MLflow's artifact root must be in the residency policy's regions. Called again
+    for the same ``pipeline_run`` (a retry), it returns the version the first call made."""
     with storage.object_store(settings, "checking the residency of MLflow's artifact root"):
         check_residency(residency_policy(platform_governance(settings), params.team,
                                          params.spec), register_locations(settings), settings)
@@ -163,7 +165,8 @@ def register_stage(params: PipelineParams, data: ValidatedData, features: Featur
     metric, higher_is_better = primary_metric(params.spec.task)
     lineage = Lineage(dataset=params.spec.name, dataset_uri=params.spec.path,
                       dataset_hash=data.dataset_hash, feature_service=features.feature_service,
-                      git_commit=current_git_commit(Path(__file__).parent), team=params.team)
+                      git_commit=current_git_commit(Path(__file__).parent), team=params.team,
+                      pipeline_run=pipeline_run)
     model_params = {**params.model.model_dump(), "task": params.spec.task.value,
                     "features": ",".join(params.spec.features), "device": trained.device,
                     "precision": trained.precision, "onnx_opset": exported.opset,
@@ -174,9 +177,16 @@ def register_stage(params: PipelineParams, data: ValidatedData, features: Featur
     registered = register_model(settings.tracking, settings.artifacts_dir, exported.onnx_path,
                                 exported.sha256, model_params, trained.metrics, metric,
                                 higher_is_better, lineage, promote=not approval,
-                                auth=settings.mlflow_auth(params.team))
+                                auth=settings.mlflow_auth(params.team),
+                                lock_url=registry_lock_url(settings))
     audit_events.model_registered(settings, params.team, registered)
     return registered
+
+
+def registry_lock_url(settings: Settings) -> str | None:
+    """Where registrations take their lock: on the production profile PostgreSQL's MLflow
+    database, shared by every worker; else this machine's files."""
+    return settings.database_url("mlflow") if settings.profile == "production" else None
 
 
 def awaits_approval(params: PipelineParams, registered: RegistrationResult,
@@ -244,17 +254,20 @@ PLAIN = StageCalls(validate_stage, features_stage, train_stage, export_stage, re
                    no_approval, deploy_stage)
 
 
-def run_stages(params: PipelineParams, settings: Settings,
-               calls: StageCalls = PLAIN) -> PipelineSummary:
+def run_stages(params: PipelineParams, settings: Settings, calls: StageCalls = PLAIN,
+               pipeline_run: str | None = None) -> PipelineSummary:
     """validate -> features -> train -> export -> register -> deploy, in this process,
-    after ``check_run``."""
+    after ``check_run``. ``pipeline_run`` (the orchestrator's run id; else a new one) makes
+    a retried registration find its version instead of making another."""
+    pipeline_run = pipeline_run or uuid.uuid4().hex
     check_run(params.spec, params.team, settings)
     spec = params.spec
     data = calls.validate(spec, settings, params.team)
     features = calls.features(data, spec, settings, params.team)
     trained = calls.train(features.training_path, spec, params.model, settings)
     exported = calls.export(trained.model_path, trained.test_path, spec, settings)
-    registered = calls.register(params, data, features, trained, exported, settings)
+    registered = calls.register(params, data, features, trained, exported, settings,
+                                pipeline_run)
     registered = calls.approve(params, registered, settings)
     service = calls.deploy(spec, settings, params.team) if params.deploy else None
     return build_summary(params, data, features, trained, exported, registered, service)

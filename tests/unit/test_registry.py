@@ -1,5 +1,8 @@
 """The registry against a real MLflow SQLite tracking store."""
 
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import onnx
@@ -95,3 +98,64 @@ def test_fetch_names_a_missing_model(store: dict) -> None:
         fetch_model(store["uri"], "models:/nosuchmodel@champion", store["root"] / "x")
     with pytest.raises(RegistryError, match="models:/"):
         fetch_model(store["uri"], "runs:/abc/model", store["root"] / "x")
+
+
+def _lineage(name: str, run: str) -> Lineage:
+    return Lineage(dataset=name, dataset_uri="builtin://toy", dataset_hash="ab" * 32,
+                   feature_service=f"{name}_v1", git_commit="deadbeef", team="alpha",
+                   pipeline_run=run)
+
+
+def _versions(store: dict, model: str) -> list[str]:
+    client = MlflowClient(tracking_uri=store["uri"], registry_uri=store["uri"])
+    return sorted(str(v.version) for v in client.search_model_versions(f"name='{model}'"))
+
+
+def test_a_retried_registration_returns_the_same_version(store: dict) -> None:
+    """A retry after a lost response: same pipeline run and file, no second version."""
+    args = (store["uri"], store["artifacts"], store["model"], store["sha"], {"hidden": [8]},
+            {"test_auc": 0.8}, "test_auc", True)
+    first = register_model(*args, _lineage("retried", "run-1"))
+    again = register_model(*args, _lineage("retried", "run-1"))
+    assert (again.version, again.run_id, again.champion) == (first.version, first.run_id, True)
+    assert again.previous_champion == first.previous_champion is None
+    assert _versions(store, "alpha.retried") == [first.version]
+    other = register_model(*args, _lineage("retried", "run-2"))  # another pipeline run
+    assert other.version != first.version and not other.champion
+    assert len(_versions(store, "alpha.retried")) == 2
+
+
+CRASH_AT_ALIAS_MOVE = """
+import os, signal, sys
+from pathlib import Path
+import mlops.registry.registration as registration
+from mlops.registry import Lineage
+
+def crash(*args, **kwargs):  # the worker dies between the upload and the alias move
+    os.kill(os.getpid(), signal.SIGKILL)
+
+registration._move_aliases = crash
+uri, artifacts, model, sha = sys.argv[1:5]
+registration.register_model(uri, Path(artifacts), model, sha, {}, {"test_auc": 0.7},
+                            "test_auc", True,
+                            Lineage(dataset="crashed", dataset_uri="builtin://toy",
+                                    dataset_hash="ab" * 32, feature_service="crashed_v1",
+                                    git_commit="deadbeef", team="alpha", pipeline_run="run-9"))
+"""
+
+
+def test_a_worker_killed_before_the_alias_move_leaves_one_version_its_retry_finishes(
+        store: dict) -> None:
+    killed = subprocess.run([sys.executable, "-c", CRASH_AT_ALIAS_MOVE, store["uri"],
+                             str(store["artifacts"]), store["model"], store["sha"]],
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert len(_versions(store, "alpha.crashed")) == 1  # uploaded, no alias yet
+    client = MlflowClient(tracking_uri=store["uri"], registry_uri=store["uri"])
+    assert client.get_registered_model("alpha.crashed").aliases == {}
+    retried = register_model(store["uri"], store["artifacts"], store["model"], store["sha"], {},
+                             {"test_auc": 0.7}, "test_auc", True, _lineage("crashed", "run-9"))
+    assert _versions(store, "alpha.crashed") == [retried.version]
+    assert retried.champion
+    assert str(client.get_model_version_by_alias("alpha.crashed", "champion").version) == \
+        retried.version
