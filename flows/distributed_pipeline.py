@@ -11,11 +11,12 @@ Deadlock: this parent holds a `cpu` slot on its queue for its whole run while ea
 stage needs another slot on the team's cpu queue. With the default team's cpu quota of 2
 that leaves exactly one slot for the stages, which run one at a time. Two parents running
 at once on a quota-2 queue would each hold a slot and wait forever for their children, so
-the parent deployment has `concurrency_limit: 1` (ENQUEUE): a second trigger waits in line.
-A team's cpu quota must be at least 2 for its stages to run at all.
+each team's parent deployment has `concurrency_limit: 1` (ENQUEUE): a second trigger of
+that team waits in line, and other teams' parents are not held back. A team's cpu quota
+must be at least 2 for its stages to run at all.
 """
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
 from prefect.states import State
@@ -33,19 +34,29 @@ from tasks.report import report
 DEPLOYMENT = "default"  # every stage flow has one deployment, named like the team default
 # The stages run as deployments, in order (validate's flow runs the features stage too).
 DEPLOYED = (Stage.VALIDATE, Stage.TRAIN, Stage.EXPORT, Stage.REGISTER)
+CRASH_RETRIES = 1
 
 
 def run_stage(stage: Stage, params: PipelineParams, handover: HandoverRef) -> None:
-    """Run one stage deployment on the team's queue and wait; raise if it did not complete."""
+    """Run one stage deployment on the team's queue and wait; raise if it did not complete.
+    A stage that crashed (its process or machine died: the zombie detection marks it so)
+    runs again, up to CRASH_RETRIES times: every stage is safe to repeat (results are
+    handed over atomically, training resumes from its checkpoint, registration is
+    idempotent by this pipeline run)."""
     queue = queue_name(params.team, params.priority)
     deployment = f"{stage_flow_name(stage)}/{DEPLOYMENT}"
     require_queue(deployment, queue)
-    child = run_deployment(deployment, timeout=None, poll_interval=2,
-                           parameters={"params": params.model_dump(mode="json"),
-                                       "handover": handover.model_dump(mode="json")},
-                           work_queue_name=queue)
-    child = follow_requeues(child)  # preempted by the fair-share controller: its copy
-    state = child.state
+    for attempt in range(CRASH_RETRIES + 1):
+        child = run_deployment(deployment, timeout=None, poll_interval=2,
+                               parameters={"params": params.model_dump(mode="json"),
+                                           "handover": handover.model_dump(mode="json")},
+                               work_queue_name=queue)
+        child = follow_requeues(child)  # preempted by the fair-share controller: its copy
+        state = child.state
+        if state is None or not state.is_crashed() or attempt == CRASH_RETRIES:
+            break
+        get_run_logger().warning("stage %s (flow run %s) crashed: %s; running it again",
+                                 stage_flow_name(stage), child.name, state.message)
     if state is None or not state.is_completed():
         name = state.name if state else "no state"
         message = state.message if state and state.message else "no message"

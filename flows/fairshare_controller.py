@@ -30,7 +30,7 @@ from prefect.artifacts import acreate_table_artifact
 from prefect.client.orchestration import get_client
 
 from infra.fairshare_audit import ControllerAudit, controller_actor
-from infra.fairshare_tick import PoolDecision, tick
+from infra.fairshare_tick import PoolDecision, fall_back, tick
 from mlops.config import Settings
 from mlops.fairshare.gauges import FairShareGauges
 from mlops.fairshare.teams import FairShareConfig, TeamsConfig, TeamsConfigError, load_teams
@@ -117,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="decide and log, change nothing")
     parser.add_argument("--metrics-port", type=int, default=None,
                         help="serve Prometheus gauges on this port")
+    parser.add_argument("--fall-back", action="store_true",
+                        help="set every team queue back to its guarantee and exit (what "
+                             "`make up`'s supervisor runs when the controller dies)")
     args = parser.parse_args(argv)
     if args.period_s is not None and args.period_s <= 0 or args.ticks < 0:
         parser.error("--period-s must be > 0 and --ticks >= 0")
@@ -126,9 +129,20 @@ def main(argv: list[str] | None = None) -> int:
     except (TeamsConfigError, AuditUnavailable) as exc:
         print(exc, file=sys.stderr)
         return 2
+    if args.fall_back:
+        print("\n".join(asyncio.run(fall_back_to_guarantees(args.file))) or "limits already safe")
+        return 0
     asyncio.run(fairshare_controller(args.file, args.ticks, args.period_s, not args.dry_run,
                                      args.metrics_port))
     return 0
+
+
+async def fall_back_to_guarantees(teams_file: str) -> list[str]:
+    """Without a controller deciding, every queue at its team's guarantee (audited)."""
+    with open_audit_log(Settings()) as audit_log:
+        async with get_client() as client:
+            return await fall_back(client, load_teams(teams_file),
+                                   ControllerAudit(audit_log, controller_actor(teams_file)))
 
 
 if __name__ == "__main__":

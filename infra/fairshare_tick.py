@@ -266,3 +266,35 @@ async def preempt(client: PrefectClient, run: FlowRun) -> str:
         run.id, Cancelling(message=f"preempted by the fair-share controller; requeued as "
                                    f"{copy.name} ({copy.id})"), force=True)
     return str(copy.id)
+
+
+async def fall_back(client: PrefectClient, config: TeamsConfig,
+                    audit: ControllerAudit | None = None) -> list[str]:
+    """Every team queue back to its guarantee, as provisioning sets it (the quota on the
+    normal queue, 0 on high and low): the limits that must hold while no controller decides,
+    so that no borrowed slot outlives the controller that lent it. One line per change; a
+    change the audit trail cannot record is not made (and named in the result)."""
+    from mlops.fairshare.plan import desired_state
+
+    owners, changes = queue_owners(config), []
+    for pool in config.pools:
+        current = {queue.name: queue.concurrency_limit
+                   for queue in await read_all(lambda offset, pool=pool: client.read_work_queues(
+                       work_pool_name=pool, limit=PAGE, offset=offset))}
+        for want in desired_state(config).queues:
+            if want.pool != pool or want.name not in current:
+                continue
+            old = current[want.name]
+            if old == want.concurrency_limit:
+                continue
+            failed = await _record(audit, Action.QUEUE_LIMIT_CHANGED, owners[want.name][0],
+                                   f"{pool}/{want.name}", {"pool": pool, "queue": want.name,
+                                                            "old": old,
+                                                            "new": want.concurrency_limit,
+                                                            "reason": "controller stopped"})
+            if failed:
+                return [*changes, f"not changed: {failed}"]
+            await patch_queue(client, pool, want.name,
+                              {"concurrency_limit": want.concurrency_limit})
+            changes.append(f"limit {pool}/{want.name} {old} -> {want.concurrency_limit}")
+    return changes

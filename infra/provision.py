@@ -14,6 +14,8 @@ admin from the local secrets file (``make up``'s) when that is unset.
 Applying changes is a governance action: before the first one, the audit trail records
 ``teams.changed`` (the admin account, else ``provision``; the file's sha256 and the changes).
 When the trail cannot record it, nothing is applied (exit 1, the message names the store).
+Then the platform's automations (``infra.automations``: zombie-run detection) are created
+or updated.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from infra.automations import ensure_automations
 from infra.credentials import local_auth
 from infra.prefect_api import PAGE, patch_queue, read_all
 from mlops.config import Settings
@@ -267,11 +270,20 @@ def main(argv: list[str] | None = None) -> int:
         with credentials:
             result = asyncio.run(provision(config, dry_run=args.dry_run,
                                            record=teams_recorder(args.file, actor)))
+            automations = asyncio.run(install_automations(args.dry_run))
     except Exception as exc:  # the CLI reports any failure as one line
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-    print("\n".join(result.lines()))
+    print("\n".join([*result.lines(), *automations]))
     return 0
+
+
+async def install_automations(dry_run: bool = False) -> list[str]:
+    """The platform's automations (``infra.automations``: zombie-run detection)."""
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        return await ensure_automations(client, dry_run)
 
 
 if __name__ == "__main__":

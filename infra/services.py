@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -35,6 +36,7 @@ from pathlib import Path
 
 import httpx
 
+from infra.automations import HEARTBEAT_S
 from infra.credentials import (
     MLFLOW_ADMIN,
     MLFLOW_FLASK_KEY,
@@ -62,12 +64,15 @@ from mlops.fairshare.teams import load_teams
 from mlops.governance.identities import Governance, GovernanceError, Role, load_governance
 from mlops.processes import (
     ServerNotReady,
+    Supervised,
     running_pid,
-    start_background,
+    start_supervised,
     stop_background,
+    supervisor_state_path,
     tail,
     wait_until_ready,
 )
+from mlops.supervisor import describe, read_state
 
 BIN = Path(sys.executable).parent
 POOLS = ("gpu", "cpu")
@@ -82,6 +87,7 @@ class Service:
     command: list[str]
     health_url: str | None  # None: a worker, healthy while its process lives
     env: dict[str, str] = field(default_factory=dict)  # on top of the platform's
+    on_exit: list[str] = field(default_factory=list)  # run after each death, before restart
 
 
 def services(settings: Settings, teams_file: Path | None = None,
@@ -103,8 +109,10 @@ def services(settings: Settings, teams_file: Path | None = None,
         f"{public}/gateway/health", _without_mlflow(values))
     mlflow = _mlflow_server(settings, values, extra.get("mlflow-server", {}))
     # Links in the workers' logs point at the gateway, where people sign in.
+    # Their runs send heartbeats, which the zombie automation (infra.automations) watches.
     worker_env = ({"PREFECT_API_URL": f"{server}/api", "PREFECT_UI_URL": public,
                    "PREFECT_API_AUTH_STRING": values[SERVER_AUTH],
+                   "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S),
                    **_worker_mlflow_env(settings, values)} if values else {})
     workers = [Service(f"worker-{pool}", [str(BIN / "prefect"), "worker", "start", "--pool",
                                           pool, "--type", "process", "--name", f"{pool}-{host}"],
@@ -184,8 +192,11 @@ def _controller(settings: Settings, teams_file: Path | None,
             governance = load_governance(teams_file)
             name = account(governance, Role.CONTROLLER) or ""
             env = {"PREFECT_API_AUTH_STRING": auth_string(governance, name, values) or ""}
+    # Killed, it would leave borrowed limits that starve a queue's owner: back to each
+    # team's guarantee before it is started again.
+    fall_back = [*command[:3], "--file", str(teams_file or DEFAULT_TEAMS), "--fall-back"]
     return [Service(CONTROLLER, command,
-                    f"http://{settings.platform_host}:{port}/metrics", env)]
+                    f"http://{settings.platform_host}:{port}/metrics", env, fall_back)]
 
 
 def environment(settings: Settings) -> dict[str, str]:
@@ -284,9 +295,11 @@ def _ensure_running(service: Service, folder: Path, env: dict[str, str]) -> None
     if pid:
         print(f"{service.name}: already running (pid {pid})")
         return
-    process = start_background(service.command, log_path, pid_path, {**env, **service.env})
+    process = start_supervised(service.command, log_path, pid_path, {**env, **service.env},
+                               shlex.join(service.on_exit))
     _wait_healthy(service, process, log_path)
-    print(f"{service.name}: started (pid {process.pid}), log {log_path}")
+    print(f"{service.name}: started (pid {process.pid}, restarted when it dies), "
+          f"log {log_path}")
 
 
 def _provision(teams_file: Path, env: dict[str, str]) -> None:
@@ -306,18 +319,25 @@ def down(settings: Settings) -> None:
 
 
 def status(settings: Settings) -> int:
-    """One line per service; exit code 0 only when all run and answer."""
+    """One line per service, with its restarts and a crash loop; exit code 0 only when all
+    run and answer and none is in a crash loop."""
     folder, healthy = settings.data_dir / "platform", True
     for service in services(settings):
-        pid = running_pid(folder / f"{service.name}.pid")
-        answers = pid is not None and (service.health_url is None or _answers(service.health_url))
-        healthy &= answers
-        state = f"running (pid {pid})" if pid else "stopped"
-        print(f"{service.name:15} {state}{'' if answers or not pid else ', not answering'}")
+        pid_path = folder / f"{service.name}.pid"
+        pid = running_pid(pid_path)
+        supervised = read_state(supervisor_state_path(pid_path)) if pid else None
+        child = supervised.pid if supervised else pid
+        answers = child is not None and (service.health_url is None
+                                         or _answers(service.health_url))
+        healthy &= answers and not (supervised and supervised.crash_loop)
+        state = (f"running (pid {child})" if child else "restarting" if pid else "stopped")
+        notes = [note for note in ("" if answers or not child else "not answering",
+                                   describe(supervised)) if note]
+        print(f"{service.name:21} {state}{''.join(f', {note}' for note in notes)}")
     return 0 if healthy else 1
 
 
-def _wait_healthy(service: Service, process: subprocess.Popen, log_path: Path) -> None:
+def _wait_healthy(service: Service, process: Supervised, log_path: Path) -> None:
     if service.health_url is not None:
         try:
             return wait_until_ready(service.health_url, process, log_path, READY_TIMEOUT_S)

@@ -2,6 +2,8 @@
 
 Each process leads its own session, so stopping it also stops what it started (uvicorn
 workers, a server's services) and it outlives the command that started it.
+``start_supervised`` starts it under ``mlops.supervisor``, which restarts it when it dies;
+the pid file then names the supervisor, and stopping it stops both.
 """
 
 from __future__ import annotations
@@ -9,8 +11,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
+
+from mlops.supervisor import read_state
 
 
 def start_background(command: list[str], log_path: Path, pid_path: Path,
@@ -21,6 +26,41 @@ def start_background(command: list[str], log_path: Path, pid_path: Path,
                                    stdin=subprocess.DEVNULL, start_new_session=True, env=env)
     pid_path.write_text(str(process.pid))
     return process
+
+
+def supervisor_state_path(pid_path: Path) -> Path:
+    """Where the supervisor of the process named by ``pid_path`` writes its state."""
+    return pid_path.with_name(f"{pid_path.stem}.supervisor.json")
+
+
+class Supervised:
+    """A supervised process as its starter sees it: it has exited when its first child
+    did (the supervisor would only restart it), or when the supervisor itself did."""
+
+    def __init__(self, process: subprocess.Popen, state_path: Path) -> None:
+        self.process, self.state_path, self.returncode = process, state_path, None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def poll(self) -> int | None:
+        self.returncode = self.process.poll()
+        state = read_state(self.state_path)
+        if self.returncode is None and state is not None and state.last_exit is not None:
+            self.returncode = state.last_exit
+        return self.returncode
+
+
+def start_supervised(command: list[str], log_path: Path, pid_path: Path,
+                     env: dict[str, str] | None = None, on_exit: str = "") -> Supervised:
+    """``start_background`` under ``mlops.supervisor``: restarted with backoff when it dies,
+    after ``on_exit`` (a shell command) has run."""
+    state_path = supervisor_state_path(pid_path)
+    state_path.unlink(missing_ok=True)
+    wrapper = [sys.executable, "-m", "mlops.supervisor", "--state", str(state_path),
+               *(["--on-exit", on_exit] if on_exit else []), "--", *command]
+    return Supervised(start_background(wrapper, log_path, pid_path, env), state_path)
 
 
 def running_pid(pid_path: Path) -> int | None:
@@ -52,7 +92,7 @@ class ServerNotReady(RuntimeError):
     """A background server exited, or did not answer its readiness URL, in time."""
 
 
-def wait_until_ready(url: str, process: subprocess.Popen, log_path: Path,
+def wait_until_ready(url: str, process: subprocess.Popen | Supervised, log_path: Path,
                      timeout_s: float = 180.0) -> None:
     """Poll GET ``url`` until it answers 200; ServerNotReady with the end of the log when the
     process exits first, the URL answers 404 (no such route) or the time runs out."""

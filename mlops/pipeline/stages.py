@@ -147,7 +147,11 @@ def export_stage(model_path: str, test_path: str, spec: DatasetSpec,
                  settings: Settings) -> ExportResult:
     from mlops.training.export import export_onnx
 
-    return export_onnx(model_path, test_path, settings.stage_dir(f"models/{spec.name}"))
+    # One folder per trained model (its run key), so that two pipelines of one dataset at
+    # once never export over each other's file.
+    run_key = Path(model_path).parent.name
+    return export_onnx(model_path, test_path,
+                       settings.stage_dir(f"models/{spec.name}/{run_key}"))
 
 
 def register_stage(params: PipelineParams, data: ValidatedData, features: FeatureSetResult,

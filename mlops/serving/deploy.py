@@ -5,7 +5,8 @@ and admin token, so deploying, reloading or rolling back one team's model never 
 another's. The deploy stage rolls a running service of its model: ``POST /admin/reload``
 makes it load, verify and warm the new champion beside the old one and swap, so no request
 fails. A service that is not running is started: the first model on ``MLOPS_SERVE_PORT``,
-each other model on the next free port, kept for it in its directory. Its admin token is
+each other model on the next free port, kept for it in its directory; a supervisor restarts
+it (same port, same champion) when it dies. Its admin token is
 generated once (mode 0600) and handed to the process through MLOPS_ADMIN_TOKEN_FILE, never
 on its command line. Likewise the team's MLflow user (MLFLOW_TRACKING_USERNAME/_PASSWORD,
 which MLflow's client reads) reaches the service through its environment, and no other
@@ -20,7 +21,6 @@ import os
 import re
 import secrets
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -31,8 +31,9 @@ from pydantic import BaseModel
 from mlops.config import MLFLOW_PASSWORD_PREFIX, DatasetSpec, MlflowAuth, Settings
 from mlops.processes import (
     ServerNotReady,
+    Supervised,
     running_pid,
-    start_background,
+    start_supervised,
     stop_background,
     wait_until_ready,
 )
@@ -97,7 +98,7 @@ def start_service(spec: DatasetSpec, settings: Settings, model: str,
                "--port", str(port)]
     log_path, pid_path = folder / "service.log", folder / "service.pid"
     env = _service_env(admin_token_path(settings, model), auth)
-    process = start_background(command, log_path, pid_path, env)
+    process = start_supervised(command, log_path, pid_path, env)  # restarted when it dies
     url = f"http://{settings.serve_host}:{port}"
     try:
         served = _wait_ready(url, process, log_path)
@@ -168,7 +169,7 @@ def served_models(settings: Settings) -> list[str]:
     return sorted(p.parent.name for p in root.glob("*/port")) if root.is_dir() else []
 
 
-def _wait_ready(url: str, process: subprocess.Popen, log_path: Path) -> dict:
+def _wait_ready(url: str, process: Supervised, log_path: Path) -> dict:
     """The served model's description, once the service reports ready."""
     try:
         wait_until_ready(f"{url}/v2/health/ready", process, log_path, READY_TIMEOUT_S)

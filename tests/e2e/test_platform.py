@@ -79,8 +79,13 @@ def test_the_ci_command_then_make_deploy_register_the_deployments(platform: dict
     local = _deployment(platform["client"], "vision-nightly")
     assert local["pull_steps"] == [{"prefect.deployments.steps.set_working_directory":
                                     {"directory": str(ROOT)}}]
-    names = {d["name"] for d in platform["client"].post("/deployments/filter", {}).json()}
-    assert names == {"default", "vision-nightly", "nlp-nightly"}
+    deployed = platform["client"].post("/deployments/filter", {}).json()
+    assert {d["name"] for d in deployed} == {"default", "vision-nightly", "nlp-nightly",
+                                             "vision", "nlp"}
+    parents = {d["name"]: d for d in deployed if "pipeline:distributed" in d["tags"]}
+    assert sorted(parents) == ["default", "nlp", "vision"]  # one per team: a limit per team
+    for team, parent in parents.items():
+        assert parent["concurrency_limit"] == 1 and f"team:{team}" in parent["tags"]
 
 
 def _deployment(client: PrefectApi, name: str) -> dict:

@@ -1,0 +1,73 @@
+"""Automations as code, installed by provisioning (so by `make up`): zombie-run detection.
+
+A flow run's process emits a ``prefect.flow-run.heartbeat`` event every ``HEARTBEAT_S``
+(PREFECT_FLOWS_HEARTBEAT_FREQUENCY, which `make up` gives the workers and so their runs).
+When a machine, a pod or a worker and its run die together, nobody reports the run's end
+and it would stay RUNNING for ever, holding its queue slot and its GPU budget. Prefect's own
+answer (its "detect zombie flows" guide) is a proactive automation: a run whose heartbeat is
+followed by neither another heartbeat nor a final state within ``ZOMBIE_AFTER_S`` (three
+missed heartbeats) is marked Crashed, which frees its slot and ends its GPU metering.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import PrefectClient
+    from prefect.events.schemas.automations import AutomationCore
+
+HEARTBEAT_S = 30  # Prefect's minimum
+ZOMBIE_AFTER_S = 3 * HEARTBEAT_S
+ZOMBIE_AUTOMATION = "mlops: crash zombie flow runs"
+ZOMBIE_MESSAGE = (f"no heartbeat for {ZOMBIE_AFTER_S} s: the run's process or machine died "
+                  "without reporting (marked Crashed by the platform's zombie detection)")
+FINAL_EVENTS = ("Completed", "Failed", "Cancelled", "Crashed")
+
+
+def zombie_automation() -> AutomationCore:
+    """The automation that marks a run Crashed once its heartbeats stop."""
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    return AutomationCore(
+        name=ZOMBIE_AUTOMATION,
+        description=f"Marks a flow run Crashed when its heartbeat (every {HEARTBEAT_S} s) "
+                    f"stops for {ZOMBIE_AFTER_S} s before it reached a final state.",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.heartbeat",
+                    *(f"prefect.flow-run.{state}" for state in FINAL_EVENTS)},
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=ZOMBIE_AFTER_S)),
+        actions=[ChangeFlowRunState(state=StateType.CRASHED, message=ZOMBIE_MESSAGE)])
+
+
+async def ensure_automations(client: PrefectClient, dry_run: bool = False) -> list[str]:
+    """Create the platform's automations, or update one that differs; one line per change
+    (none when they already hold)."""
+    wanted = zombie_automation()
+    found = await client.read_automations_by_name(wanted.name)
+    if not found:
+        if not dry_run:
+            await client.create_automation(wanted)
+        return [f"create automation {wanted.name!r}"]
+    current = found[0]
+    if _same(current, wanted):
+        return []
+    if not dry_run:
+        await client.update_automation(current.id, wanted)
+    return [f"update automation {wanted.name!r}"]
+
+
+def _same(current: AutomationCore, wanted: AutomationCore) -> bool:
+    fields = {"name", "description", "enabled", "trigger", "actions"}
+    keep = {"trigger": {"id"}}
+    have = current.model_dump(mode="json", include=fields, exclude=keep)
+    return have == wanted.model_dump(mode="json", include=fields, exclude=keep)
