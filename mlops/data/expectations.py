@@ -1,7 +1,8 @@
 """The expectation suite for a dataset spec: pure, so it can be inspected and tested alone.
 
 Spec-derived checks come first (schema, nulls, types, finiteness, label domain, unique
-entity-timestamp pairs, no future events), then the rules the spec declares.
+entity-timestamp pairs, entity ids of one type, event times inside the nanosecond range
+and not in the future), then the rules the spec declares.
 """
 
 from __future__ import annotations
@@ -10,14 +11,17 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from mlops.config import DatasetSpec, TaskType
+from mlops.data.timestamps import EARLIEST
 
 if TYPE_CHECKING:
     from great_expectations.expectations import Expectation
 
-NUMERIC_TYPES = [
-    "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-    "float16", "float32", "float64",
-]
+INTEGER_TYPES = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"]
+NUMERIC_TYPES = [*INTEGER_TYPES, "float16", "float32", "float64"]
+# Entity ids are one type: integers (numpy's, or pandas' nullable Int64) or strings (str
+# values in an object column, or pandas' string dtype). Floats are no exact keys, and a mix
+# of 1 and "1" would be two entities; GE checks an object column value by value.
+ENTITY_TYPES = [*INTEGER_TYPES, "Int64Dtype", "str", "StringDtype"]
 # Finite means inside float32's range, the precision training and serving compute in: a
 # value that float64 holds (1e39) would pass here and turn into infinity in the model. NaN
 # is a null and is checked separately.
@@ -39,8 +43,11 @@ def build_expectations(spec: DatasetSpec, now: datetime | None = None) -> list[E
     suite += [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in spec.columns]
     suite += [
         gxe.ExpectCompoundColumnsToBeUnique(column_list=[spec.entity, spec.timestamp]),
+        gxe.ExpectColumnValuesToBeInTypeList(column=spec.entity, type_list=ENTITY_TYPES),
         # Pandas reports tz-aware datetime columns as Timestamp, naive ones as datetime64.
         gxe.ExpectColumnValuesToBeOfType(column=spec.timestamp, type_="Timestamp"),
+        # A parquet file may hold year 1 in microseconds; Feast and training cannot.
+        gxe.ExpectColumnMinToBeBetween(column=spec.timestamp, min_value=EARLIEST),
         gxe.ExpectColumnMaxToBeBetween(column=spec.timestamp, max_value=now),
     ]
     numeric = list(spec.features) if spec.task == TaskType.classification else [

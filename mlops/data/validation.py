@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from mlops.atomic_files import write_atomic
 from mlops.config import DatasetSpec
 from mlops.data.expectations import build_expectations
+from mlops.data.hints import TIME_TYPE, hint_for
 from mlops.data.loading import dataset_hash
 
 if TYPE_CHECKING:
@@ -47,9 +48,14 @@ class FailedExpectation(BaseModel):
     observed: str | None = None
     examples: list[str] = []
     error: str | None = None
+    hint: str | None = None  # what the failure means in this batch, in plain words
 
     def describe(self) -> str:
-        """One line naming the expectation, its arguments and what was seen."""
+        """One line naming the expectation, its arguments, what was seen and what it means."""
+        text = self._evidence()
+        return f"{text}; {self.hint}" if self.hint else text
+
+    def _evidence(self) -> str:
         args = ", ".join(f"{key}={_short(value)}" for key, value in self.kwargs.items())
         text = f"{self.expectation}({args})"
         if self.error:
@@ -121,7 +127,8 @@ def _validate(frame: pd.DataFrame, spec: DatasetSpec, now: datetime | None
                                     kwargs={}, observed=f"duplicated columns {duplicated}")]
     else:
         result = _run_suite(frame, build_expectations(spec, now), spec.name)
-        failed = _explain_missing([_to_failure(r) for r in result.results if not r.success])
+        failed = _explain([_to_failure(r) for r in result.results if not r.success], frame,
+                          spec)
     report = ValidationReport(
         dataset=spec.name, dataset_hash=_safe_hash(frame), rows=len(frame),
         success=not failed, evaluated=len(result.results) if result else 1, failed=failed,
@@ -175,18 +182,29 @@ def _to_failure(result: Any) -> FailedExpectation:
     )
 
 
-def _explain_missing(failed: list[FailedExpectation]) -> list[FailedExpectation]:
-    """Missing columns first; expectations that could not run on them say so plainly."""
-    missing = {f.kwargs.get("column") for f in failed if f.expectation == "expect_column_to_exist"}
-
-    def explained(failure: FailedExpectation) -> FailedExpectation:
+def _explain(failed: list[FailedExpectation], frame: pd.DataFrame,
+             spec: DatasetSpec) -> list[FailedExpectation]:
+    """Missing columns first; a check that could not run on a missing column, or on event
+    times that are not times, says so instead of GE's exception; the first failure of a
+    column gets its plain-words hint (``mlops.data.hints``)."""
+    unusable = {f.kwargs.get("column"): f"column {f.kwargs.get('column')!r} is missing"
+                for f in failed if f.expectation == "expect_column_to_exist"}
+    if any(f.expectation == TIME_TYPE and f.kwargs.get("column") == spec.timestamp
+           for f in failed):
+        unusable.setdefault(spec.timestamp, f"{spec.timestamp!r} holds no UTC times")
+    explained: list[FailedExpectation] = []
+    hinted: set[str] = set()
+    for failure in sorted(failed, key=lambda f: f.expectation != "expect_column_to_exist"):
         column = failure.kwargs.get("column")
-        if failure.error and column in missing:
-            return failure.model_copy(update={"error": f"column {column!r} is missing"})
-        return failure
-
-    ordered = sorted(failed, key=lambda f: f.expectation != "expect_column_to_exist")
-    return [explained(f) for f in ordered]
+        if failure.error and column in unusable:
+            failure = failure.model_copy(update={"error": unusable[column]})
+        elif column not in hinted:
+            hint = hint_for(failure.expectation, column, frame, spec)
+            if hint:
+                failure = failure.model_copy(update={"hint": hint})
+                hinted.add(column)
+        explained.append(failure)
+    return explained
 
 
 def _exception_message(info: dict[str, Any]) -> str | None:

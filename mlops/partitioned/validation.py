@@ -14,6 +14,10 @@ and counts the rows whose hash occurs more than once, naming their partitions. T
 duplicates across partitions, unlike a per-partition check, with memory bounded by the
 bucket size. A 64-bit hash can only add false alarms, never miss a duplicate: about
 n^2 / 2^65, i.e. 3e-4 for 10^8 rows.
+
+One check exists only here: every partition holds the same kind of data in each spec
+column (``mlops.data.schema``). Files that each pass alone may still not be one table:
+entity ids that are integers in one file and strings in another.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from pydantic import BaseModel
 
 from mlops.config import DatasetSpec
 from mlops.data.loading import DataError
+from mlops.data.schema import column_kinds, kind_failures
 from mlops.data.validation import (
     FailedExpectation,
     ValidationFailed,
@@ -74,6 +79,7 @@ class PartitionResult(BaseModel):
     evaluated: int = 0
     failed: list[FailedExpectation] = []
     distinct: dict[str, list[str]] = {}
+    kinds: dict[str, str] = {}
     error: str | None = None
 
 
@@ -186,6 +192,7 @@ def _validate_one(index: int, url: str, spec: DatasetSpec, now: datetime,
     release_memory()
     return PartitionResult(
         index=index, file=name, rows=len(frame), distinct=distinct,
+        kinds=column_kinds(frame, spec.columns),
         content_hash=report.dataset_hash if report else "",
         evaluated=report.evaluated if report else 0,
         failed=[f for f in report.failed if f.expectation not in DATASET_LEVEL] if report else [])
@@ -194,7 +201,10 @@ def _validate_one(index: int, url: str, spec: DatasetSpec, now: datetime,
 def _distinct(frame: pd.DataFrame, column: str) -> list[str]:
     if column not in frame.columns:
         return []
-    return [repr(v) for v in frame[column].dropna().unique()[:DISTINCT_CAP].tolist()]
+    values = frame[column].dropna()
+    if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):
+        values = values.astype("float64")  # 1, 1.0 and True are one class in every partition
+    return [repr(v) for v in values.unique()[:DISTINCT_CAP].tolist()]
 
 
 def _write_key_hashes(frame: pd.DataFrame, columns: list[str], index: int, scratch: str,
@@ -245,6 +255,7 @@ def _aggregate(root: str, spec: DatasetSpec, results: list[PartitionResult],
     """Sum the partitions' failures and add the whole-table checks' verdicts."""
     rows = sum(r.rows for r in results)
     table = [_table_check(c, results, rows, duplicates) for c in checks]
+    table += kind_failures({r.index: r.kinds for r in results})
     failed = [*_sum_failures(results, rows), *(f for f, _ in table if f is not None)]
     named: dict[int, list[FailedExpectation]] = defaultdict(list)
     for result in results:

@@ -141,6 +141,17 @@ def check_train_labels(y: np.ndarray, task: TaskType) -> None:
                             "a classifier needs both 0 and 1")
 
 
+def check_test_labels(y: np.ndarray, task: TaskType) -> None:
+    """A classifier's test split needs both classes: ROC AUC, the metric that ranks it
+    against the champion, is undefined on one. Checked before training, not after it."""
+    if task == TaskType.classification and len(np.unique(y)) < 2:
+        metric, _ = primary_metric(task)
+        raise TrainingError(
+            f"test split has a single class ({np.unique(y).tolist()} in its {len(y)} rows): "
+            f"{metric} would be undefined; the test split is the latest timestamps, so add "
+            "later rows of the other class or raise test_fraction")
+
+
 def run_key(training_path: str, spec: DatasetSpec, settings: ModelSettings) -> str:
     """sha256 of the training file's content, the model settings and the spec."""
     material = {"format": CHECKPOINT_FORMAT, "data": storage.sha256(training_path),
@@ -160,6 +171,7 @@ def train_model(training_path: str, spec: DatasetSpec, settings: ModelSettings, 
     splits = split_by_time(frame, spec, settings)
     (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = (frame_to_arrays(s, spec) for s in splits)
     check_train_labels(y_tr, spec.task)
+    check_test_labels(y_te, spec.task)
     device = resolve_device(settings)
     precision = choose_precision(device)
     key = run_key(training_path, spec, settings)
