@@ -33,8 +33,9 @@ def zombie_automation() -> AutomationCore:
     from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
     from prefect.events.schemas.events import ResourceSpecification
 
+    # Every field given explicitly: Prefect's update sends only the fields that were set.
     return AutomationCore(
-        name=ZOMBIE_AUTOMATION,
+        name=ZOMBIE_AUTOMATION, enabled=True,
         description=f"Marks a flow run Crashed when its heartbeat (every {HEARTBEAT_S} s) "
                     f"stops for {ZOMBIE_AFTER_S} s before it reached a final state.",
         trigger=EventTrigger(
@@ -68,6 +69,15 @@ async def ensure_automations(client: PrefectClient, dry_run: bool = False) -> li
 
 def _same(current: AutomationCore, wanted: AutomationCore) -> bool:
     fields = {"name", "description", "enabled", "trigger", "actions"}
-    keep = {"trigger": {"id"}}
-    have = current.model_dump(mode="json", include=fields, exclude=keep)
-    return have == wanted.model_dump(mode="json", include=fields, exclude=keep)
+    return (_comparable(current.model_dump(mode="json", include=fields))
+            == _comparable(wanted.model_dump(mode="json", include=fields)))
+
+
+def _comparable(value: object) -> object:
+    """A dumped automation without ids, its sets (dumped as lists in any order) sorted."""
+    if isinstance(value, dict):
+        return {key: _comparable(item) for key, item in value.items() if key != "id"}
+    if isinstance(value, list):
+        items = [_comparable(item) for item in value]
+        return sorted(items) if all(isinstance(item, str) for item in items) else items
+    return value
