@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import inspect
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -23,12 +24,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from starlette.routing import request_response
 
 from mlops.serving import v2_protocol as v2
 from mlops.serving.access_log import AccessLog
-from mlops.serving.batching import DirectRunner, InferenceRunner, MicroBatcher
+from mlops.serving.batching import DirectRunner, InferenceRunner, MicroBatcher, RowLimit
 from mlops.serving.body import add_body_schemas, documented_body, parse_body
 from mlops.serving.errors import (
     ADMIN_ERRORS,
@@ -37,6 +38,7 @@ from mlops.serving.errors import (
     AdminDisabled,
     BadInput,
     ErrorBody,
+    Forbidden,
     NotReady,
     SwapRefused,
     Unauthorized,
@@ -83,9 +85,25 @@ class ServingConfig(BaseModel):
     batch_max_rows: int = Field(256, ge=1, description="Rows per micro-batch.")
     inference_threads: int = Field(min(os.cpu_count() or 1, 4), ge=1,
                                    description="Threads when micro-batching is off.")
+    max_queued_rows: int = Field(8192, ge=1, description="Rows waiting for or in inference "
+                                 "at once; beyond, 503 with Retry-After.")
+    max_connections: int | None = Field(1024, ge=1, description="Open connections (and "
+                                        "requests in progress); beyond, 503 with Retry-After.")
+    header_timeout_s: float = Field(10.0, gt=0, description="Seconds to receive a request's "
+                                    "headers (and before a new connection's first request).")
+    body_timeout_s: float = Field(30.0, gt=0, description="Seconds to receive a request's "
+                                  "body once its headers are in.")
+    retry_after_s: int = Field(1, ge=1, description="Retry-After of a 503 when full.")
     admin_token: SecretStr | None = None
     entity_lookup: bool = Field(False, description="A feature store will be attached.")
     access_log: bool = Field(True, description="One JSON line per request on stderr.")
+
+    @model_validator(mode="after")
+    def _queue_holds_a_request(self) -> ServingConfig:
+        if self.max_queued_rows < self.max_batch:
+            raise ValueError(f"max_queued_rows ({self.max_queued_rows}) must hold one whole "
+                             f"request (max_batch {self.max_batch})")
+        return self
 
 
 class AdminStatus(BaseModel):
@@ -132,10 +150,11 @@ def _batched(path: str) -> bool:
 
 
 def make_runner(config: ServingConfig, metrics: ServiceMetrics) -> InferenceRunner:
+    limit = RowLimit(config.max_queued_rows, config.retry_after_s)
     if config.batch_window_ms > 0:
         return MicroBatcher(config.batch_window_ms, config.batch_max_rows,
-                            metrics.observe_inference)
-    return DirectRunner(config.inference_threads, metrics.observe_inference)
+                            metrics.observe_inference, limit)
+    return DirectRunner(config.inference_threads, metrics.observe_inference, limit)
 
 
 def not_ready_reason(app: FastAPI) -> str | None:
@@ -164,14 +183,21 @@ def served(manager: ModelManager, request: Request, name: str | None = None,
 
 
 def check_admin(config: ServingConfig, authorization: str | None) -> None:
-    """Constant-time bearer check; the token is never echoed or logged."""
+    """Constant-time bearer check; the token is never echoed or logged.
+
+    401 (with WWW-Authenticate) when no bearer token is sent; 403 when one is sent and is
+    not the admin token, or admin is disabled (no token would help).
+    """
+    scheme, _, token = (authorization or "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("admin endpoints need 'Authorization: Bearer <admin token>'")
     if config.admin_token is None:
         raise AdminDisabled("admin endpoints are disabled: no admin token is configured "
                             "(MLOPS_ADMIN_TOKEN or MLOPS_ADMIN_TOKEN_FILE)")
-    scheme, _, token = (authorization or "").partition(" ")
     expected = config.admin_token.get_secret_value().encode()
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
-        raise Unauthorized("admin endpoints need 'Authorization: Bearer <admin token>'")
+    if not hmac.compare_digest(token.encode(), expected):
+        raise Forbidden("the bearer token is not this service's admin token")
 
 
 def v1_response(predictor: OnnxPredictor, scores: np.ndarray, **extra: Any) -> Response:
@@ -216,7 +242,7 @@ def create_app(manager: ModelManager, lookup: FeatureLookup | None = None,
     install_error_handlers(app)
     app.add_middleware(ObservabilityMiddleware, metrics=metrics, runner=runner,
                        access_log=access_log, max_body_bytes=config.max_body_bytes,
-                       batched_paths=_batched)
+                       batched_paths=_batched, retry_after_s=config.retry_after_s)
     manager.listener = lambda result, current: metrics.model_changed(result.status, current)
     if manager.current is not None:
         metrics.model_changed("loaded", manager.current)
@@ -252,20 +278,32 @@ def _health_routes(app: FastAPI) -> None:
                         media_type=CONTENT_TYPE_LATEST)
 
 
+def _path_parameters(endpoint: Callable, *names: str) -> dict[str, Any]:
+    """``openapi_extra`` declaring the path parameters the endpoint does not take itself
+    (it reads them from ``request.path_params``), so that the document names every one."""
+    declared = inspect.signature(endpoint).parameters
+    return {"parameters": [{"name": name, "in": "path", "required": True,
+                            "schema": {"type": "string", "title": name.title()}}
+                           for name in names if name not in declared]}
+
+
 def _both(app: FastAPI, method: str, path: str, endpoint: Callable, **options: Any) -> None:
     """Register a v2 model route at /v2/models/{name}<path> and under /versions/{version}.
 
-    One endpoint serves both and reads ``version`` from the path parameters, so the
-    versioned route documents that parameter itself.
+    One endpoint serves both and reads ``version`` (and, for the lean infer route,
+    ``name``) from the path parameters, so those are documented here.
     """
     summary, extra = options.pop("summary"), options.pop("openapi_extra", {})
-    version = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
     app.router.add_api_route(f"/v2/models/{{name}}{path}", endpoint, methods=[method],
-                             summary=summary, openapi_extra=extra or None, **options)
+                             summary=summary,
+                             openapi_extra={**extra, **_path_parameters(endpoint, "name")},
+                             **options)
     app.router.add_api_route(f"/v2/models/{{name}}/versions/{{version}}{path}", endpoint,
                              methods=[method], summary=f"{summary} of a version",
                              operation_id=f"{endpoint.__name__}_version",
-                             openapi_extra={**extra, "parameters": [version]}, **options)
+                             openapi_extra={**extra, **_path_parameters(endpoint, "name",
+                                                                        "version")},
+                             **options)
 
 
 def _v2_routes(app: FastAPI, manager: ModelManager, runner: InferenceRunner,

@@ -10,6 +10,11 @@ window. Rows of different model versions never share a call, which keeps a hot s
 exact. A thread hand-off costs several times a small MLP's ONNX Runtime call: sharing it
 is what raises throughput (``make bench-serving`` measures both runners). ``DirectRunner``
 is the same interface without batching (a pool of threads, one call per request).
+
+Both bound the rows they hold (``RowLimit``): rows accepted and not yet answered, waiting
+for a batch, queued for the inference thread or running. A request that would go over
+the bound is refused at once (``Overloaded``, a 503 with Retry-After) instead of
+queueing without limit, so under overload latency stays bounded and clients back off.
 """
 
 from __future__ import annotations
@@ -30,6 +35,32 @@ from mlops.serving.predictor import OnnxPredictor
 
 ARRIVAL_KEY = "mlops.arrival"  # set in the ASGI scope while a request is on its way
 Observer = Callable[[int, float], None]  # (rows, seconds) of each ONNX Runtime call
+
+
+class Overloaded(RuntimeError):
+    """More rows waiting for inference than the service holds; try again later."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class RowLimit:
+    """Rows accepted for inference and not yet answered, at most ``max_rows`` (touched on
+    the event loop only)."""
+
+    def __init__(self, max_rows: int, retry_after_s: int = 1) -> None:
+        self.max_rows, self.retry_after_s, self.rows = max_rows, retry_after_s, 0
+
+    def take(self, rows: int) -> None:
+        if self.rows + rows > self.max_rows:
+            raise Overloaded(f"{self.rows} rows are waiting for inference; {rows} more would "
+                             f"pass the limit of {self.max_rows}: retry later",
+                             self.retry_after_s)
+        self.rows += rows
+
+    def give(self, rows: int) -> None:
+        self.rows -= rows
 
 
 class InferenceRunner(Protocol):
@@ -53,9 +84,10 @@ def _timed(observe: Observer, predictor: OnnxPredictor, *matrices: np.ndarray) -
 class DirectRunner:
     """One ONNX Runtime call per request, on a pool of ``threads`` threads."""
 
-    def __init__(self, threads: int, observe: Observer) -> None:
+    def __init__(self, threads: int, observe: Observer, limit: RowLimit | None = None) -> None:
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="inference")
         self._observe = observe
+        self.limit = limit or RowLimit(1 << 62)
 
     def arrived(self, scope: MutableMapping[str, Any]) -> None:
         pass
@@ -65,8 +97,13 @@ class DirectRunner:
 
     async def predict(self, predictor: OnnxPredictor, matrix: np.ndarray,
                       scope: MutableMapping[str, Any] | None = None) -> np.ndarray:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, _timed, self._observe, predictor, matrix)
+        self.limit.take(len(matrix))
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._pool, _timed, self._observe, predictor,
+                                              matrix)
+        finally:
+            self.limit.give(len(matrix))
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -85,11 +122,13 @@ class MicroBatcher:
     All state is touched on the event loop only; the thread runs nothing but the call.
     """
 
-    def __init__(self, window_ms: float, max_rows: int, observe: Observer) -> None:
+    def __init__(self, window_ms: float, max_rows: int, observe: Observer,
+                 limit: RowLimit | None = None) -> None:
         if window_ms <= 0 or max_rows < 1:
             raise ValueError("a micro-batcher needs window_ms > 0 and max_rows >= 1")
         self.window_s, self.max_rows = window_ms / 1000.0, max_rows
         self._observe = observe
+        self.limit = limit or RowLimit(1 << 62)
         self._worker = _Worker("micro-batch")
         self._waiting: list[_Waiting] = []
         self._rows = 0
@@ -111,6 +150,11 @@ class MicroBatcher:
                       scope: MutableMapping[str, Any] | None = None) -> np.ndarray:
         if scope is not None and scope.pop(ARRIVAL_KEY, False):
             self._incoming -= 1
+        try:
+            self.limit.take(len(matrix))
+        except Overloaded:
+            self._close_if_due()  # a batch may have been waiting for this request
+            raise
         future = asyncio.get_running_loop().create_future()
         self._waiting.append(_Waiting(predictor, matrix, future))
         self._rows += len(matrix)
@@ -142,7 +186,7 @@ class MicroBatcher:
             group = [w for w in batch if w.predictor is predictor]
             self._worker.submit(loop, partial(_timed, self._observe, predictor,
                                               *[w.matrix for w in group]),
-                                partial(_deliver, group))
+                                partial(_deliver, group, self.limit))
 
     def close(self) -> None:
         self._worker.close()
@@ -179,9 +223,11 @@ class _Worker:
         self._jobs.put(None)
 
 
-def _deliver(group: list[_Waiting], scores: np.ndarray | None,
+def _deliver(group: list[_Waiting], limit: RowLimit, scores: np.ndarray | None,
              error: BaseException | None) -> None:
-    """Each request's rows of the batch result, or the batch's error to each request."""
+    """Each request's rows of the batch result, or the batch's error to each request; the
+    rows leave the limit either way (a client that hung up included)."""
+    limit.give(sum(len(waiting.matrix) for waiting in group))
     if error is not None:
         for waiting in group:
             if not waiting.future.done():

@@ -4,10 +4,20 @@ A FastAPI body parameter costs an order of magnitude more per request (annotatio
 introspection on every call, then the standard library's JSON parser) than
 ``model_validate_json``, which parses and validates in one pass. The routes declare their
 body through ``documented_body`` so that the OpenAPI document still describes it exactly.
+
+What a body may be: JSON, declared so or not declared at all (``tritonclient.http`` and
+curl's ``--data-binary`` send no Content-Type; KServe and Triton accept that), in UTF-8 or,
+when the Content-Type names it, UTF-16 or UTF-32 (RFC 8259 wants UTF-8 between systems;
+decoding a declared charset costs nothing on the UTF-8 path). An empty body, bytes that
+are not in the declared encoding and an object with a repeated key are 400s naming the
+problem: with a repeated key every JSON parser here would silently keep the last value, so
+the client would be scored on a value it may not have meant.
 """
 
 from __future__ import annotations
 
+import codecs
+import json
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
@@ -15,10 +25,24 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
 Body = TypeVar("Body", bound=BaseModel)
+# Set in the ASGI scope by ``mlops.serving.protocol`` when a request's body has not
+# arrived within the body timeout: the reader then answers 408 instead of waiting.
+READ_TIMED_OUT = "mlops.read_timed_out"
+_CHARSETS = {"utf-8", "ascii", "utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le",
+             "utf-32-be"}  # as codecs.lookup names them
+_UTF8_BOM = codecs.BOM_UTF8
 
 
 class UnsupportedMediaType(ValueError):
-    """A body that is not declared as JSON."""
+    """A body declared as something other than JSON, or in a charset JSON does not use."""
+
+
+class BadBody(ValueError):
+    """A body that is empty, not in its declared encoding, or repeats a key in an object."""
+
+
+class RequestTimeout(TimeoutError):
+    """A body that did not arrive within the body timeout (a slow or lying client)."""
 
 
 def is_json(content_type: str) -> bool:
@@ -26,20 +50,118 @@ def is_json(content_type: str) -> bool:
 
 
 async def parse_body(request: Request, model: type[Body]) -> Body:
-    """The body as ``model``; 415 when not JSON, 422 naming each malformed field.
+    """The body as ``model``; 415 when not JSON, 400 when empty, not in its encoding or
+    repeating a key, 422 naming each malformed field.
 
     Reads the raw header list and the ASGI messages directly: Starlette's Headers object
     and body stream cost more than the parse itself on a one-row request.
     """
-    content_type = next((value.decode("latin-1") for key, value in request.scope["headers"]
-                         if key == b"content-type"), "")
+    charset = declared_charset(request.scope["headers"])
+    data = as_utf8(await _read(request), charset)
+    try:
+        parsed = model.model_validate_json(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        if errors[0]["type"] == "json_invalid":
+            _check_utf8(data)  # a clearer message than the parser's, when that is the cause
+        raise RequestValidationError(errors) from None
+    key = duplicate_key(data, parsed)
+    if key is not None:
+        raise BadBody(f"key {key!r} appears twice in one JSON object; send each key once")
+    return parsed
+
+
+def declared_charset(headers: list[tuple[bytes, bytes]]) -> str:
+    """The body's charset (codecs' name) from the Content-Type: UTF-8 when none is given;
+    415 for a media type other than JSON or a charset other than UTF-8/16/32."""
+    content_type = next((value.decode("latin-1") for key, value in headers
+                         if key == b"content-type"), None)
+    if content_type is None:
+        return "utf-8"
     if not is_json(content_type):
         raise UnsupportedMediaType(f"Content-Type must be application/json, got "
                                    f"{content_type!r}")
+    for param in content_type.split(";")[1:]:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            charset = value.strip().strip('"')
+            try:
+                name = codecs.lookup(charset).name
+            except LookupError:
+                name = ""
+            if name not in _CHARSETS:
+                raise UnsupportedMediaType(f"charset {charset!r} is not accepted for JSON; "
+                                           "send UTF-8 (or declare UTF-16 or UTF-32)")
+            return name
+    return "utf-8"
+
+
+def as_utf8(body: bytes, charset: str) -> bytes:
+    """The body as UTF-8 bytes (a UTF-8 byte order mark dropped); 400 when empty or not in
+    the declared ``charset``."""
+    if charset not in ("utf-8", "ascii"):
+        try:
+            body = body.decode(charset).encode()
+        except UnicodeError as exc:
+            raise BadBody(f"body is not valid {charset.upper()}: {exc.reason} at byte "
+                          f"{getattr(exc, 'start', 0)}") from None
+    if body.startswith(_UTF8_BOM):
+        body = body[len(_UTF8_BOM):]
+    if not body or body.isspace():
+        raise BadBody("request body is empty; send a JSON object")
+    return body
+
+
+def _check_utf8(data: bytes) -> None:
     try:
-        return model.model_validate_json(await _read(request))
-    except ValidationError as exc:
-        raise RequestValidationError(exc.errors(include_url=False)) from None
+        data.decode()
+    except UnicodeDecodeError as exc:
+        raise BadBody(f"body is not valid UTF-8: byte 0x{data[exc.start]:02x} at position "
+                      f"{exc.start} ({exc.reason}); send UTF-8 JSON or declare its charset "
+                      "(UTF-16, UTF-32)") from None
+
+
+def duplicate_key(data: bytes, parsed: Any) -> str | None:
+    """The first key repeated within one object of the valid JSON ``data``, or None.
+
+    Cheap on the common path: every key is followed by a colon, so when the text holds
+    no more colons than the parsed objects hold keys, no object lost a repeated key. Only
+    otherwise (a repeated key, or a colon inside a string) is the text parsed again.
+    """
+    if data.count(b":") == _count_keys(parsed):
+        return None
+    found: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        names = [name for name, _ in items]
+        if not found and len(set(names)) != len(names):
+            found.append(next(n for i, n in enumerate(names) if n in names[:i]))
+        return dict(items)
+
+    json.loads(data, object_pairs_hook=pairs)
+    return found[0] if found else None
+
+
+def _count_keys(value: Any) -> int:
+    """Keys held by a parsed body's models, their dicts and lists of dicts or models.
+
+    A lower bound (objects nested deeper are not counted), which keeps ``duplicate_key``
+    sound: a shortfall only sends the body to the exact check.
+    """
+    kind = type(value)
+    if kind is dict:
+        return len(value)
+    if kind is list:
+        first = type(value[0]) if value else None
+        if first is dict:  # v1 records
+            return sum(len(item) for item in value if type(item) is dict)
+        if first is not None and issubclass(first, BaseModel):
+            return sum(map(_count_keys, value))
+        return 0
+    if issubclass(kind, BaseModel):
+        fields = value.__pydantic_fields_set__
+        return len(fields) + sum(_count_keys(getattr(value, name)) for name in fields)
+    return 0
 
 
 async def _read(request: Request) -> bytes:
@@ -49,6 +171,8 @@ async def _read(request: Request) -> bytes:
         return body
     chunks = [body]
     while message.get("more_body", False):
+        if request.scope.get(READ_TIMED_OUT):
+            raise RequestTimeout("the request body did not arrive within the body timeout")
         message = await request.receive()
         chunks.append(message.get("body", b""))
     return b"".join(chunks)

@@ -21,7 +21,8 @@ from starlette.exceptions import HTTPException
 
 from mlops.features.online import OnlineStoreUnavailable, UnknownEntity
 from mlops.governance.audit.records import AuditUnavailable
-from mlops.serving.body import UnsupportedMediaType
+from mlops.serving.batching import Overloaded
+from mlops.serving.body import BadBody, RequestTimeout, UnsupportedMediaType
 from mlops.serving.model_manager import ModelSourceError, NothingToRollBack
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,11 @@ class NotReady(RuntimeError):
 
 
 class Unauthorized(PermissionError):
-    """An admin call without the right bearer token."""
+    """An admin call without bearer credentials (401: the client should send a token)."""
+
+
+class Forbidden(PermissionError):
+    """An admin call whose bearer token is not the admin token (403: resending will not help)."""
 
 
 class AdminDisabled(PermissionError):
@@ -60,11 +65,15 @@ class SwapRefused(RuntimeError):
 
 
 STATUS_BY_ERROR: dict[type[Exception], int] = {
-    BadInput: 400, Unauthorized: 401, AdminDisabled: 403, UnknownModel: 404,
-    UnknownEntity: 404, NothingToRollBack: 409, SwapRefused: 409, BatchTooLarge: 413,
-    UnsupportedMediaType: 415, IncompleteFeatures: 422, NotReady: 503, ModelSourceError: 503,
-    OnlineStoreUnavailable: 503, AuditUnavailable: 503,
+    BadInput: 400, BadBody: 400, Unauthorized: 401, Forbidden: 403, AdminDisabled: 403,
+    UnknownModel: 404, UnknownEntity: 404, RequestTimeout: 408, NothingToRollBack: 409,
+    SwapRefused: 409, BatchTooLarge: 413, UnsupportedMediaType: 415, IncompleteFeatures: 422,
+    NotReady: 503, ModelSourceError: 503, OnlineStoreUnavailable: 503, AuditUnavailable: 503,
+    Overloaded: 503,
 }
+# 401 says how to authenticate (RFC 9110); after a 408 the rest of the body may still be
+# on its way, so the connection cannot carry another request.
+HEADERS_BY_STATUS = {401: {"WWW-Authenticate": "Bearer"}, 408: {"Connection": "close"}}
 
 
 class ErrorBody(BaseModel):  # the Open Inference Protocol's error body
@@ -94,13 +103,15 @@ def documented(model: type[BaseModel], *statuses: int) -> dict[int | str, dict[s
     return {status: {"model": model} for status in statuses}
 
 
-V2_ERRORS = documented(ErrorBody, 400, 404, 413, 415, 422, 503)
-V1_ERRORS = documented(V1Error, 400, 413, 415, 422, 503)
+V2_ERRORS = documented(ErrorBody, 400, 404, 408, 413, 415, 422, 503)
+V1_ERRORS = documented(V1Error, 400, 408, 413, 415, 422, 503)
 ADMIN_ERRORS = documented(V1Error, 401, 403, 409, 503)
 
 
 def _error(status: int, request: Request, exc: Exception) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = HEADERS_BY_STATUS.get(status)
+    if isinstance(exc, Overloaded):
+        headers = {"Retry-After": str(exc.retry_after_s)}
     return JSONResponse(error_body(request.url.path, type(exc).__name__, str(exc)),
                         status_code=status, headers=headers)
 

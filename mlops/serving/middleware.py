@@ -1,9 +1,12 @@
-"""Request metrics, request ids, structured access logs and the request size limit.
+"""Request metrics, request ids, structured access logs and the request limits.
 
-One pure ASGI middleware does all four per request (Starlette's BaseHTTPMiddleware would
-cost a task and a stream per request). Metrics (``mlops.serving.metrics``) belong to one app, so
-two apps in one process (tests) never share counters. Routes are labelled by their template
-(``/v2/models/{name}/infer``), unmatched paths as ``unmatched``: label sets stay bounded.
+One pure ASGI middleware does all of it per request (Starlette's BaseHTTPMiddleware would
+cost a task and a stream per request). Limits: the body size (413), a request the server
+protocol marked as over the connection bound (503 with Retry-After; ``protocol``) and a
+chunked body that did not arrive in time (408). Metrics (``mlops.serving.metrics``) belong
+to one app, so two apps in one process (tests) never share counters. Routes are labelled
+by their template (``/v2/models/{name}/infer``), unmatched paths as ``unmatched``: label
+sets stay bounded.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ import orjson
 
 from mlops.serving.access_log import AccessLog
 from mlops.serving.batching import InferenceRunner
+from mlops.serving.body import READ_TIMED_OUT
 from mlops.serving.errors import error_body
 from mlops.serving.metrics import ServiceMetrics
+from mlops.serving.protocol import BUSY
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -45,13 +50,14 @@ def read_headers(scope: Scope) -> tuple[str, int | None]:
 
 
 class ObservabilityMiddleware:
-    """Request id, size limit, metrics and one JSON access-log line per request."""
+    """Request id, request limits, metrics and one JSON access-log line per request."""
 
     def __init__(self, app: ASGIApp, metrics: ServiceMetrics, runner: InferenceRunner,
                  access_log: AccessLog, max_body_bytes: int,
-                 batched_paths: Callable[[str], bool]) -> None:
+                 batched_paths: Callable[[str], bool], retry_after_s: int = 1) -> None:
         self.app, self.metrics, self.runner, self.access_log = app, metrics, runner, access_log
         self.max_body_bytes, self.batched_paths = max_body_bytes, batched_paths
+        self.retry_after_s = retry_after_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -72,21 +78,37 @@ class ObservabilityMiddleware:
         if batched:
             self.runner.arrived(scope)
         try:
-            if length is None and scope["method"] in ("POST", "PUT", "PATCH"):
-                receive, length = await self._buffered(receive)
-            if length is not None and length > self.max_body_bytes:
-                await _too_large(send_with_id, scope["path"], length, self.max_body_bytes)
-            else:
-                await self.app(scope, receive, send_with_id)
+            await self._limited(scope, receive, send_with_id, length)
         finally:
             if batched:
                 self.runner.left(scope)
             self._record(scope, rid, status, time.perf_counter() - start)
 
-    async def _buffered(self, receive: Receive) -> tuple[Receive, int]:
+    async def _limited(self, scope: Scope, receive: Receive, send: Send,
+                       length: int | None) -> None:
+        """The app, unless the server is over its connection bound or the body is too large
+        or too late."""
+        path = scope["path"]
+        if scope.get(BUSY):
+            await _refuse(send, path, 503, "Overloaded", "the service is at its connection "
+                          "limit; retry later", [(b"retry-after", b"%d" % self.retry_after_s),
+                                                 (b"connection", b"close")])
+            return
+        if length is None and scope["method"] in ("POST", "PUT", "PATCH"):
+            receive, length = await self._buffered(scope, receive)
+        if scope.get(READ_TIMED_OUT):
+            await _refuse(send, path, 408, "RequestTimeout", "the request body did not "
+                          "arrive within the body timeout", [(b"connection", b"close")])
+        elif length is not None and length > self.max_body_bytes:
+            await _refuse(send, path, 413, "BodyTooLarge", f"request body of at least "
+                          f"{length} bytes is over the limit of {self.max_body_bytes} bytes")
+        else:
+            await self.app(scope, receive, send)
+
+    async def _buffered(self, scope: Scope, receive: Receive) -> tuple[Receive, int]:
         """A chunked body (no Content-Length) read up to just over the limit, replayed."""
         chunks, size, more = [], 0, True
-        while more and size <= self.max_body_bytes:
+        while more and size <= self.max_body_bytes and not scope.get(READ_TIMED_OUT):
             message = await receive()
             if message["type"] != "http.request":
                 return receive, 0  # the client went away; let the app see the disconnect
@@ -111,11 +133,10 @@ class ObservabilityMiddleware:
                 "model_version": scope["state"].get("model_version")})
 
 
-async def _too_large(send: Send, path: str, length: int, limit: int) -> None:
-    body = orjson.dumps(error_body(path, "BodyTooLarge", f"request body of at least {length} "
-                                                         f"bytes is over the limit of {limit} "
-                                                         "bytes"))
-    await send({"type": "http.response.start", "status": 413,
+async def _refuse(send: Send, path: str, status: int, kind: str, detail: str,
+                  headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = orjson.dumps(error_body(path, kind, detail))
+    await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
+                            (b"content-length", str(len(body)).encode()), *(headers or ())]})
     await send({"type": "http.response.body", "body": body})

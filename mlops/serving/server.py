@@ -10,6 +10,12 @@ loaded or verified the process exits with status 2 and a one-line reason; logs g
 stderr, access logs as one JSON object per line. The admin bearer token comes from
 MLOPS_ADMIN_TOKEN or the file named by MLOPS_ADMIN_TOKEN_FILE (a mounted secret), never
 from a flag (process lists are readable by other users) and never into a log.
+
+Load is bounded: beyond --max-connections open connections (or requests in progress) and
+beyond --max-queued-rows rows waiting for inference a request is answered 503 with
+Retry-After (--retry-after-s) at once instead of queueing. A request's headers must arrive
+within --header-timeout-s and its body within --body-timeout-s after them (else 408 and the
+connection is closed), so slow or lying clients cannot hold connections.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from mlops.serving.model_manager import (
     RegistrySource,
 )
 from mlops.serving.predictor import ModelContractError, OnnxPredictor
+from mlops.serving.protocol import limited_protocol
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +76,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--batch-max-rows", type=int, default=defaults.batch_max_rows)
     add("--inference-threads", type=int, default=defaults.inference_threads,
         help="threads running ONNX Runtime when micro-batching is off")
+    add("--max-queued-rows", type=int, default=defaults.max_queued_rows,
+        help="rows waiting for or in inference at once; beyond, 503 with Retry-After "
+             "(default %(default)s; at least --max-batch)")
+    add("--max-connections", type=int, default=defaults.max_connections,
+        help="open connections and requests in progress; beyond, 503 with Retry-After "
+             "and the connection closed (default %(default)s)")
+    add("--header-timeout-s", type=float, default=defaults.header_timeout_s,
+        help="seconds to receive a request's headers, and a new connection's first "
+             "request, else 408 and close (default %(default)s)")
+    add("--body-timeout-s", type=float, default=defaults.body_timeout_s,
+        help="seconds to receive a request's body after its headers, else 408 and close "
+             "(default %(default)s)")
+    add("--retry-after-s", type=int, default=defaults.retry_after_s,
+        help="Retry-After of the 503s when full (default %(default)s)")
     add("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default 1)")
     add("--poll-s", type=float, default=0.0, help="follow the alias every N s (0: only on "
                                                    "POST /admin/reload)")
@@ -159,6 +180,20 @@ def _configure_logging(level: str) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+def uvicorn_config(app: FastAPI, config: ServingConfig, host: str, port: int,
+                   log_level: str = "info") -> Any:
+    """uvicorn's settings for the service: its protocol with the read deadlines and the
+    connection bound (``mlops.serving.protocol``; uvicorn's own ``limit_concurrency``
+    answers 503 without Retry-After), no uvicorn access log (the app writes its own) and
+    uvicorn's loggers propagating to the process's stderr handler (log_config=None)."""
+    import uvicorn
+
+    protocol = limited_protocol(config.header_timeout_s, config.body_timeout_s,
+                                config.max_connections)
+    return uvicorn.Config(app, host=host, port=port, http=protocol, log_config=None,
+                          log_level=log_level, access_log=False)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     _configure_logging(args.log_level)
@@ -169,8 +204,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = ServingConfig(
             max_batch=args.max_batch, max_body_bytes=args.max_body_bytes,
             batch_window_ms=args.batch_window_ms, batch_max_rows=args.batch_max_rows,
-            inference_threads=args.inference_threads, admin_token=admin_token(),
-            entity_lookup=spec is not None, access_log=not args.no_access_log)
+            inference_threads=args.inference_threads, max_queued_rows=args.max_queued_rows,
+            max_connections=args.max_connections, header_timeout_s=args.header_timeout_s,
+            body_timeout_s=args.body_timeout_s, retry_after_s=args.retry_after_s,
+            admin_token=admin_token(), entity_lookup=spec is not None,
+            access_log=not args.no_access_log)
         manager = ModelManager(model_source(args), args.threads, not args.allow_unverified,
                                feature_check(spec))
     except Exception as exc:  # bad flags, spec or token file: one line, no traceback
@@ -179,10 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import uvicorn
 
     app = create_app(manager, None, config, audit=admin_audit(manager.source, args.data_dir))
-    # log_config=None: uvicorn's loggers propagate to the stderr handler set up above.
-    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port,
-                                           log_config=None, log_level=args.log_level,
-                                           access_log=False))
+    server = uvicorn.Server(uvicorn_config(app, config, args.host, args.port, args.log_level))
     failed = threading.Event()
 
     def fail() -> None:

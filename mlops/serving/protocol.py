@@ -1,0 +1,124 @@
+"""uvicorn's HTTP protocol (httptools) with the limits uvicorn lacks: read deadlines and a
+connection bound answered with Retry-After.
+
+uvicorn has no timeout for receiving a request (its issue 157: ``--timeout-request-start``
+was never merged): ``timeout_keep_alive`` only covers idle time between requests and is
+reset by every byte, so a client sending a byte a second, or a Content-Length longer than
+its body, holds a connection for ever. Here a request must be received within deadlines
+that start when it is partly here and are never reset by its bytes: its headers within
+``header_timeout_s`` (else 408, written here: no app has seen the request yet), its body
+within ``body_timeout_s`` (the app's body reader then answers 408, ``READ_TIMED_OUT``; a
+second expiry, or one after the response, closes the connection). A new connection that
+sends nothing is closed after ``header_timeout_s``.
+
+uvicorn's ``limit_concurrency`` answers 503 without Retry-After and outside the app (no
+metrics, no access line). Here a request that arrives while more than ``max_connections``
+connections are open, or ``max_connections`` requests are in progress, is marked
+(``BUSY``) and the app's middleware answers it 503 with Retry-After and closes the
+connection. The deadlines cost nothing on a request that arrives in one read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from mlops.serving.body import READ_TIMED_OUT
+
+log = logging.getLogger(__name__)
+BUSY = "mlops.busy"  # ASGI scope key: answer 503 with Retry-After
+
+
+def timeout_response(detail: str) -> bytes:
+    """A complete 408 response that closes the connection."""
+    body = orjson.dumps({"error": "RequestTimeout", "detail": detail})
+    return (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n"
+            + body)
+
+
+class LimitedHttpProtocol(HttpToolsProtocol):
+    """One connection, with read deadlines and the connection bound (set per server by
+    ``limited_protocol``)."""
+
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    max_connections: int | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline: asyncio.TimerHandle | None = None
+        self._in_headers = False  # a request has begun and its headers are not complete
+        self._in_body = False  # its headers are complete and its body is not
+        self._expired = False  # the body deadline passed once for this request
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm(self.header_timeout_s)  # a connection that never sends a request
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._deadline is None and (self._in_headers or self._in_body):
+            self._arm(self.header_timeout_s if self._in_headers else self.body_timeout_s)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_headers, self._in_body, self._expired = True, False, False
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        self._in_headers, self._in_body = False, True
+        limit = self.max_connections
+        if limit is not None and (len(self.connections) > limit or len(self.tasks) >= limit):
+            self.scope[BUSY] = True  # type: ignore[literal-required]
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        self._in_body = False
+        super().on_message_complete()
+
+    def _arm(self, seconds: float) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(seconds, self._expire)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expire(self) -> None:
+        self._deadline = None
+        if self.transport.is_closing():
+            return
+        cycle = self.cycle
+        if self._in_body and not self._expired and cycle is not None and (
+                not cycle.response_started):
+            # The app may be waiting for the body: its reader answers 408 when woken.
+            self._expired = True
+            cycle.scope[READ_TIMED_OUT] = True  # type: ignore[literal-required]
+            cycle.message_event.set()
+            self._arm(self.body_timeout_s)
+            return
+        if self._in_headers:
+            log.info("closing a connection from %s: request headers not received within "
+                     "%g s", self.client, self.header_timeout_s)
+            self.transport.write(timeout_response(
+                f"request headers not received within {self.header_timeout_s:g} s"))
+        self.transport.close()
+
+
+def limited_protocol(header_timeout_s: float, body_timeout_s: float,
+                     max_connections: int | None) -> type[LimitedHttpProtocol]:
+    """The protocol class for one server (uvicorn builds one instance per connection)."""
+    return type("LimitedHttpProtocol", (LimitedHttpProtocol,), {
+        "header_timeout_s": header_timeout_s, "body_timeout_s": body_timeout_s,
+        "max_connections": max_connections})
