@@ -1,0 +1,167 @@
+"""Processes that die on a real `make up` stack: supervised workers and controller, and a
+training run whose worker and process die together (a lost node), which Prefect's zombie
+detection, installed by `make up`, marks Crashed so that its slot returns.
+
+One team, one GPU slot (capacity = quota, so the fair-share controller can never lend it),
+a controller that decides once at start (its period is long), so each limit a test reads
+was set by what the test did.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from benchmarks.synthetic import generate_panel, synthetic_spec
+from infra.automations import HEARTBEAT_S, ZOMBIE_AFTER_S, ZOMBIE_AUTOMATION
+from mlops.processes import supervisor_state_path
+from mlops.supervisor import SupervisedState, read_state
+from tests.e2e.stack import (
+    PLATFORM_ACCOUNTS,
+    deploy_from_checkout,
+    run_module,
+    running_stack,
+    team_data,
+    wait_final,
+)
+
+pytestmark = pytest.mark.slow
+TEAMS_YAML = """\
+fairshare: {period_s: 3600, preemption: false}
+pools:
+  gpu: {capacity: 1, type: process}
+  cpu: {capacity: 1, type: process}
+teams:
+  - name: default
+    weight: 1
+    priority: 1
+    quotas: {gpu: 1, cpu: 1}
+    members:
+      - {name: local, roles: [runner, approver], credential: "env:MLOPS_SECRET_LOCAL"}
+"""
+SLEEPY = "tests/e2e/sleepy_flow.py:sleepy"
+# Detected within: the automation's window after the last heartbeat, plus the server's
+# proactive-trigger evaluation and a busy machine's slack.
+CRASH_BOUND_S = ZOMBIE_AFTER_S + HEARTBEAT_S + 30
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    root = tmp_path_factory.mktemp("faults")
+    teams = root / "teams.yaml"
+    teams.write_text(PLATFORM_ACCOUNTS + TEAMS_YAML)
+    with running_stack(root, "--teams", str(teams), PREFECT_WORKER_QUERY_SECONDS="1") as stack:
+        yield stack
+
+
+def supervised(stack: dict, service: str) -> SupervisedState:
+    platform = Path(stack["env"]["MLOPS_DATA_DIR"]) / "platform"
+    return read_state(supervisor_state_path(platform / f"{service}.pid")) or SupervisedState("")
+
+
+def wait_for(condition, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"{what}: not after {timeout_s:.0f} s")
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid``'s children, their children, ... (from /proc)."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found += children
+        todo += children
+    return found
+
+
+def queue_limit(stack: dict, queue: str) -> int | None:
+    return stack["client"].get(f"/work_pools/gpu/queues/{queue}")["concurrency_limit"]
+
+
+def test_make_up_installs_the_zombie_automation(stack: dict) -> None:
+    found = stack["client"].post("/automations/filter", {}).json()
+    zombie = next(a for a in found if a["name"] == ZOMBIE_AUTOMATION)
+    trigger = zombie["trigger"]
+    assert trigger["posture"] == "Proactive" and trigger["within"] == ZOMBIE_AFTER_S
+    assert trigger["after"] == ["prefect.flow-run.heartbeat"]
+    assert zombie["actions"][0]["state"] == "CRASHED"
+    again = run_module("infra.provision", "--file", str(stack["teams"]),
+                       env={**stack["env"], "PREFECT_API_URL": stack["api"],
+                            "PREFECT_API_AUTH_STRING": ":".join(stack["auth"])})
+    assert again.returncode == 0 and "automation" not in again.stdout, again.stdout
+
+
+def test_a_killed_worker_is_restarted_and_make_status_says_so(stack: dict) -> None:
+    before = supervised(stack, "worker-cpu")
+    os.kill(before.pid, signal.SIGKILL)
+    after = wait_for(lambda: (s := supervised(stack, "worker-cpu")).restarts == 1 and s.pid
+                     and s, 60, "worker-cpu restarted")
+    assert after.pid != before.pid and after.last_exit == -signal.SIGKILL
+    status = run_module("infra.services", "status", env=stack["env"])
+    line = next(ln for ln in status.stdout.splitlines() if ln.startswith("worker-cpu"))
+    assert f"running (pid {after.pid})" in line and "restarted 1x" in line, status.stdout
+
+
+def test_a_killed_controller_puts_limits_back_to_guarantees_and_returns(stack: dict) -> None:
+    client = stack["client"]
+    lent = client.call("PATCH", "/work_pools/gpu/queues/default", {"concurrency_limit": 2})
+    assert lent.status_code == 204, lent.text  # as if the controller had lent a slot
+    before = supervised(stack, "fairshare-controller")
+    os.kill(before.pid, signal.SIGKILL)
+    wait_for(lambda: queue_limit(stack, "default") == 1, 60, "limit back to the quota")
+    after = wait_for(lambda: (s := supervised(stack, "fairshare-controller")).pid
+                     and s.restarts == 1 and s, 60, "controller restarted")
+    assert after.pid != before.pid
+    log = (Path(stack["env"]["MLOPS_DATA_DIR"]) / "platform" / "fairshare-controller.log")
+    assert "limit gpu/default 2 -> 1" in log.read_text()
+
+
+def test_a_run_whose_worker_and_process_die_mid_training_is_crashed_and_frees_its_slot(
+        stack: dict) -> None:
+    client = stack["client"]
+    data = team_data(stack) / "zombie.parquet"
+    generate_panel(n_entities=60, n_periods=8, seed=3).to_parquet(data, index=False)
+    spec = synthetic_spec(str(data), name="zombie").model_dump(mode="json")
+    training = deploy_from_checkout(
+        client, "training-pipeline", "flows/training_pipeline.py:training_pipeline", "faults",
+        "gpu", "default", {"params": {"spec": spec, "deploy": False, "model": {
+            "epochs": 10_000, "patience": 10_000, "hidden": [64, 64]}}}, tags=["team:default"])
+    run = client.post(f"/deployments/{training}/create_flow_run", {}).json()
+    checkpoints = Path(stack["env"]["MLOPS_DATA_DIR"]) / "training" / "zombie" / "checkpoints"
+    wait_for(lambda: list(checkpoints.glob("*/last.pt")), 300, "training started")
+    worker = supervised(stack, "worker-gpu").pid
+    doomed = [worker, *descendants(worker)]
+    assert len(doomed) >= 2  # the worker and the run's process
+    for pid in doomed:  # the node is gone: nobody reports the run's end
+        os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    ended = wait_final(client, run["id"], CRASH_BOUND_S)
+    detected = time.monotonic() - killed
+    assert ended["state"]["type"] == "CRASHED", (ended["state"], detected)
+    assert "no heartbeat" in ended["state"]["message"]
+    assert ended["end_time"] is not None  # the GPU meter stops charging it
+    print(f"zombie run crashed {detected:.0f} s after the kill (bound {CRASH_BOUND_S} s)")
+    # Its slot is free: the next run of the team's one-slot queue starts and completes on
+    # the worker the supervisor restarted.
+    sleepy = deploy_from_checkout(client, "sleepy", SLEEPY, "after-zombie", "gpu", "default",
+                                  {"seconds": 1.0}, tags=["team:default"])
+    follower = client.post(f"/deployments/{sleepy}/create_flow_run", {}).json()
+    assert wait_final(client, follower["id"], 180)["state"]["type"] == "COMPLETED"
+    assert supervised(stack, "worker-gpu").restarts == 1
