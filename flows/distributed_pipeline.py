@@ -26,7 +26,13 @@ from flows.stage_flows import stage_flow_name
 from infra.prefect_api import follow_requeues, require_queue
 from mlops.config import Settings
 from mlops.fairshare.teams import queue_name
-from mlops.pipeline.handover import HandoverRef, StageFailed, read_result, write_result
+from mlops.pipeline.handover import (
+    HandoverRef,
+    StageFailed,
+    handover_root,
+    read_result,
+    write_result,
+)
 from mlops.pipeline.stages import PipelineParams, Stage, build_summary
 from mlops.pipeline.summary import PipelineSummary
 from tasks.report import report
@@ -69,14 +75,14 @@ def training_pipeline_distributed(params: PipelineParams) -> PipelineSummary | S
     """Take a dataset to a served model, each stage on its own pool and the team's queue;
     this run itself waits for an approver when the team's champion moves on approval."""
     handover, settings = HandoverRef(run_id=str(flow_run.id)), Settings()
+    root = handover_root(settings)  # the bucket on production: stages run on any worker
     for stage in DEPLOYED:
         run_stage(stage, params, handover)
-    registered = await_approval(params, read_result(settings.data_dir, handover,
-                                                    Stage.REGISTER), settings)
-    write_result(settings.data_dir, handover, Stage.REGISTER, registered)
+    registered = await_approval(params, read_result(root, handover, Stage.REGISTER), settings)
+    write_result(root, handover, Stage.REGISTER, registered)
     if params.deploy:
         run_stage(Stage.DEPLOY, params, handover)
-    results = [read_result(settings.data_dir, handover, stage) for stage in Stage
+    results = [read_result(root, handover, stage) for stage in Stage
                if stage is not Stage.DEPLOY]
-    service = read_result(settings.data_dir, handover, Stage.DEPLOY) if params.deploy else None
+    service = read_result(root, handover, Stage.DEPLOY) if params.deploy else None
     return outcome(report(build_summary(params, *results, service)))

@@ -1,8 +1,9 @@
 """One small flow per stage deployment of the distributed pipeline.
 
 Each runs where its deployment puts it (train on the `gpu` pool, the others on `cpu`),
-reads its inputs from the handover store, calls the stage's task(s) and writes its own
-result back to the store: results travel as files (paths, URIs, hashes), never in memory.
+reads its inputs from the handover store (the S3 bucket on the production profile, so any
+worker can run any stage), calls the stage's task(s) and writes its own result back to the
+store: results travel as files (paths, URIs, hashes), never in memory.
 Each returns only the path of the result it wrote. A stage's flow (and its deployment's
 flow) is named ``<stage>-stage``; the validate stage's flow runs the features stage too.
 """
@@ -10,7 +11,7 @@ flow) is named ``<stage>-stage``; the validate stage's flow runs the features st
 from prefect import flow
 
 from mlops.config import Settings
-from mlops.pipeline.handover import HandoverRef, read_result, write_result
+from mlops.pipeline.handover import HandoverRef, handover_root, read_result, write_result
 from mlops.pipeline.stages import PipelineParams, Stage
 from tasks.deploy import deploy
 from tasks.export import export
@@ -29,39 +30,39 @@ def validate_stage_flow(params: PipelineParams, handover: HandoverRef) -> str:
     """The data stages: validate the dataset, then build and materialise its features."""
     settings = Settings()
     data = validate_data(params.spec, settings, params.team)
-    write_result(settings.data_dir, handover, Stage.VALIDATE, data)
+    write_result(handover_root(settings), handover, Stage.VALIDATE, data)
     features = build_features(data, params.spec, settings, params.team)
-    return str(write_result(settings.data_dir, handover, Stage.FEATURES, features))
+    return str(write_result(handover_root(settings), handover, Stage.FEATURES, features))
 
 
 @flow(name=stage_flow_name(Stage.TRAIN), validate_parameters=True)
 def train_stage_flow(params: PipelineParams, handover: HandoverRef) -> str:
     """Train on the point-in-time training set the features stage handed over."""
     settings = Settings()
-    features = read_result(settings.data_dir, handover, Stage.FEATURES)
+    features = read_result(handover_root(settings), handover, Stage.FEATURES)
     trained = train(features.training_path, params.spec, params.model, settings)
-    return str(write_result(settings.data_dir, handover, Stage.TRAIN, trained))
+    return str(write_result(handover_root(settings), handover, Stage.TRAIN, trained))
 
 
 @flow(name=stage_flow_name(Stage.EXPORT), validate_parameters=True)
 def export_stage_flow(params: PipelineParams, handover: HandoverRef) -> str:
     """Export the trained model to ONNX with its parity check."""
     settings = Settings()
-    trained = read_result(settings.data_dir, handover, Stage.TRAIN)
+    trained = read_result(handover_root(settings), handover, Stage.TRAIN)
     exported = export(trained.model_path, trained.test_path, params.spec, settings)
-    return str(write_result(settings.data_dir, handover, Stage.EXPORT, exported))
+    return str(write_result(handover_root(settings), handover, Stage.EXPORT, exported))
 
 
 @flow(name=stage_flow_name(Stage.REGISTER), validate_parameters=True)
 def register_stage_flow(params: PipelineParams, handover: HandoverRef) -> str:
     """Register the exported model with the lineage of every earlier stage."""
     settings = Settings()
-    data, features, trained, exported = (read_result(settings.data_dir, handover, stage)
+    data, features, trained, exported = (read_result(handover_root(settings), handover, stage)
                                          for stage in (Stage.VALIDATE, Stage.FEATURES,
                                                        Stage.TRAIN, Stage.EXPORT))
     registered = register(params, data, features, trained, exported, settings,
                           handover.run_id)
-    return str(write_result(settings.data_dir, handover, Stage.REGISTER, registered))
+    return str(write_result(handover_root(settings), handover, Stage.REGISTER, registered))
 
 
 @flow(name=stage_flow_name(Stage.DEPLOY), validate_parameters=True)
@@ -69,4 +70,4 @@ def deploy_stage_flow(params: PipelineParams, handover: HandoverRef) -> str:
     """(Re)start the inference service on the registry's champion."""
     settings = Settings()
     service = deploy(params.spec, settings, params.team)
-    return str(write_result(settings.data_dir, handover, Stage.DEPLOY, service))
+    return str(write_result(handover_root(settings), handover, Stage.DEPLOY, service))

@@ -196,6 +196,9 @@ class Settings(BaseSettings):
     # The audit trail's HMAC key (the same in every process); unset on the local profile, one
     # is generated into <data_dir>/audit/audit.key (0600). The production profile requires it.
     audit_key: SecretStr | None = None
+    # SIGTERM during training (a spot node's notice): checkpoint at the next batch and exit
+    # within this many seconds; keep it below the pod's terminationGracePeriodSeconds.
+    training_grace_s: float = Field(default=20.0, gt=0, le=3600)
     # Each team's MLflow password is MLOPS_MLFLOW_PASSWORD_<TEAM> (``mlflow_auth``), in the
     # workers' environment; `make up` (infra.credentials) makes the users and the secrets.
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -161,6 +162,37 @@ def write_parquet(path: str, frame: pd.DataFrame) -> None:
     fs, stripped = fsspec.core.url_to_fs(path)
     with fs.open(stripped, "wb") as handle:
         frame.to_parquet(handle, index=False)
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    """Write ``data`` so that no reader sees it half-written: a local temp file renamed, or
+    one S3 object (a PUT, or a multipart upload that appears only when completed)."""
+    if not is_remote(path):
+        write_atomic(Path(path), lambda tmp: tmp.write_bytes(data))
+        return
+    fs, stripped = fsspec.core.url_to_fs(path)
+    with fs.open(stripped, "wb") as handle:
+        handle.write(data)
+
+
+def read_bytes(path: str) -> bytes:
+    """A file's bytes, local or remote; FileNotFoundError when there is none."""
+    fs, stripped = fsspec.core.url_to_fs(path)
+    with fs.open(stripped, "rb") as handle:
+        return handle.read()
+
+
+@contextmanager
+def local_copy(path: str) -> Iterator[Path]:
+    """A local file with ``path``'s bytes, for libraries that read only local files: the
+    file itself, or a temporary download of a remote one (removed afterwards)."""
+    if not is_remote(path):
+        yield Path(path)
+        return
+    with tempfile.TemporaryDirectory(prefix="mlops-copy-") as folder:
+        local = Path(folder) / path.rstrip("/").rsplit("/", 1)[-1]
+        local.write_bytes(read_bytes(path))
+        yield local
 
 
 def complete(folder: str) -> bool:

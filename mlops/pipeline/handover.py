@@ -1,11 +1,13 @@
 """The handover store: each stage's typed result as a JSON file in the artifact store.
 
 When the stages run as separate deployments (on other pools, in other processes, perhaps
-on other machines sharing the data directory), nothing is handed over in memory: a stage
-writes its small result (paths, URIs, hashes, metrics) to
-``<data_dir>/handover/<run_id>/<stage>.json`` and the next stage reads it back, validated
-into the same pydantic model. Files are written atomically, so a reader never sees half a
-result; a missing or corrupt file is an error that names the stage and the path.
+on other machines), nothing is handed over in memory: a stage writes its small result
+(paths, URIs, hashes, metrics) to ``<root>/handover/<run_id>/<stage>.json`` and the next
+stage reads it back, validated into the same pydantic model. The root is the data
+directory, or on the production profile the S3 bucket (``handover_root``), so a stage runs
+on any worker, whatever its data directory holds. Files are written atomically (a temp file
+renamed, or one S3 PUT), so a reader never sees half a result; a missing or corrupt file is
+an error that names the stage and the path.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from mlops.atomic_files import write_atomic
+from mlops.config import Settings
+from mlops.data import storage
 from mlops.pipeline.stages import Stage
 
 # Stage -> "module:Class" of its result; resolved lazily (training pulls in torch).
@@ -63,28 +66,39 @@ def result_type(stage: Stage | str) -> type[BaseModel]:
     return getattr(importlib.import_module(module), name)
 
 
-def handover_path(data_dir: Path, ref: HandoverRef, stage: Stage | str) -> Path:
-    return ref.folder(data_dir) / f"{_known(stage)}.json"
+def handover_root(settings: Settings) -> str:
+    """The root every stage of a run hands over under: the S3 bucket on the production
+    profile (whose settings this installs, see ``storage.use_object_store``), else the data
+    directory."""
+    storage.use_object_store(settings)
+    return storage.data_root(settings)
 
 
-def write_result(data_dir: Path, ref: HandoverRef, stage: Stage | str,
-                 result: BaseModel) -> Path:
-    """Write a stage's result atomically; returns the file's path."""
-    path = handover_path(data_dir, ref, stage)
+def handover_path(root: Path | str, ref: HandoverRef, stage: Stage | str) -> Path | str:
+    """A stage's result file: a local path, or an object-store URL under a remote root."""
+    if storage.is_remote(str(root)):
+        return storage.join(str(root), "handover", ref.run_id, f"{_known(stage)}.json")
+    return ref.folder(Path(root)) / f"{_known(stage)}.json"
+
+
+def write_result(root: Path | str, ref: HandoverRef, stage: Stage | str,
+                 result: BaseModel) -> Path | str:
+    """Write a stage's result atomically under ``root`` (``handover_root``); returns the
+    file's path."""
+    path = handover_path(root, ref, stage)
     expected = result_type(stage)
     if not isinstance(result, expected):
         raise HandoverError(f"stage '{stage}' hands over {expected.__name__}, "
                             f"not {type(result).__name__}")
-    text = result.model_dump_json(indent=2)
-    write_atomic(path, lambda tmp: tmp.write_text(text))
+    storage.write_bytes(str(path), result.model_dump_json(indent=2).encode())
     return path
 
 
-def read_result(data_dir: Path, ref: HandoverRef, stage: Stage | str) -> Any:
-    """Read a stage's result back, validated into its model."""
-    path = handover_path(data_dir, ref, stage)
+def read_result(root: Path | str, ref: HandoverRef, stage: Stage | str) -> Any:
+    """Read a stage's result back from under ``root``, validated into its model."""
+    path = handover_path(root, ref, stage)
     try:
-        text = path.read_text()
+        text = storage.read_bytes(str(path)).decode(errors="replace")
     except FileNotFoundError:
         raise HandoverError(f"no handover from stage '{stage}': {path} does not exist "
                             "(did the stage run and complete?)") from None

@@ -137,21 +137,40 @@ def features_stage(data: ValidatedData, spec: DatasetSpec, settings: Settings,
 
 def train_stage(training_path: str, spec: DatasetSpec, model: ModelSettings,
                 settings: Settings) -> TrainResult:
+    """Train, with checkpoints, model and test split under ``training_root``: a retry on
+    any worker (an empty data directory on production) resumes from the checkpoint."""
     from mlops.training.train import train_model
 
-    with storage.object_store(settings, f"reading the training set {training_path}"):
-        return train_model(training_path, spec, model, settings.stage_dir(f"training/{spec.name}"))
+    with storage.object_store(settings, f"training on {training_path}"):
+        return train_model(training_path, spec, model, training_root(spec, settings),
+                           grace_s=settings.training_grace_s)
+
+
+def training_root(spec: DatasetSpec, settings: Settings) -> str:
+    """Where training keeps a dataset's checkpoints and models: ``training/<name>`` under
+    the data root (the S3 bucket on the production profile, else the data directory)."""
+    return storage.join(storage.data_root(settings), "training", spec.name)
 
 
 def export_stage(model_path: str, test_path: str, spec: DatasetSpec,
                  settings: Settings) -> ExportResult:
+    """Export to ONNX under the data directory, reading the model and test split from
+    wherever training put them; on production the ONNX file goes beside its model in the
+    bucket too, for a register stage on another worker."""
     from mlops.training.export import export_onnx
 
     # One folder per trained model (its run key), so that two pipelines of one dataset at
     # once never export over each other's file.
-    run_key = Path(model_path).parent.name
-    return export_onnx(model_path, test_path,
-                       settings.stage_dir(f"models/{spec.name}/{run_key}"))
+    run_key = model_path.rstrip("/").split("/")[-2]
+    with storage.object_store(settings, f"reading the trained model {model_path}"):
+        exported = export_onnx(model_path, test_path,
+                               settings.stage_dir(f"models/{spec.name}/{run_key}"))
+        if not storage.is_remote(storage.data_root(settings)):
+            return exported
+        # The register stage may run on another worker: the file goes beside its model.
+        remote = storage.join(training_root(spec, settings), "models", run_key, "model.onnx")
+        storage.write_bytes(remote, Path(exported.onnx_path).read_bytes())
+        return exported.model_copy(update={"onnx_path": remote})
 
 
 def register_stage(params: PipelineParams, data: ValidatedData, features: FeatureSetResult,
@@ -178,11 +197,13 @@ def register_stage(params: PipelineParams, data: ValidatedData, features: Featur
     approval = needs_approval(platform_governance(settings), params.team)
     # The run's team's MLflow user: params.team is the deployment's (the gateway refuses a
     # run whose team differs), so a run can only write its own team's models.
-    registered = register_model(settings.tracking, settings.artifacts_dir, exported.onnx_path,
-                                exported.sha256, model_params, trained.metrics, metric,
-                                higher_is_better, lineage, promote=not approval,
-                                auth=settings.mlflow_auth(params.team),
-                                lock_url=registry_lock_url(settings))
+    with storage.object_store(settings, f"reading {exported.onnx_path}"), \
+            storage.local_copy(exported.onnx_path) as onnx_path:
+        registered = register_model(settings.tracking, settings.artifacts_dir, str(onnx_path),
+                                    exported.sha256, model_params, trained.metrics, metric,
+                                    higher_is_better, lineage, promote=not approval,
+                                    auth=settings.mlflow_auth(params.team),
+                                    lock_url=registry_lock_url(settings))
     audit_events.model_registered(settings, params.team, registered)
     return registered
 

@@ -92,12 +92,13 @@ def export_onnx(model_path: str, test_path: str, out_dir: Path,
 
 
 def read_test_features(test_path: str, feature_names: list[str]) -> np.ndarray:
-    """The test split's features as float32 in the model's order."""
-    import pandas as pd
+    """The test split's features as float32 in the model's order (a local path or an
+    object-store URL)."""
+    from mlops.data import storage
 
-    if not Path(test_path).is_file():
+    if not storage.exists(test_path):
         raise ExportError(f"test split not found: {test_path}")
-    frame = pd.read_parquet(test_path)
+    frame = storage.read_parquet(test_path)
     missing = [c for c in feature_names if c not in frame.columns]
     if missing:
         raise ExportError(f"{test_path}: test split lacks feature columns {missing}")

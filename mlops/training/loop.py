@@ -1,5 +1,6 @@
 """The torch training loop: device and precision, seeded epochs with mixed precision on
-CUDA, early stopping on validation loss, and checkpoints that resume a preempted run.
+CUDA, early stopping on validation loss, a stop between batches when asked (preemption),
+and checkpoints that resume a preempted run from that batch.
 
 It works on tensors only; ``mlops.training.train`` reads the data and calls it.
 """
@@ -21,10 +22,10 @@ import torch
 from torch import nn
 
 from mlops.config import ModelSettings, TaskType
-from mlops.training.model import MLP, atomic_torch_save
+from mlops.training.model import MLP, load_torch, read_bytes, save_torch
 
 log = logging.getLogger(__name__)
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: the position inside an interrupted epoch
 _REL_MIN_GAIN = 1e-4  # a validation loss must improve by this fraction to count as better
 _EVAL_BATCH = 8192
 _THREADED_MACS = 20_000_000  # multiply-adds per batch above which CPU threads pay off
@@ -70,6 +71,17 @@ def cpu_threads(settings: ModelSettings, n_features: int) -> int:
 # --- the loop -----------------------------------------------------------------------------
 
 @dataclass
+class EpochProgress:
+    """Where an epoch stopped between batches stands: its shuffle order, next batch, the
+    summed loss and the seconds so far; the rest of it runs after a resume."""
+
+    order: torch.Tensor  # on the CPU
+    next_start: int = 0
+    loss_sum: float = 0.0
+    seconds: float = 0.0
+
+
+@dataclass
 class LoopState:
     """Everything the loop changes; what a checkpoint saves and restores."""
 
@@ -84,6 +96,7 @@ class LoopState:
     bad_epochs: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     finished: bool = False
+    progress: EpochProgress | None = None  # set while an epoch is interrupted
 
 
 def new_loop_state(mlp: MLP, settings: ModelSettings, device: torch.device,
@@ -106,13 +119,25 @@ def _autocast(device: torch.device, precision: str) -> torch.autocast:
     return torch.autocast(device.type, dtype=dtype, enabled=precision != "fp32")
 
 
+def _never() -> bool:
+    return False
+
+
 def train_epoch(state: LoopState, x: torch.Tensor, y: torch.Tensor, batch_size: int,
-                loss_fn: nn.Module, precision: str) -> float:
-    """One pass over the train tensors (already on the device); returns the mean loss."""
+                loss_fn: nn.Module, precision: str,
+                stop: Callable[[], bool] = _never) -> float | None:
+    """One pass over the train tensors (already on the device), or the rest of an
+    interrupted one; returns the mean loss. When ``stop()`` says so before a batch, returns
+    None with ``state.progress`` saying where the epoch stands."""
     state.mlp.train()
-    order = torch.randperm(len(x), generator=state.generator).to(x.device)
+    progress = state.progress or EpochProgress(torch.randperm(len(x), generator=state.generator))
+    order = progress.order.to(x.device)
     total = torch.zeros((), device=x.device)
-    for start in range(0, len(x), batch_size):
+    for start in range(progress.next_start, len(x), batch_size):
+        if stop():
+            state.progress = EpochProgress(progress.order, start,
+                                           progress.loss_sum + float(total), progress.seconds)
+            return None
         idx = order[start:start + batch_size]
         with _autocast(x.device, precision):
             loss = loss_fn(state.mlp(x[idx]).float(), y[idx])
@@ -121,7 +146,8 @@ def train_epoch(state: LoopState, x: torch.Tensor, y: torch.Tensor, batch_size: 
         state.scaler.step(state.optimizer)
         state.scaler.update()
         total += loss.detach() * len(idx)
-    return float(total) / len(x)
+    state.progress = None
+    return (progress.loss_sum + float(total)) / len(x)
 
 
 @torch.no_grad()
@@ -139,18 +165,23 @@ def evaluate_loss(mlp: MLP, x: torch.Tensor, y: torch.Tensor, task: TaskType,
 
 def fit(state: LoopState, train: tuple[torch.Tensor, torch.Tensor],
         val: tuple[torch.Tensor, torch.Tensor], settings: ModelSettings, task: TaskType,
-        precision: str, on_epoch_end: Callable[[LoopState], None] | None = None) -> LoopState:
-    """Train from ``state.epoch`` until max epochs or ``patience`` epochs without gain.
+        precision: str, on_epoch_end: Callable[[LoopState], None] | None = None,
+        stop: Callable[[], bool] = _never) -> LoopState:
+    """Train from ``state.epoch`` (and ``state.progress``) until max epochs or ``patience``
+    epochs without gain, or until ``stop()`` asks before a batch.
 
     ``on_epoch_end`` runs after each epoch (the runner checkpoints there). At the end the
-    best weights are loaded back and the state is marked finished.
+    best weights are loaded back and the state is marked finished; a stopped run returns
+    unfinished, with ``state.progress`` set, for the runner to checkpoint.
     """
     loss_fn = loss_function(task)
     while not state.finished and state.epoch < settings.epochs \
             and state.bad_epochs < settings.patience:
-        started = time.perf_counter()
-        train_loss = train_epoch(state, *train, settings.batch_size, loss_fn, precision)
+        started = time.perf_counter() - (state.progress.seconds if state.progress else 0.0)
+        train_loss = train_epoch(state, *train, settings.batch_size, loss_fn, precision, stop)
         seconds = time.perf_counter() - started
+        if train_loss is None:  # stopped between batches
+            return _stopped(state, seconds)
         val_loss = evaluate_loss(state.mlp, *val, task, precision)
         state.epoch += 1
         _update_best(state, val_loss)
@@ -167,6 +198,13 @@ def fit(state: LoopState, train: tuple[torch.Tensor, torch.Tensor],
     return state
 
 
+def _stopped(state: LoopState, seconds: float) -> LoopState:
+    """An unfinished state whose progress counts the interrupted epoch's seconds so far."""
+    if state.progress is not None:
+        state.progress.seconds = seconds
+    return state
+
+
 def _update_best(state: LoopState, val_loss: float) -> None:
     needed = _REL_MIN_GAIN * abs(state.best_loss) if math.isfinite(state.best_loss) else 0.0
     if val_loss < state.best_loss - needed:
@@ -178,8 +216,9 @@ def _update_best(state: LoopState, val_loss: float) -> None:
 
 # --- checkpoints --------------------------------------------------------------------------
 
-def save_checkpoint(path: Path, state: LoopState, key: str) -> None:
-    """Write everything needed to continue bit-for-bit, atomically."""
+def save_checkpoint(path: str | Path, state: LoopState, key: str) -> None:
+    """Write everything needed to continue bit-for-bit, atomically (a local path or an
+    object-store URL)."""
     nprng = np.random.get_state(legacy=False)
     rng: dict[str, Any] = {
         "torch": torch.get_rng_state(), "shuffle": state.generator.get_state(),
@@ -188,26 +227,32 @@ def save_checkpoint(path: Path, state: LoopState, key: str) -> None:
                                                                 nprng["gauss"]],
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
-    atomic_torch_save({
+    progress = state.progress
+    save_torch({
         "format": CHECKPOINT_FORMAT, "run_key": key, "epoch": state.epoch,
         "model": state.mlp.state_dict(), "optimizer": state.optimizer.state_dict(),
         "scaler": state.scaler.state_dict(), "best_loss": state.best_loss,
         "best_epoch": state.best_epoch, "best_state": state.best_state,
         "bad_epochs": state.bad_epochs, "history": state.history,
         "finished": state.finished, "rng": rng,
+        "progress": None if progress is None else {
+            "order": progress.order, "next_start": progress.next_start,
+            "loss_sum": progress.loss_sum, "seconds": progress.seconds},
     }, path)
 
 
-def resume_checkpoint(path: Path, state: LoopState, key: str) -> int | None:
+def resume_checkpoint(path: str | Path, state: LoopState, key: str) -> int | None:
     """Load a checkpoint of this run into ``state``; returns its epoch, or None if none.
 
     An unreadable or foreign file is ignored (the run starts over); one of this run that
-    cannot be applied raises, since the state may be half-restored by then.
+    cannot be applied raises, since the state may be half-restored by then. An object
+    store that does not answer raises too: starting over would overwrite the checkpoint.
     """
-    if not path.is_file():
+    data = read_bytes(path)
+    if data is None:
         return None
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = load_torch(data)
         if payload.get("run_key") != key or payload.get("format") != CHECKPOINT_FORMAT:
             raise ValueError("it belongs to another run or format")
     except Exception as exc:  # torch.load raises many types for a damaged file
@@ -221,12 +266,21 @@ def resume_checkpoint(path: Path, state: LoopState, key: str) -> int | None:
         for name in ("epoch", "best_loss", "best_epoch", "best_state", "bad_epochs",
                      "history", "finished"):
             setattr(state, name, payload[name])
+        state.progress = _progress(payload["progress"])
         _restore_rng(payload["rng"], state.generator)
     except (KeyError, RuntimeError, ValueError) as exc:
         raise TrainingError(f"checkpoint {path} cannot be applied: {exc}; delete it to "
                             "start this run over") from None
-    log.info("resuming from %s at epoch %d", path, state.epoch)
+    log.info("resuming from %s at epoch %d%s", path, state.epoch,
+             f", batch row {state.progress.next_start}" if state.progress else "")
     return state.epoch
+
+
+def _progress(saved: dict[str, Any] | None) -> EpochProgress | None:
+    if saved is None:
+        return None
+    return EpochProgress(saved["order"], int(saved["next_start"]), float(saved["loss_sum"]),
+                         float(saved["seconds"]))
 
 
 def _restore_rng(rng: dict[str, Any], generator: torch.Generator) -> None:

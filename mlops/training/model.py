@@ -6,6 +6,7 @@ the exported ONNX graph takes raw feature values and serving needs no preprocess
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 from typing import Any
@@ -104,8 +105,9 @@ def build_mlp(arch: ModelArch) -> MLP:
     return MLP(arch.n_features, arch.hidden, arch.dropout)
 
 
-def save_model(path: Path, mlp: MLP, arch: ModelArch) -> None:
-    """Write state dict, architecture and normalisation atomically to ``path``."""
+def save_model(path: str | Path, mlp: MLP, arch: ModelArch) -> None:
+    """Write state dict, architecture and normalisation atomically to ``path`` (a local
+    path or an object-store URL)."""
     state = {key: value.detach().cpu() for key, value in mlp.state_dict().items()}
     payload: dict[str, Any] = {
         "format": MODEL_FORMAT,
@@ -118,16 +120,16 @@ def save_model(path: Path, mlp: MLP, arch: ModelArch) -> None:
             "target_std": float(state["target_std"]),
         },
     }
-    atomic_torch_save(payload, path)
+    save_torch(payload, path)
 
 
 def load_model(path: str | Path) -> tuple[MLP, ModelArch]:
     """Read a file written by ``save_model``; the network comes back in eval mode on CPU."""
-    path = Path(path)
-    if not path.is_file():
+    data = read_bytes(path)
+    if data is None:
         raise ModelError(f"{path}: model file not found")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = load_torch(data)
         arch = ModelArch.model_validate(payload["arch"])
         mlp = build_mlp(arch)
         mlp.load_state_dict(payload["state_dict"])
@@ -138,9 +140,39 @@ def load_model(path: str | Path) -> tuple[MLP, ModelArch]:
     return mlp.eval(), arch
 
 
-def atomic_torch_save(payload: Any, path: Path) -> None:
-    """torch.save to a temp file in the same folder, then rename: never half-written."""
-    write_atomic(path, lambda tmp: torch.save(payload, tmp))
+# --- files, local or in the object store ---------------------------------------------------
+# Checkpoints and models live where any worker can read them: on the production profile in
+# the object store. The storage module is imported only for such URLs, so the loop still
+# runs where only torch and numpy are installed (the GPU check).
+
+def is_remote(path: str | Path) -> bool:
+    return "://" in str(path) and not str(path).startswith("file://")
+
+
+def save_torch(payload: Any, path: str | Path) -> None:
+    """torch.save that no reader sees half-written: a temp file renamed, or one S3 PUT."""
+    if not is_remote(path):
+        write_atomic(Path(path), lambda tmp: torch.save(payload, tmp))
+        return
+    from mlops.data import storage
+
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    storage.write_bytes(str(path), buffer.getvalue())
+
+
+def read_bytes(path: str | Path) -> bytes | None:
+    """A file's bytes, or None when there is none; an object store outage raises."""
+    if not is_remote(path):
+        return Path(path).read_bytes() if Path(path).is_file() else None
+    from mlops.data import storage
+
+    return storage.read_bytes(str(path)) if storage.exists(str(path)) else None
+
+
+def load_torch(data: bytes) -> Any:
+    """What ``save_torch`` wrote, tensors on CPU; plain data and tensors only."""
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
 @torch.no_grad()

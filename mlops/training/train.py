@@ -1,7 +1,9 @@
 """Training: a time-ordered split, the seeded loop with per-epoch checkpoints, test metrics.
 
 The pure parts (split, metrics, the loop over tensors) are separate from ``train_model``,
-the runner that reads the training set and writes the model, test split and checkpoints.
+the runner that reads the training set and writes the model, test split and checkpoints,
+locally or in the object store, so a retry on another worker resumes where SIGTERM (or a
+crash) stopped the run.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import pandas as pd
 import torch
 from pydantic import BaseModel
 
-from mlops.atomic_files import write_atomic
 from mlops.config import DatasetSpec, ModelSettings, TaskType
 from mlops.data import storage
 from mlops.training.loop import (
@@ -42,6 +43,7 @@ from mlops.training.model import (
     quality_metrics,
 )
 from mlops.training.model import save_model as save_model_file
+from mlops.training.preemption import DEFAULT_GRACE_S, TrainingInterrupted, preemptible
 
 log = logging.getLogger(__name__)
 
@@ -160,12 +162,16 @@ def run_key(training_path: str, spec: DatasetSpec, settings: ModelSettings) -> s
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
-def train_model(training_path: str, spec: DatasetSpec, settings: ModelSettings, out_dir: Path,
-                *, on_epoch_end: Callable[[LoopState], None] | None = None) -> TrainResult:
+def train_model(training_path: str, spec: DatasetSpec, settings: ModelSettings,
+                out_dir: str | Path, *, on_epoch_end: Callable[[LoopState], None] | None = None,
+                grace_s: float = DEFAULT_GRACE_S) -> TrainResult:
     """Train on a training-set parquet; resume from this run's checkpoint when one exists.
 
-    Writes ``<out_dir>/checkpoints/<key>/last.pt`` every epoch, and the model and the test
-    split under ``<out_dir>/models/<key>/``. ``on_epoch_end`` runs after each checkpoint.
+    ``out_dir`` is a folder or an object-store URL (any worker resumes from there). Writes
+    ``<out_dir>/checkpoints/<key>/last.pt`` every epoch, and the model and the test split
+    under ``<out_dir>/models/<key>/``. ``on_epoch_end`` runs after each checkpoint. SIGTERM
+    stops the run at the next batch with a checkpoint and TrainingInterrupted, within
+    ``grace_s`` seconds (``mlops.training.preemption``).
     """
     frame = read_training_set(training_path, spec)
     splits = split_by_time(frame, spec, settings)
@@ -175,7 +181,8 @@ def train_model(training_path: str, spec: DatasetSpec, settings: ModelSettings, 
     device = resolve_device(settings)
     precision = choose_precision(device)
     key = run_key(training_path, spec, settings)
-    checkpoint = Path(out_dir) / "checkpoints" / key / "last.pt"
+    root = str(out_dir)
+    checkpoint = storage.join(root, "checkpoints", key, "last.pt")
     arch = ModelArch(n_features=len(spec.features), hidden=settings.hidden,
                      dropout=settings.dropout, task=spec.task, feature_names=spec.features,
                      label=spec.label, dataset=spec.name)
@@ -190,20 +197,25 @@ def train_model(training_path: str, spec: DatasetSpec, settings: ModelSettings, 
         if on_epoch_end is not None:
             on_epoch_end(current)
 
-    fit(state, _tensors(state.mlp, x_tr, y_tr, device), _tensors(state.mlp, x_va, y_va, device),
-        settings, spec.task, precision, after_epoch)
-    save_checkpoint(checkpoint, state, key)
+    with preemptible(grace_s) as request:
+        fit(state, _tensors(state.mlp, x_tr, y_tr, device),
+            _tensors(state.mlp, x_va, y_va, device), settings, spec.task, precision,
+            after_epoch, stop=request.requested)
+        save_checkpoint(checkpoint, state, key)
+        if not state.finished:  # stopped on SIGTERM, between batches
+            raise TrainingInterrupted(state.epoch, checkpoint)
     metrics = _split_metrics(state, spec.task, (x_va, y_va), (x_te, y_te))
-    run_dir = Path(out_dir) / "models" / key
-    save_model_file(run_dir / "model.pt", state.mlp, arch)
-    write_atomic(run_dir / "test.parquet", lambda tmp: splits[2].to_parquet(tmp, index=False))
+    model_path = storage.join(root, "models", key, "model.pt")
+    test_path = storage.join(root, "models", key, "test.parquet")
+    save_model_file(model_path, state.mlp, arch)
+    storage.write_parquet(test_path, splits[2])
     name, higher = primary_metric(spec.task)
     seconds = sum(h["seconds"] for h in state.history)
     return TrainResult(
-        model_path=str(run_dir / "model.pt"), test_path=str(run_dir / "test.parquet"),
-        checkpoint_path=str(checkpoint), run_key=key, metrics=metrics, primary_metric=name,
-        higher_is_better=higher, device=str(device), precision=precision,
-        epochs_run=state.epoch, best_epoch=state.best_epoch, resumed_from_epoch=resumed,
+        model_path=model_path, test_path=test_path, checkpoint_path=checkpoint, run_key=key,
+        metrics=metrics, primary_metric=name, higher_is_better=higher, device=str(device),
+        precision=precision, epochs_run=state.epoch, best_epoch=state.best_epoch,
+        resumed_from_epoch=resumed,
         train_rows=len(x_tr), val_rows=len(x_va), test_rows=len(x_te),
         samples_per_second=sum(h["samples"] for h in state.history) / max(seconds, 1e-9))
 
