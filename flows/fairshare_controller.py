@@ -3,7 +3,9 @@
 ``python -m flows.fairshare_controller --file infra/teams.yaml`` (``make up`` starts it when
 the teams file has a ``fairshare`` section). Each tick reads every pool's runs per team
 queue, asks the policy for queue limits (``infra.fairshare_tick.tick``), applies what differs
-and, with preemption on, cancels and requeues the newest borrowed runs.
+and, with preemption on, cancels and requeues the newest borrowed runs; a run whose machine
+died under it (marked Crashed by the zombie automation) is requeued once
+(``infra.crash_requeue``).
 
 Why a long-running flow run and not a deployment on an interval schedule: the controller
 must act every few seconds without holding a slot of the pools it governs or obeying the
@@ -29,6 +31,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_table_artifact
 from prefect.client.orchestration import get_client
 
+from infra.crash_requeue import requeue_crashed
 from infra.fairshare_audit import ControllerAudit, controller_actor
 from infra.fairshare_tick import PoolDecision, fall_back, tick
 from mlops.config import Settings
@@ -58,10 +61,13 @@ async def fairshare_controller(teams_file: str = "infra/teams.yaml", ticks: int 
                 config = _reload(teams_file, config)
                 try:
                     decisions = await tick(client, config, apply=apply, audit=audit)
+                    requeued = await requeue_crashed(client, config, audit) if apply else []
                 except Exception as exc:  # the controller outlives a server hiccup
                     get_run_logger().warning("tick failed, limits left as they are: %s", exc)
                 else:
                     await _report(config, decisions, last, gauges)
+                    for line in requeued:
+                        get_run_logger().warning("%s", line)
                 count += 1
                 if ticks and count >= ticks:
                     return count

@@ -29,7 +29,8 @@ ISSUE_ACTIONS = {  # issue 12, point 7: every governance action is recorded
     "run.triggered", "dataset.validated", "model.registered", "alias.moved",
     "approval.granted", "approval.rejected", "service.deployed", "service.rolled_back",
     "service.reloaded", "teams.changed", "queue.limit_changed", "run.preempted",
-    "budget.held", "request.refused"}
+    "budget.held", "request.refused",
+    "run.requeued"}  # issue 13, point 1: a zombie-crashed run's retry
 
 
 def local(tmp_path: Path, key: str | None = KEY) -> Settings:

@@ -53,6 +53,7 @@ class Action(StrEnum):
     TEAMS_CHANGED = "teams.changed"  # the teams file
     QUEUE_LIMIT_CHANGED = "queue.limit_changed"  # by the fair-share controller
     RUN_PREEMPTED = "run.preempted"
+    RUN_REQUEUED = "run.requeued"  # a run that died with its machine, retried once
     BUDGET_HELD = "budget.held"
     REQUEST_REFUSED = "request.refused"  # every 401 and 403
 

@@ -1,0 +1,88 @@
+"""The fair-share controller's retry of runs that died with their machine.
+
+A run that the zombie automation (``infra.automations``) marked Crashed never reported its
+own end: its worker and its process died together (a spot node taken back, an evicted pod).
+The controller requeues such a run once, as it requeues a preempted one: a copy with the same
+deployment, parameters and queue, tagged ``requeued-from:<id>``, so that its training
+resumes from its last checkpoint on another worker (in the bucket on production). A copy
+that is marked Crashed again is left so: twice points at the run, not at the machine. A
+pipeline stage started by a distributed parent is left to that parent, which runs a crashed
+stage again itself (``flows.distributed_pipeline``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from infra.automations import ZOMBIE_MESSAGE
+from infra.fairshare_audit import ControllerAudit
+from infra.fairshare_tick import queue_owners
+from infra.prefect_api import PAGE, REQUEUED_TAG, read_all
+from mlops.fairshare.teams import TeamsConfig
+from mlops.governance.audit.records import Action
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import PrefectClient
+    from prefect.client.schemas.objects import FlowRun
+
+CRASH_RETRY_TAG = "crash-retry"  # on the copy: it is not retried again
+LOOKBACK = timedelta(hours=6)  # crashes older than this were a controller outage ago
+
+
+async def requeue_crashed(client: PrefectClient, config: TeamsConfig,
+                          audit: ControllerAudit | None = None,
+                          now: datetime | None = None) -> list[str]:
+    """Requeue each zombie-crashed run of a team queue that has no copy yet; one line per
+    copy made. A requeue the audit trail cannot record is not made (and named)."""
+    from prefect.states import Scheduled
+
+    owners, changes = queue_owners(config), []
+    for run in await _zombies(client, list(owners), (now or datetime.now(UTC)) - LOOKBACK):
+        if await _has_copy(client, run):
+            continue
+        team = owners[run.work_queue_name][0]
+        if audit is not None:
+            failed = await audit.record(Action.RUN_REQUEUED, team, str(run.id), {
+                "queue": run.work_queue_name, "reason": ZOMBIE_MESSAGE})
+            if failed:
+                return [*changes, f"not requeued: {failed}"]
+        copy = await client.create_flow_run_from_deployment(
+            run.deployment_id, parameters=run.parameters, work_queue_name=run.work_queue_name,
+            state=Scheduled(scheduled_time=run.expected_start_time or run.start_time),
+            tags=[*(t for t in run.tags if not t.startswith(REQUEUED_TAG)), CRASH_RETRY_TAG,
+                  f"{REQUEUED_TAG}{run.id}"],
+            idempotency_key=f"crashed:{run.id}")
+        changes.append(f"requeue crashed run {run.name} ({run.id}) of {team} as {copy.id}")
+    return changes
+
+
+async def _zombies(client: PrefectClient, queues: list[str], since: datetime) -> list[FlowRun]:
+    """Runs of these queues marked Crashed by the zombie automation since ``since``, that
+    are neither a crash's copy nor a distributed parent's stage."""
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterEndTime,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterWorkQueueName,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    crashed = await read_all(lambda offset: client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.CRASHED])),
+            end_time=FlowRunFilterEndTime(after_=since),
+            work_queue_name=FlowRunFilterWorkQueueName(any_=queues)),
+        limit=PAGE, offset=offset))
+    return [run for run in crashed
+            if run.state is not None and run.state.message == ZOMBIE_MESSAGE
+            and run.deployment_id is not None and run.parent_task_run_id is None
+            and CRASH_RETRY_TAG not in run.tags]
+
+
+async def _has_copy(client: PrefectClient, run: FlowRun) -> bool:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    return bool(await client.read_flow_runs(flow_run_filter=FlowRunFilter(
+        tags=FlowRunFilterTags(all_=[f"{REQUEUED_TAG}{run.id}"])), limit=1))
