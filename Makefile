@@ -19,7 +19,7 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 export DO_NOT_TRACK := true
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv tools run stop test test-fast bench bench-serving bench-fairshare bench-scale bench-governance gpu-check lint clean up down status provision deploy
+.PHONY: venv tools run stop test test-fast bench bench-serving bench-fairshare bench-scale bench-governance bench-platform bench-chaos gpu-check lint clean up down status provision deploy
 
 venv: $(VENV)/.installed
 	@mkdir -p $(PREFECT_HOME)
@@ -87,6 +87,11 @@ bench-scale: venv
 # The audit trail: append throughput (local file, the machine's PostgreSQL) and verify.
 bench-governance: venv
 	$(PY) -m benchmarks.bench_governance $(BENCH_ARGS)
+
+# Platform: submission-to-start latency on an idle pool (20 runs) and throughput at pool
+# concurrency 1, 2 and 4, on a real Prefect server and process workers.
+bench-platform: venv
+	$(PY) -m benchmarks.bench_platform $(BENCH_ARGS)
 
 gpu-check: venv
 	$(PY) -m benchmarks.gpu_check $(BENCH_ARGS)

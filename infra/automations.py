@@ -14,11 +14,12 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from infra.worker_settings import HEARTBEAT_S
+
 if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
     from prefect.events.schemas.automations import AutomationCore
 
-HEARTBEAT_S = 30  # Prefect's minimum
 ZOMBIE_AFTER_S = 3 * HEARTBEAT_S
 ZOMBIE_AUTOMATION = "mlops: crash zombie flow runs"
 ZOMBIE_MESSAGE = (f"no heartbeat for {ZOMBIE_AFTER_S} s: the run's process or machine died "

@@ -36,7 +36,6 @@ from pathlib import Path
 
 import httpx
 
-from infra.automations import HEARTBEAT_S
 from infra.credentials import (
     MLFLOW_ADMIN,
     MLFLOW_FLASK_KEY,
@@ -59,6 +58,7 @@ from infra.mlflow_users import (
     write_auth_config,
 )
 from infra.production import ServiceUnreachable, prepare, server_environment
+from infra.worker_settings import worker_environment
 from mlops.config import MLFLOW_PASSWORD_PREFIX, Settings
 from mlops.fairshare.teams import load_teams
 from mlops.governance.identities import Governance, GovernanceError, Role, load_governance
@@ -109,10 +109,9 @@ def services(settings: Settings, teams_file: Path | None = None,
         f"{public}/gateway/health", _without_mlflow(values))
     mlflow = _mlflow_server(settings, values, extra.get("mlflow-server", {}))
     # Links in the workers' logs point at the gateway, where people sign in.
-    # Their runs send heartbeats, which the zombie automation (infra.automations) watches.
+    # Their poll interval and their runs' heartbeats: infra.worker_settings.
     worker_env = ({"PREFECT_API_URL": f"{server}/api", "PREFECT_UI_URL": public,
-                   "PREFECT_API_AUTH_STRING": values[SERVER_AUTH],
-                   "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S),
+                   "PREFECT_API_AUTH_STRING": values[SERVER_AUTH], **worker_environment(),
                    **_worker_mlflow_env(settings, values)} if values else {})
     workers = [Service(f"worker-{pool}", [str(BIN / "prefect"), "worker", "start", "--pool",
                                           pool, "--type", "process", "--name", f"{pool}-{host}"],

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks.synthetic import generate_panel, synthetic_spec
-from infra.automations import HEARTBEAT_S, ZOMBIE_AFTER_S, ZOMBIE_AUTOMATION
+from infra.automations import ZOMBIE_AFTER_S, ZOMBIE_AUTOMATION
+from infra.worker_settings import HEARTBEAT_S
 from mlops.processes import supervisor_state_path
 from mlops.supervisor import SupervisedState, read_state
 from tests.e2e.stack import (
