@@ -1,8 +1,10 @@
-"""The fair-share controller's retry of runs that died with their machine.
+"""The fair-share controller's retry of runs that lost their machine.
 
-A run that the zombie automation (``infra.automations``) marked Crashed never reported its
-own end: its worker and its process died together (a spot node taken back, an evicted pod).
-The controller requeues such a run once, as it requeues a preempted one: a copy with the same
+Two ends mean the machine, not the run, failed: a run that the zombie automation
+(``infra.automations``) marked Crashed never reported its own end (its worker and its process
+died together: a spot node taken back, an evicted pod); a run whose training got SIGTERM (a
+spot node's notice) saved a checkpoint and failed with ``TrainingInterrupted``. The
+controller requeues such a run once, as it requeues a preempted one: a copy with the same
 deployment, parameters and queue, tagged ``requeued-from:<id>``, so that its training
 resumes from its last checkpoint on another worker (in the bucket on production). A copy
 that is marked Crashed again is left so: twice points at the run, not at the machine. A
@@ -24,27 +26,28 @@ from mlops.governance.audit.records import Action
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
-    from prefect.client.schemas.objects import FlowRun
+    from prefect.client.schemas.objects import FlowRun, StateType
 
 CRASH_RETRY_TAG = "crash-retry"  # on the copy: it is not retried again
+INTERRUPTED = "training preempted (SIGTERM)"  # mlops.training.preemption's message
 LOOKBACK = timedelta(hours=6)  # crashes older than this were a controller outage ago
 
 
 async def requeue_crashed(client: PrefectClient, config: TeamsConfig,
                           audit: ControllerAudit | None = None,
                           now: datetime | None = None) -> list[str]:
-    """Requeue each zombie-crashed run of a team queue that has no copy yet; one line per
-    copy made. A requeue the audit trail cannot record is not made (and named)."""
+    """Requeue each run of a team queue that lost its machine and has no copy yet; one line
+    per copy made. A requeue the audit trail cannot record is not made (and named)."""
     from prefect.states import Scheduled
 
     owners, changes = queue_owners(config), []
-    for run in await _zombies(client, list(owners), (now or datetime.now(UTC)) - LOOKBACK):
+    for run in await _lost(client, list(owners), (now or datetime.now(UTC)) - LOOKBACK):
         if await _has_copy(client, run):
             continue
         team = owners[run.work_queue_name][0]
         if audit is not None:
             failed = await audit.record(Action.RUN_REQUEUED, team, str(run.id), {
-                "queue": run.work_queue_name, "reason": ZOMBIE_MESSAGE})
+                "queue": run.work_queue_name, "reason": run.state.message[:500]})
             if failed:
                 return [*changes, f"not requeued: {failed}"]
         copy = await client.create_flow_run_from_deployment(
@@ -53,13 +56,15 @@ async def requeue_crashed(client: PrefectClient, config: TeamsConfig,
             tags=[*(t for t in run.tags if not t.startswith(REQUEUED_TAG)), CRASH_RETRY_TAG,
                   f"{REQUEUED_TAG}{run.id}"],
             idempotency_key=f"crashed:{run.id}")
-        changes.append(f"requeue crashed run {run.name} ({run.id}) of {team} as {copy.id}")
+        changes.append(f"requeue run {run.name} ({run.id}) of {team}, which lost its machine, "
+                       f"as {copy.id}")
     return changes
 
 
-async def _zombies(client: PrefectClient, queues: list[str], since: datetime) -> list[FlowRun]:
-    """Runs of these queues marked Crashed by the zombie automation since ``since``, that
-    are neither a crash's copy nor a distributed parent's stage."""
+async def _lost(client: PrefectClient, queues: list[str], since: datetime) -> list[FlowRun]:
+    """Runs of these queues that ended since ``since`` marked Crashed by the zombie
+    automation or failed on a training SIGTERM, and are neither a copy nor a distributed
+    parent's stage."""
     from prefect.client.schemas.filters import (
         FlowRunFilter,
         FlowRunFilterEndTime,
@@ -69,16 +74,25 @@ async def _zombies(client: PrefectClient, queues: list[str], since: datetime) ->
     )
     from prefect.client.schemas.objects import StateType
 
-    crashed = await read_all(lambda offset: client.read_flow_runs(
+    ended = await read_all(lambda offset: client.read_flow_runs(
         flow_run_filter=FlowRunFilter(
-            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.CRASHED])),
+            state=FlowRunFilterState(type=FlowRunFilterStateType(
+                any_=[StateType.CRASHED, StateType.FAILED])),
             end_time=FlowRunFilterEndTime(after_=since),
             work_queue_name=FlowRunFilterWorkQueueName(any_=queues)),
         limit=PAGE, offset=offset))
-    return [run for run in crashed
-            if run.state is not None and run.state.message == ZOMBIE_MESSAGE
+    return [run for run in ended
+            if run.state is not None and _machine_lost(run.state.type, run.state.message or "")
             and run.deployment_id is not None and run.parent_task_run_id is None
             and CRASH_RETRY_TAG not in run.tags]
+
+
+def _machine_lost(state: StateType, message: str) -> bool:
+    from prefect.client.schemas.objects import StateType
+
+    if state == StateType.CRASHED:
+        return message == ZOMBIE_MESSAGE
+    return INTERRUPTED in message
 
 
 async def _has_copy(client: PrefectClient, run: FlowRun) -> bool:

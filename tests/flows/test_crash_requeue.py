@@ -1,5 +1,6 @@
 """The controller's requeue of runs that died with their machine, on a real Prefect server:
-one copy per zombie-crashed run, never a second, never for another kind of crash."""
+one copy per run that lost its machine (zombie-crashed, or failed on a training SIGTERM),
+never a second, never for a run's own failure."""
 
 from __future__ import annotations
 
@@ -20,10 +21,10 @@ teams:
 """
 
 
-def test_a_zombie_crashed_run_is_requeued_once(prefect_server: None, tmp_path: Path) -> None:
+def test_a_run_that_lost_its_machine_is_requeued_once(prefect_server: None, tmp_path: Path) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.states import Crashed, Running
+    from prefect.states import Crashed, Failed, Running
 
     path = tmp_path / "teams.yaml"
     path.write_text(TEAMS)
@@ -46,18 +47,28 @@ def test_a_zombie_crashed_run_is_requeued_once(prefect_server: None, tmp_path: P
                 entrypoint="flows/x.py:x")
             zombie = await crashed_run(client, deployment, ZOMBIE_MESSAGE, ["team:alpha"])
             other = await crashed_run(client, deployment, "Process exited with code 1")
+            noticed = await client.create_flow_run_from_deployment(  # a spot node's SIGTERM
+                deployment, parameters={"epochs": 3}, work_queue_name="alpha")
+            await client.set_flow_run_state(noticed.id, Running(), force=True)
+            await client.set_flow_run_state(noticed.id, Failed(message=(
+                "Flow run encountered an exception: TrainingInterrupted: training preempted "
+                "(SIGTERM) at epoch 2, checkpoint saved to s3://b/x/last.pt; run it again to "
+                "resume from there")), force=True)
+            failed = await crashed_run(client, deployment, "ValueError: bad spec")
             first = await requeue_crashed(client, config)
             second = await requeue_crashed(client, config)
             [copy] = await client.read_flow_runs(flow_run_filter=_tagged(f"{REQUEUED_TAG}{zombie}"))
             await client.set_flow_run_state(copy.id, Running(), force=True)
             await client.set_flow_run_state(copy.id, Crashed(message=ZOMBIE_MESSAGE), force=True)
             third = await requeue_crashed(client, config)
-            others = await client.read_flow_runs(flow_run_filter=_tagged(f"{REQUEUED_TAG}{other}"))
+            others = [run for lost in (other, failed) for run in await client.read_flow_runs(
+                flow_run_filter=_tagged(f"{REQUEUED_TAG}{lost}"))]
             return {"first": first, "second": second, "third": third, "copy": copy,
-                    "zombie": zombie, "others": others}
+                    "zombie": zombie, "others": others, "noticed": str(noticed.id)}
 
     result = asyncio.run(scenario())
-    assert len(result["first"]) == 1 and result["zombie"] in result["first"][0]
+    assert len(result["first"]) == 2 and result["zombie"] in "".join(result["first"])
+    assert result["noticed"] in "".join(result["first"])  # failed on a training SIGTERM
     assert result["second"] == [] and result["third"] == []  # one copy; a copy is not retried
     copy = result["copy"]
     assert copy.state_type.value == "SCHEDULED" and copy.work_queue_name == "alpha"
