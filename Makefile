@@ -93,6 +93,11 @@ bench-governance: venv
 bench-platform: venv
 	$(PY) -m benchmarks.bench_platform $(BENCH_ARGS)
 
+# Chaos: seeded kills (workers, a lost node, the inference service, the controller) on the
+# real stack while teams submit runs and wrk loads the service.
+bench-chaos: venv tools
+	$(PY) -m benchmarks.bench_chaos $(BENCH_ARGS)
+
 gpu-check: venv
 	$(PY) -m benchmarks.gpu_check $(BENCH_ARGS)
 
