@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.chaos_stack import descendants
 from benchmarks.synthetic import generate_panel, synthetic_spec
 from infra.automations import ZOMBIE_AFTER_S, ZOMBIE_AUTOMATION
 from infra.worker_settings import HEARTBEAT_S
@@ -73,23 +74,6 @@ def wait_for(condition, timeout_s: float, what: str):
             return value
         time.sleep(0.5)
     raise AssertionError(f"{what}: not after {timeout_s:.0f} s")
-
-
-def descendants(pid: int) -> list[int]:
-    """``pid``'s children, their children, ... (from /proc)."""
-    parents: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        children = parents.get(todo.pop(), [])
-        found += children
-        todo += children
-    return found
 
 
 def queue_limit(stack: dict, queue: str) -> int | None:
