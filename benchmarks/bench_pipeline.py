@@ -122,7 +122,7 @@ def bench_inference(settings: Settings, spec_name: str, quick: bool
     from mlops.training.model import TorchPredictor, load_model
 
     model_path = next((settings.data_dir / "training" / spec_name).rglob("model.pt"))
-    onnx_path = settings.data_dir / "models" / spec_name / "model.onnx"
+    onnx_path = next((settings.data_dir / "models" / spec_name).rglob("model.onnx"))
     mlp, arch = load_model(model_path)
     threads = session_options().intra_op_num_threads
     torch.set_num_threads(threads)  # the same cores for both engines
