@@ -111,7 +111,8 @@ def services(settings: Settings, teams_file: Path | None = None,
     # Links in the workers' logs point at the gateway, where people sign in.
     # Their poll interval and their runs' heartbeats: infra.worker_settings.
     worker_env = ({"PREFECT_API_URL": f"{server}/api", "PREFECT_UI_URL": public,
-                   "PREFECT_API_AUTH_STRING": values[SERVER_AUTH], **worker_environment(),
+                   "PREFECT_API_AUTH_STRING": values[SERVER_AUTH],
+                   **worker_environment(os.environ),
                    **_worker_mlflow_env(settings, values)} if values else {})
     workers = [Service(f"worker-{pool}", [str(BIN / "prefect"), "worker", "start", "--pool",
                                           pool, "--type", "process", "--name", f"{pool}-{host}"],

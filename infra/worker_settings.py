@@ -7,11 +7,15 @@ latency (``make bench-platform`` measures it); one poll is one cheap query on th
 the zombie automation (``infra.automations``) watches.
 """
 
+from collections.abc import Mapping
+
 WORKER_QUERY_S = 2.0
 HEARTBEAT_S = 30
 
 
-def worker_environment() -> dict[str, str]:
-    """The settings above as the workers' (and so their runs') environment."""
-    return {"PREFECT_WORKER_QUERY_SECONDS": str(WORKER_QUERY_S),
-            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S)}
+def worker_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The settings above as the workers' (and so their runs') environment; a value the
+    operator set in ``environ`` wins."""
+    defaults = {"PREFECT_WORKER_QUERY_SECONDS": str(WORKER_QUERY_S),
+                "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S)}
+    return {name: environ.get(name, value) for name, value in defaults.items()}
