@@ -85,7 +85,8 @@ def test_the_ci_command_then_make_deploy_register_the_deployments(platform: dict
     parents = {d["name"]: d for d in deployed if "pipeline:distributed" in d["tags"]}
     assert sorted(parents) == ["default", "nlp", "vision"]  # one per team: a limit per team
     for team, parent in parents.items():
-        assert parent["concurrency_limit"] == 1 and f"team:{team}" in parent["tags"]
+        assert parent["global_concurrency_limit"]["limit"] == 1, parent
+        assert f"team:{team}" in parent["tags"]
 
 
 def _deployment(client: PrefectApi, name: str) -> dict:
