@@ -152,7 +152,8 @@ class CommandLines:
                     continue
                 for member in [process, *process.children(recursive=True)]:
                     line = member.cmdline()
-                    self.seen.setdefault((member.pid, " ".join(line)[:60]), line)
+                    if line:  # an exited, unreaped child has none (nothing to leak)
+                        self.seen.setdefault((member.pid, " ".join(line)[:60]), line)
             except (psutil.Error, OSError):
                 continue
 
