@@ -128,7 +128,8 @@ def _register(tracking_uri: str, artifacts_dir: Path, onnx_path: str, sha256: st
     key = registration_key(lineage, sha256)
     run_id = _run_of(client, experiment_id, key)
     found = _version_of(client, name, run_id) if run_id else None
-    if found is None:
+    created = found is None
+    if created:
         run_id, found = _log_and_create(client, experiment_id, run_id, onnx_path, sha256,
                                         params, metrics, lineage, name, key)
     else:
@@ -139,7 +140,10 @@ def _register(tracking_uri: str, artifacts_dir: Path, onnx_path: str, sha256: st
         return _move_aliases(client, name, version, run_id, model_uri, sha256,
                              metrics[primary_metric], primary_metric, higher_is_better, promote)
     except BaseException:
-        client.delete_model_version(name, version)
+        # Only what this attempt made: an earlier attempt's version may already be the
+        # champion (its response was lost), and the next retry finishes it.
+        if created:
+            client.delete_model_version(name, version)
         raise
 
 

@@ -159,3 +159,23 @@ def test_a_worker_killed_before_the_alias_move_leaves_one_version_its_retry_fini
     assert retried.champion
     assert str(client.get_model_version_by_alias("alpha.crashed", "champion").version) == \
         retried.version
+
+
+def test_a_failed_retry_never_deletes_the_version_an_earlier_attempt_completed(
+        store: dict) -> None:
+    """The first attempt completed (its response was lost); the retry fails verifying the
+    stored file: the champion it would otherwise delete stays."""
+    args = (store["uri"], store["artifacts"], store["model"], store["sha"], {},
+            {"test_auc": 0.8}, "test_auc", True, _lineage("kept", "run-k"))
+    first = register_model(*args)
+    stored = [p for p in Path(store["artifacts"]).rglob("*.onnx")
+              if "alpha.kept" in str(p)]
+    assert stored
+    for path in stored:
+        path.write_bytes(path.read_bytes() + b"tampered")
+    with pytest.raises(RegistryError, match="differs from sha256"):
+        register_model(*args)
+    assert _versions(store, "alpha.kept") == [first.version]
+    client = MlflowClient(tracking_uri=store["uri"], registry_uri=store["uri"])
+    assert str(client.get_model_version_by_alias("alpha.kept", "champion").version) == \
+        first.version
