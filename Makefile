@@ -64,7 +64,7 @@ tools:
 	command -v chromium >/dev/null || ($(SUDO) apt-get install -y chromium || ($(SUDO) apt-get update && $(SUDO) apt-get install -y chromium))
 
 test: venv tools
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --durations=40
 
 test-fast: venv
 	$(PY) -m pytest tests -m "not slow"

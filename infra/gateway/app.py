@@ -283,6 +283,6 @@ def create_app(config: GatewayConfig) -> Starlette:
 
 
 async def _unreachable(request: Request, exc: Exception) -> Response:
-    log.error("the Prefect server did not answer: %s", exc)
+    log.error("the Prefect server did not answer: %r", exc)
     return JSONResponse({"detail": "the Prefect server behind the gateway did not answer"},
                         502)
