@@ -1,9 +1,11 @@
 """The fair-share controller's retry of runs that lost their machine.
 
-Two ends mean the machine, not the run, failed: a run that the zombie automation
+Three ends mean the machine, not the run, failed: a run that the zombie automation
 (``infra.automations``) marked Crashed never reported its own end (its worker and its process
-died together: a spot node taken back, an evicted pod); a run whose training got SIGTERM (a
-spot node's notice) saved a checkpoint and failed with ``TrainingInterrupted``. The
+died together: a spot node taken back, an evicted pod); a run that Prefect aborted on a
+termination signal or on the system exit its engine makes when its worker dies under it
+(the worker was killed alone); a run whose training got SIGTERM (a spot node's notice)
+saved a checkpoint and failed with ``TrainingInterrupted``. The
 controller requeues such a run once, as it requeues a preempted one: a copy with the same
 deployment, parameters and queue, tagged ``requeued-from:<id>``, so that its training
 resumes from its last checkpoint on another worker (in the bucket on production). A copy
@@ -30,6 +32,10 @@ if TYPE_CHECKING:
 
 CRASH_RETRY_TAG = "crash-retry"  # on the copy: it is not retried again
 INTERRUPTED = "training preempted (SIGTERM)"  # mlops.training.preemption's message
+# Prefect's messages for a run whose process was stopped from outside (prefect.states);
+# "an interrupt signal" (Ctrl-C, a person) is left out on purpose.
+ABORTED = ("Execution was aborted by a termination signal.",
+           "Execution was aborted by Python system exit call.")
 LOOKBACK = timedelta(hours=6)  # crashes older than this were a controller outage ago
 
 
@@ -62,8 +68,8 @@ async def requeue_crashed(client: PrefectClient, config: TeamsConfig,
 
 
 async def _lost(client: PrefectClient, queues: list[str], since: datetime) -> list[FlowRun]:
-    """Runs of these queues that ended since ``since`` marked Crashed by the zombie
-    automation or failed on a training SIGTERM, and are neither a copy nor a distributed
+    """Runs of these queues that ended since ``since`` and lost their machine (see
+    ``_machine_lost``), and are neither a copy nor a distributed
     parent's stage."""
     from prefect.client.schemas.filters import (
         FlowRunFilter,
@@ -91,7 +97,7 @@ def _machine_lost(state: StateType, message: str) -> bool:
     from prefect.client.schemas.objects import StateType
 
     if state == StateType.CRASHED:
-        return message == ZOMBIE_MESSAGE
+        return message == ZOMBIE_MESSAGE or message in ABORTED
     return INTERRUPTED in message
 
 

@@ -193,7 +193,9 @@ def register_stage(params: PipelineParams, data: ValidatedData, features: Featur
     model_params = {**params.model.model_dump(), "task": params.spec.task.value,
                     "features": ",".join(params.spec.features), "device": trained.device,
                     "precision": trained.precision, "onnx_opset": exported.opset,
-                    "parity_max_abs_diff": exported.max_abs_diff}
+                    "parity_max_abs_diff": exported.max_abs_diff,
+                    # A retry that resumed from a checkpoint says so in its lineage.
+                    "resumed_from_epoch": trained.resumed_from_epoch}
     approval = needs_approval(platform_governance(settings), params.team)
     # The run's team's MLflow user: params.team is the deployment's (the gateway refuses a
     # run whose team differs), so a run can only write its own team's models.

@@ -1,6 +1,7 @@
 """Processes that die on a real `make up` stack: supervised workers and controller, and a
 training run whose worker and process die together (a lost node), which Prefect's zombie
-detection, installed by `make up`, marks Crashed so that its slot returns.
+detection, installed by `make up`, marks Crashed so that its slot returns, and whose copy
+the controller requeues to resume from its checkpoint.
 
 One team, one GPU slot (capacity = quota, so the fair-share controller can never lend it),
 a controller that decides once at start (its period is long), so each limit a test reads
@@ -20,6 +21,8 @@ import pytest
 from benchmarks.chaos_stack import descendants
 from benchmarks.synthetic import generate_panel, synthetic_spec
 from infra.automations import ZOMBIE_AFTER_S, ZOMBIE_AUTOMATION
+from infra.crash_requeue import CRASH_RETRY_TAG
+from infra.prefect_api import REQUEUED_TAG
 from infra.worker_settings import HEARTBEAT_S
 from mlops.processes import supervisor_state_path
 from mlops.supervisor import SupervisedState, read_state
@@ -46,7 +49,7 @@ teams:
     members:
       - {name: local, roles: [runner, approver], credential: "env:MLOPS_SECRET_LOCAL"}
 """
-SLEEPY = "tests/e2e/sleepy_flow.py:sleepy"
+EPOCHS = 1_500  # tens of seconds of training: the kill comes after its first checkpoint
 # Detected within: the automation's window after the last heartbeat, plus the server's
 # proactive-trigger evaluation and a busy machine's slack.
 CRASH_BOUND_S = ZOMBIE_AFTER_S + HEARTBEAT_S + 30
@@ -118,8 +121,11 @@ def test_a_killed_controller_puts_limits_back_to_guarantees_and_returns(stack: d
     assert "limit gpu/default 2 -> 1" in log.read_text()
 
 
-def test_a_run_whose_worker_and_process_die_mid_training_is_crashed_and_frees_its_slot(
+def test_a_run_whose_node_dies_mid_training_is_crashed_requeued_and_resumed(
         stack: dict) -> None:
+    """A lost node, end to end: the run is marked Crashed within the bound, its slot comes
+    back, the controller's next tick requeues it, and the copy resumes the training from
+    the checkpoint the dead run wrote."""
     client = stack["client"]
     data = team_data(stack) / "zombie.parquet"
     generate_panel(n_entities=60, n_periods=8, seed=3).to_parquet(data, index=False)
@@ -127,7 +133,7 @@ def test_a_run_whose_worker_and_process_die_mid_training_is_crashed_and_frees_it
     training = deploy_from_checkout(
         client, "training-pipeline", "flows/training_pipeline.py:training_pipeline", "faults",
         "gpu", "default", {"params": {"spec": spec, "deploy": False, "model": {
-            "epochs": 10_000, "patience": 10_000, "hidden": [64, 64]}}}, tags=["team:default"])
+            "epochs": EPOCHS, "patience": EPOCHS, "hidden": [64, 64]}}}, tags=["team:default"])
     run = client.post(f"/deployments/{training}/create_flow_run", {}).json()
     checkpoints = Path(stack["env"]["MLOPS_DATA_DIR"]) / "training" / "zombie" / "checkpoints"
     wait_for(lambda: list(checkpoints.glob("*/last.pt")), 300, "training started")
@@ -143,10 +149,23 @@ def test_a_run_whose_worker_and_process_die_mid_training_is_crashed_and_frees_it
     assert "no heartbeat" in ended["state"]["message"]
     assert ended["end_time"] is not None  # the GPU meter stops charging it
     print(f"zombie run crashed {detected:.0f} s after the kill (bound {CRASH_BOUND_S} s)")
-    # Its slot is free: the next run of the team's one-slot queue starts and completes on
-    # the worker the supervisor restarted.
-    sleepy = deploy_from_checkout(client, "sleepy", SLEEPY, "after-zombie", "gpu", "default",
-                                  {"seconds": 1.0}, tags=["team:default"])
-    follower = client.post(f"/deployments/{sleepy}/create_flow_run", {}).json()
-    assert wait_final(client, follower["id"], 180)["state"]["type"] == "COMPLETED"
+
+    # The controller's next tick (its period is long here, so the test runs one) requeues
+    # it; the copy starts on the team's one-slot queue, so the slot is free, on the worker
+    # the supervisor restarted, and resumes from the dead run's checkpoint.
+    tick = run_module("flows.fairshare_controller", "--file", str(stack["teams"]),
+                      "--ticks", "1", env={**stack["env"], "PREFECT_API_URL": stack["api"],
+                                           "PREFECT_API_AUTH_STRING": ":".join(stack["auth"])})
+    assert tick.returncode == 0, tick.stdout + tick.stderr
+    [copy] = client.post("/flow_runs/filter", {"flow_runs": {"tags": {
+        "all_": [f"{REQUEUED_TAG}{run['id']}"]}}}).json()
+    assert CRASH_RETRY_TAG in copy["tags"] and copy["deployment_id"] == training
+    assert wait_final(client, copy["id"], 400)["state"]["type"] == "COMPLETED"
     assert supervised(stack, "worker-gpu").restarts == 1
+    tracking = f"sqlite:///{stack['env']['MLOPS_DATA_DIR']}/mlflow.db"
+    from mlflow import MlflowClient
+
+    mlflow = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
+    [version] = mlflow.search_model_versions("name='default.zombie'")
+    params = mlflow.get_run(version.run_id).data.params
+    assert 0 < int(params["resumed_from_epoch"]) < EPOCHS, params

@@ -1,6 +1,7 @@
 """The controller's requeue of runs that died with their machine, on a real Prefect server:
-one copy per run that lost its machine (zombie-crashed, or failed on a training SIGTERM),
-never a second, never for a run's own failure."""
+one copy per run that lost its machine (zombie-crashed, aborted when its worker died, or
+failed on a training SIGTERM), never a second, never for a run's own failure or a person's
+interrupt."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import asyncio
 from pathlib import Path
 
 from infra.automations import ZOMBIE_MESSAGE
-from infra.crash_requeue import CRASH_RETRY_TAG, requeue_crashed
+from infra.crash_requeue import ABORTED, CRASH_RETRY_TAG, requeue_crashed
 from infra.prefect_api import REQUEUED_TAG
 from mlops.fairshare.teams import load_teams
 
@@ -46,7 +47,10 @@ def test_a_run_that_lost_its_machine_is_requeued_once(prefect_server: None, tmp_
                 flow_id=flow_id, name="requeue", work_pool_name="gpu", work_queue_name="alpha",
                 entrypoint="flows/x.py:x")
             zombie = await crashed_run(client, deployment, ZOMBIE_MESSAGE, ["team:alpha"])
+            orphan = await crashed_run(client, deployment, ABORTED[1])  # its worker died
             other = await crashed_run(client, deployment, "Process exited with code 1")
+            stopped = await crashed_run(client, deployment,
+                                        "Execution was aborted by an interrupt signal.")
             noticed = await client.create_flow_run_from_deployment(  # a spot node's SIGTERM
                 deployment, parameters={"epochs": 3}, work_queue_name="alpha")
             await client.set_flow_run_state(noticed.id, Running(), force=True)
@@ -61,13 +65,16 @@ def test_a_run_that_lost_its_machine_is_requeued_once(prefect_server: None, tmp_
             await client.set_flow_run_state(copy.id, Running(), force=True)
             await client.set_flow_run_state(copy.id, Crashed(message=ZOMBIE_MESSAGE), force=True)
             third = await requeue_crashed(client, config)
-            others = [run for lost in (other, failed) for run in await client.read_flow_runs(
-                flow_run_filter=_tagged(f"{REQUEUED_TAG}{lost}"))]
+            others = [run for lost in (other, stopped, failed)
+                      for run in await client.read_flow_runs(
+                          flow_run_filter=_tagged(f"{REQUEUED_TAG}{lost}"))]
             return {"first": first, "second": second, "third": third, "copy": copy,
-                    "zombie": zombie, "others": others, "noticed": str(noticed.id)}
+                    "zombie": zombie, "others": others, "noticed": str(noticed.id),
+                    "orphan": orphan}
 
     result = asyncio.run(scenario())
-    assert len(result["first"]) == 2 and result["zombie"] in "".join(result["first"])
+    assert len(result["first"]) == 3 and result["zombie"] in "".join(result["first"])
+    assert result["orphan"] in "".join(result["first"])  # aborted when its worker died
     assert result["noticed"] in "".join(result["first"])  # failed on a training SIGTERM
     assert result["second"] == [] and result["third"] == []  # one copy; a copy is not retried
     copy = result["copy"]
