@@ -1,13 +1,16 @@
 """Stage hand-overs in the object store: on the production profile each stage of one
 pipeline run completes on a worker of its own, with a fresh, empty data directory, sharing
 only the bucket (moto's S3 server), the machine's PostgreSQL and Redis and the tracking
-store; what one stage hands the next lives under ``s3://<bucket>/handover/<run_id>/``."""
+store; what one stage hands the next lives under ``s3://<bucket>/handover/<run_id>/``. The
+deploy stage, last, serves the champion from there."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import boto3
+import httpx
+import numpy as np
 import pandas as pd
 import pytest
 import redis
@@ -19,13 +22,16 @@ from mlops.pipeline.handover import HandoverRef, handover_root, read_result, wri
 from mlops.pipeline.stages import (
     PipelineParams,
     Stage,
+    deploy_stage,
     export_stage,
     features_stage,
     register_stage,
     train_stage,
     validate_stage,
 )
-from mlops.training.model import load_model
+from mlops.serving.deploy import stop_service
+from mlops.training.model import load_model, predict
+from tests.conftest import free_port
 from tests.e2e.production_services import postgres_tenant, production_profile
 
 pytestmark = pytest.mark.slow
@@ -107,3 +113,20 @@ def _run_stages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, endpoint: str) 
         test = storage.read_parquet(trained.test_path)
     assert arch.feature_names == spec.features and len(test) == trained.test_rows
     assert isinstance(test, pd.DataFrame)
+
+    # The deploy stage too: its service loads the champion from the registry and the
+    # bucket, and answers with the network's own predictions.
+    monkeypatch.setenv("MLOPS_SERVE_PORT", str(free_port()))
+    settings = fresh_worker(monkeypatch, tmp_path / "deploy")
+    service = deploy_stage(spec, settings, "default")
+    try:
+        assert service.model_version == registered.version
+        rows = test[spec.features].head(5)
+        answer = httpx.post(f"{service.url}/v1/predict", timeout=30,
+                            json={"records": rows.to_dict("records")})
+        assert answer.status_code == 200, answer.text
+        np.testing.assert_allclose(answer.json()["predictions"],
+                                   predict(mlp, arch.task, rows.to_numpy("float32")),
+                                   rtol=1e-4, atol=1e-5)
+    finally:
+        assert stop_service(settings)
