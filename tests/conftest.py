@@ -2,6 +2,9 @@
 
 import os
 import socket
+import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 
@@ -21,3 +24,18 @@ def free_port() -> int:
 @pytest.fixture
 def port() -> int:
     return free_port()
+
+
+T = TypeVar("T")
+
+
+def wait_for(condition: Callable[[], T], timeout_s: float = 30.0, what: str = "the condition",
+             poll_s: float = 0.2) -> T:
+    """The first truthy value ``condition`` returns; fails when ``timeout_s`` passes first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(poll_s)
+    raise AssertionError(f"{what}: not after {timeout_s:.0f} s")

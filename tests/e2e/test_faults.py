@@ -26,6 +26,7 @@ from infra.prefect_api import REQUEUED_TAG
 from infra.worker_settings import HEARTBEAT_S
 from mlops.processes import supervisor_state_path
 from mlops.supervisor import SupervisedState, read_state
+from tests.conftest import wait_for
 from tests.e2e.stack import (
     PLATFORM_ACCOUNTS,
     deploy_from_checkout,
@@ -67,16 +68,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 def supervised(stack: dict, service: str) -> SupervisedState:
     platform = Path(stack["env"]["MLOPS_DATA_DIR"]) / "platform"
     return read_state(supervisor_state_path(platform / f"{service}.pid")) or SupervisedState("")
-
-
-def wait_for(condition, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"{what}: not after {timeout_s:.0f} s")
 
 
 def queue_limit(stack: dict, queue: str) -> int | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from tests.e2e.stack import (
     run_module,
     running_stack,
     team_data,
+    wait_final,
 )
 
 pytestmark = pytest.mark.slow
@@ -103,7 +103,7 @@ def test_a_ui_triggered_run_completes_on_the_workers(platform: dict) -> None:
     run = platform["client"].post(f"/deployments/{deployment['id']}/create_flow_run",
                                            body)
     assert run.status_code == 201, run.text
-    state = _wait_final(platform["client"], run.json()["id"], timeout_s=400)
+    state = wait_final(platform["client"], run.json()["id"], 400)["state"]["type"]
     assert state == "COMPLETED", state
     client_env = platform["env"]
     tracking = f"sqlite:///{client_env['MLOPS_DATA_DIR']}/mlflow.db"
@@ -125,7 +125,7 @@ def test_a_dataset_in_another_teams_folder_is_refused_before_it_is_read(
     body = {"parameters": {"params": {"spec": spec, "model": {"epochs": 1}, "deploy": False}}}
     run = platform["client"].post(f"/deployments/{deployment['id']}/create_flow_run", body)
     assert run.status_code == 201, run.text
-    assert _wait_final(platform["client"], run.json()["id"], timeout_s=300) == "FAILED"
+    assert wait_final(platform["client"], run.json()["id"], 300)["state"]["type"] == "FAILED"
     message = platform["client"].get(f"/flow_runs/{run.json()['id']}")["state"]["message"]
     assert "dataset location" in message and "refused for team default" in message, message
     assert not (Path(platform["env"]["MLOPS_DATA_DIR"]) / "datasets" / "theirs").exists()
@@ -149,13 +149,3 @@ def test_invalid_parameters_are_refused_by_the_server(platform: dict) -> None:
         f"/deployments/{deployment['id']}/create_flow_run", body)
     assert refused.status_code == 403, refused.text
     assert "params.team 'Bad Team' differs from the deployment's team 'default'" in refused.text
-
-
-def _wait_final(client: PrefectApi, run_id: str, timeout_s: float) -> str:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        state = client.get(f"/flow_runs/{run_id}")["state"]["type"]
-        if state in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}:
-            return state
-        time.sleep(2)
-    return "TIMEOUT"

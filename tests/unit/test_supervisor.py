@@ -6,7 +6,6 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,18 +17,9 @@ from mlops.processes import (
     supervisor_state_path,
 )
 from mlops.supervisor import SupervisedState, describe, next_delay, read_state
+from tests.conftest import wait_for
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
-
-
-def wait_for(condition: Callable[[], object], timeout_s: float = 30.0) -> object:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"not true after {timeout_s} s")
 
 
 def test_backoff_doubles_per_quick_exit_up_to_its_cap() -> None:
