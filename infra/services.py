@@ -125,7 +125,11 @@ def _mlflow_server(settings: Settings, values: Mapping[str, str],
     """MLflow with its basic-auth app. No password on its command line (`ps` shows it to
     every local user): the admin's comes as MLFLOW_AUTH_ADMIN_PASSWORD, PostgreSQL's as
     PGPASSWORD (libpq's own variable), for the store and the auth database alike."""
-    env = {**extra, "MLFLOW_AUTH_CONFIG_PATH": str(auth_config_path(settings))}
+    env = {**extra, "MLFLOW_AUTH_CONFIG_PATH": str(auth_config_path(settings)),
+           # MLflow 3's job runner (GenAI jobs, which the platform does not use) would add
+           # five huey consumer processes of ~270 MB each; an operator's setting wins.
+           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get(
+               "MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")}
     if values:
         env |= {"MLFLOW_AUTH_ADMIN_PASSWORD": values[MLFLOW_ADMIN],
                 "MLFLOW_FLASK_SERVER_SECRET_KEY": values[MLFLOW_FLASK_KEY]}

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 import yaml
 
@@ -51,6 +52,10 @@ def test_up_starts_everything_once(platform: dict) -> None:
     assert 'mlops_fairshare_allocation{pool="gpu",team="vision"}' in gauges.text
     mlflow = f"http://127.0.0.1:{platform['env']['MLOPS_MLFLOW_PORT']}/health"
     assert httpx.get(mlflow).status_code == 200
+    # MLflow's job runner is off: no huey consumer processes beside its server.
+    pid = int((secrets.parent / "mlflow-server.pid").read_text())
+    children = psutil.Process(pid).children(recursive=True)
+    assert not [p for p in children if "huey" in " ".join(p.cmdline())], children
     workers = platform["client"].post("/work_pools/gpu/workers/filter", {}).json()
     assert [w["status"] for w in workers] == ["ONLINE"]
 
