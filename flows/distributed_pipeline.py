@@ -23,6 +23,7 @@ from prefect.states import State
 
 from flows.approval import await_approval, outcome
 from flows.stage_flows import stage_flow_name
+from flows.worker_bound import end_with_worker
 from infra.prefect_api import follow_requeues, require_queue
 from mlops.config import Settings
 from mlops.fairshare.teams import queue_name
@@ -74,6 +75,7 @@ def run_stage(stage: Stage, params: PipelineParams, handover: HandoverRef) -> No
 def training_pipeline_distributed(params: PipelineParams) -> PipelineSummary | State:
     """Take a dataset to a served model, each stage on its own pool and the team's queue;
     this run itself waits for an approver when the team's champion moves on approval."""
+    end_with_worker()
     handover, settings = HandoverRef(run_id=str(flow_run.id)), Settings()
     root = handover_root(settings)  # the bucket on production: stages run on any worker
     for stage in DEPLOYED:

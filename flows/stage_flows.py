@@ -10,6 +10,7 @@ flow) is named ``<stage>-stage``; the validate stage's flow runs the features st
 
 from prefect import flow
 
+from flows.worker_bound import end_with_worker
 from mlops.config import Settings
 from mlops.pipeline.handover import HandoverRef, handover_root, read_result, write_result
 from mlops.pipeline.stages import PipelineParams, Stage
@@ -28,6 +29,7 @@ def stage_flow_name(stage: Stage) -> str:
 @flow(name=stage_flow_name(Stage.VALIDATE), validate_parameters=True)
 def validate_stage_flow(params: PipelineParams, handover: HandoverRef) -> str:
     """The data stages: validate the dataset, then build and materialise its features."""
+    end_with_worker()
     settings = Settings()
     data = validate_data(params.spec, settings, params.team)
     write_result(handover_root(settings), handover, Stage.VALIDATE, data)
@@ -38,6 +40,7 @@ def validate_stage_flow(params: PipelineParams, handover: HandoverRef) -> str:
 @flow(name=stage_flow_name(Stage.TRAIN), validate_parameters=True)
 def train_stage_flow(params: PipelineParams, handover: HandoverRef) -> str:
     """Train on the point-in-time training set the features stage handed over."""
+    end_with_worker()
     settings = Settings()
     features = read_result(handover_root(settings), handover, Stage.FEATURES)
     trained = train(features.training_path, params.spec, params.model, settings)
@@ -47,6 +50,7 @@ def train_stage_flow(params: PipelineParams, handover: HandoverRef) -> str:
 @flow(name=stage_flow_name(Stage.EXPORT), validate_parameters=True)
 def export_stage_flow(params: PipelineParams, handover: HandoverRef) -> str:
     """Export the trained model to ONNX with its parity check."""
+    end_with_worker()
     settings = Settings()
     trained = read_result(handover_root(settings), handover, Stage.TRAIN)
     exported = export(trained.model_path, trained.test_path, params.spec, settings)
@@ -56,6 +60,7 @@ def export_stage_flow(params: PipelineParams, handover: HandoverRef) -> str:
 @flow(name=stage_flow_name(Stage.REGISTER), validate_parameters=True)
 def register_stage_flow(params: PipelineParams, handover: HandoverRef) -> str:
     """Register the exported model with the lineage of every earlier stage."""
+    end_with_worker()
     settings = Settings()
     data, features, trained, exported = (read_result(handover_root(settings), handover, stage)
                                          for stage in (Stage.VALIDATE, Stage.FEATURES,
@@ -68,6 +73,7 @@ def register_stage_flow(params: PipelineParams, handover: HandoverRef) -> str:
 @flow(name=stage_flow_name(Stage.DEPLOY), validate_parameters=True)
 def deploy_stage_flow(params: PipelineParams, handover: HandoverRef) -> str:
     """(Re)start the inference service on the registry's champion."""
+    end_with_worker()
     settings = Settings()
     service = deploy(params.spec, settings, params.team)
     return str(write_result(handover_root(settings), handover, Stage.DEPLOY, service))

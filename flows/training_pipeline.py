@@ -7,6 +7,7 @@ from prefect.runtime import flow_run
 from prefect.states import State
 
 from flows.approval import await_approval, outcome
+from flows.worker_bound import end_with_worker
 from mlops.config import Settings
 from mlops.pipeline.stages import PipelineParams, StageCalls, run_stages
 from mlops.pipeline.summary import PipelineSummary
@@ -26,5 +27,6 @@ STAGE_TASKS = StageCalls(validate_data, build_features, train, export, register,
 def training_pipeline(params: PipelineParams) -> PipelineSummary | State:
     """Take a dataset to a served model; each stage hands over paths and hashes. The flow
     run's id keys the registration, so a retried run finishes its own version."""
+    end_with_worker()
     return outcome(report(run_stages(params, Settings(), STAGE_TASKS, str(flow_run.id))))
 
