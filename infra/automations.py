@@ -1,4 +1,5 @@
-"""Automations as code, installed by provisioning (so by `make up`): zombie-run detection.
+"""Automations as code, installed by provisioning (so by `make up`): zombie-run detection,
+and runs that never started.
 
 A flow run's process emits a ``prefect.flow-run.heartbeat`` event every ``HEARTBEAT_S``
 (PREFECT_FLOWS_HEARTBEAT_FREQUENCY, which `make up` gives the workers and so their runs).
@@ -7,6 +8,11 @@ and it would stay RUNNING for ever, holding its queue slot and its GPU budget. P
 answer (its "detect zombie flows" guide) is a proactive automation: a run whose heartbeat is
 followed by neither another heartbeat nor a final state within ``ZOMBIE_AFTER_S`` (three
 missed heartbeats) is marked Crashed, which frees its slot and ends its GPU metering.
+
+A run that dies before it starts (its worker or node lost while it was Pending) has sent
+no heartbeat yet, so the same watch applies to the Pending state: a run Pending for
+``Settings.start_timeout_s`` without starting or ending is marked Crashed too. Either
+Crashed run is then requeued by the fair-share controller (``infra.crash_requeue``).
 """
 
 from __future__ import annotations
@@ -25,6 +31,14 @@ ZOMBIE_AUTOMATION = "mlops: crash zombie flow runs"
 ZOMBIE_MESSAGE = (f"no heartbeat for {ZOMBIE_AFTER_S} s: the run's process or machine died "
                   "without reporting (marked Crashed by the platform's zombie detection)")
 FINAL_EVENTS = ("Completed", "Failed", "Cancelled", "Crashed")
+UNSTARTED_AUTOMATION = "mlops: crash flow runs that never started"
+
+
+UNSTARTED_REASON = "its worker or machine died as it began (marked Crashed by the platform)"
+
+
+def unstarted_message(start_timeout_s: float) -> str:
+    return f"Pending for {start_timeout_s:.0f} s without starting: {UNSTARTED_REASON}"
 
 
 def zombie_automation() -> AutomationCore:
@@ -51,21 +65,46 @@ def zombie_automation() -> AutomationCore:
         actions=[ChangeFlowRunState(state=StateType.CRASHED, message=ZOMBIE_MESSAGE)])
 
 
-async def ensure_automations(client: PrefectClient, dry_run: bool = False) -> list[str]:
-    """Create the platform's automations, or update one that differs; one line per change
+def unstarted_automation(start_timeout_s: float) -> AutomationCore:
+    """The automation that marks a run Crashed when it stays Pending without starting."""
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    return AutomationCore(
+        name=UNSTARTED_AUTOMATION, enabled=True,
+        description=f"Marks a flow run Crashed when it stays Pending for "
+                    f"{start_timeout_s:.0f} s without starting or ending.",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.Pending"},
+            expect={"prefect.flow-run.Running",
+                    *(f"prefect.flow-run.{state}" for state in FINAL_EVENTS)},
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=start_timeout_s)),
+        actions=[ChangeFlowRunState(state=StateType.CRASHED,
+                                    message=unstarted_message(start_timeout_s))])
+
+
+async def ensure_automations(client: PrefectClient, start_timeout_s: float,
+                             dry_run: bool = False) -> list[str]:
+    """Create the platform's automations, or update those that differ; one line per change
     (none when they already hold)."""
-    wanted = zombie_automation()
-    found = await client.read_automations_by_name(wanted.name)
-    if not found:
-        if not dry_run:
-            await client.create_automation(wanted)
-        return [f"create automation {wanted.name!r}"]
-    current = found[0]
-    if _same(current, wanted):
-        return []
-    if not dry_run:
-        await client.update_automation(current.id, wanted)
-    return [f"update automation {wanted.name!r}"]
+    changes = []
+    for wanted in (zombie_automation(), unstarted_automation(start_timeout_s)):
+        found = await client.read_automations_by_name(wanted.name)
+        if not found:
+            if not dry_run:
+                await client.create_automation(wanted)
+            changes.append(f"create automation {wanted.name!r}")
+        elif not _same(found[0], wanted):
+            if not dry_run:
+                await client.update_automation(found[0].id, wanted)
+            changes.append(f"update automation {wanted.name!r}")
+    return changes
 
 
 def _same(current: AutomationCore, wanted: AutomationCore) -> bool:

@@ -1,12 +1,12 @@
 """The fair-share controller's retry of runs that lost their machine.
 
-Three ends mean the machine, not the run, failed: a run that the zombie automation
-(``infra.automations``) marked Crashed never reported its own end (its worker and its process
-died together: a spot node taken back, an evicted pod); a run that Prefect aborted on a
-termination signal or on the system exit its engine makes when its worker dies under it
-(the worker was killed alone); a run whose training got SIGTERM (a spot node's notice)
-saved a checkpoint and failed with ``TrainingInterrupted``. The
-controller requeues such a run once, as it requeues a preempted one: a copy with the same
+Three ends mean the machine, not the run, failed: a run that the platform's automations
+(``infra.automations``) marked Crashed never reported its own end (its worker and its
+process died together: a spot node taken back, an evicted pod; or it died while Pending);
+a run that Prefect aborted on a termination signal or on the system exit its engine makes
+when its worker dies under it (the worker was killed alone); a run whose training got
+SIGTERM (a spot node's notice) saved a checkpoint and failed with ``TrainingInterrupted``.
+The controller requeues such a run once, as it requeues a preempted one: a copy with the same
 deployment, parameters and queue, tagged ``requeued-from:<id>``, so that its training
 resumes from its last checkpoint on another worker (in the bucket on production). A copy
 that is marked Crashed again is left so: twice points at the run, not at the machine. A
@@ -19,7 +19,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from infra.automations import ZOMBIE_MESSAGE
+from infra.automations import UNSTARTED_REASON, ZOMBIE_MESSAGE
 from infra.fairshare_audit import ControllerAudit
 from infra.fairshare_tick import queue_owners
 from infra.prefect_api import PAGE, REQUEUED_TAG, read_all
@@ -97,7 +97,7 @@ def _machine_lost(state: StateType, message: str) -> bool:
     from prefect.client.schemas.objects import StateType
 
     if state == StateType.CRASHED:
-        return message == ZOMBIE_MESSAGE or message in ABORTED
+        return message in (ZOMBIE_MESSAGE, *ABORTED) or message.endswith(UNSTARTED_REASON)
     return INTERRUPTED in message
 
 

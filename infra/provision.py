@@ -14,8 +14,8 @@ admin from the local secrets file (``make up``'s) when that is unset.
 Applying changes is a governance action: before the first one, the audit trail records
 ``teams.changed`` (the admin account, else ``provision``; the file's sha256 and the changes).
 When the trail cannot record it, nothing is applied (exit 1, the message names the store).
-Then the platform's automations (``infra.automations``: zombie-run detection) are created
-or updated.
+Then the platform's automations (``infra.automations``: zombie runs, runs that never
+started) are created or updated.
 """
 
 from __future__ import annotations
@@ -279,11 +279,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def install_automations(dry_run: bool = False) -> list[str]:
-    """The platform's automations (``infra.automations``: zombie-run detection)."""
+    """The platform's automations (``infra.automations``: zombie runs, runs that never
+    started, after MLOPS_START_TIMEOUT_S)."""
     from prefect.client.orchestration import get_client
 
     async with get_client() as client:
-        return await ensure_automations(client, dry_run)
+        return await ensure_automations(client, Settings().start_timeout_s, dry_run)
 
 
 if __name__ == "__main__":

@@ -199,6 +199,10 @@ class Settings(BaseSettings):
     # SIGTERM during training (a spot node's notice): checkpoint at the next batch and exit
     # within this many seconds; keep it below the pod's terminationGracePeriodSeconds.
     training_grace_s: float = Field(default=20.0, gt=0, le=3600)
+    # A flow run Pending this long without starting (its worker or node died as it began)
+    # is marked Crashed by the platform's automation, then requeued; raise it where pods
+    # wait for a node to be provisioned or an image to be pulled.
+    start_timeout_s: float = Field(default=300.0, ge=10, le=86_400)
     # Each team's MLflow password is MLOPS_MLFLOW_PASSWORD_<TEAM> (``mlflow_auth``), in the
     # workers' environment; `make up` (infra.credentials) makes the users and the secrets.
 

@@ -14,13 +14,19 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from benchmarks.chaos_stack import descendants
 from benchmarks.synthetic import generate_panel, synthetic_spec
-from infra.automations import ZOMBIE_AFTER_S, ZOMBIE_AUTOMATION
+from infra.automations import (
+    UNSTARTED_AUTOMATION,
+    UNSTARTED_REASON,
+    ZOMBIE_AFTER_S,
+    ZOMBIE_AUTOMATION,
+)
 from infra.crash_requeue import CRASH_RETRY_TAG
 from infra.prefect_api import REQUEUED_TAG
 from infra.worker_settings import HEARTBEAT_S
@@ -50,6 +56,7 @@ teams:
     members:
       - {name: local, roles: [runner, approver], credential: "env:MLOPS_SECRET_LOCAL"}
 """
+START_TIMEOUT_S = 45  # short here (the default is 300 s), yet above a busy run's start
 EPOCHS = 1_500  # tens of seconds of training: the kill comes after its first checkpoint
 # Detected within: the automation's window after the last heartbeat, plus the server's
 # proactive-trigger evaluation and a busy machine's slack.
@@ -61,7 +68,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     root = tmp_path_factory.mktemp("faults")
     teams = root / "teams.yaml"
     teams.write_text(PLATFORM_ACCOUNTS + TEAMS_YAML)
-    with running_stack(root, "--teams", str(teams), PREFECT_WORKER_QUERY_SECONDS="1") as stack:
+    with running_stack(root, "--teams", str(teams), PREFECT_WORKER_QUERY_SECONDS="1",
+                       MLOPS_START_TIMEOUT_S=str(START_TIMEOUT_S)) as stack:
         yield stack
 
 
@@ -81,6 +89,8 @@ def test_make_up_installs_the_zombie_automation(stack: dict) -> None:
     assert trigger["posture"] == "Proactive" and trigger["within"] == ZOMBIE_AFTER_S
     assert trigger["after"] == ["prefect.flow-run.heartbeat"]
     assert zombie["actions"][0]["state"] == "CRASHED"
+    unstarted = next(a for a in found if a["name"] == UNSTARTED_AUTOMATION)
+    assert unstarted["trigger"]["within"] == START_TIMEOUT_S  # MLOPS_START_TIMEOUT_S
     again = run_module("infra.provision", "--file", str(stack["teams"]),
                        env={**stack["env"], "PREFECT_API_URL": stack["api"],
                             "PREFECT_API_AUTH_STRING": ":".join(stack["auth"])})
@@ -160,3 +170,23 @@ def test_a_run_whose_node_dies_mid_training_is_crashed_requeued_and_resumed(
     [version] = mlflow.search_model_versions("name='default.zombie'")
     params = mlflow.get_run(version.run_id).data.params
     assert 0 < int(params["resumed_from_epoch"]) < EPOCHS, params
+
+
+def test_a_run_whose_worker_died_while_it_was_pending_is_crashed(stack: dict) -> None:
+    """A run left Pending (its worker took it, then died with it before it started) sends
+    no heartbeat; the platform marks it Crashed after the start timeout, for the
+    controller to requeue. The test plays the worker: it moves a far-off run to Pending."""
+    client = stack["client"]
+    sleepy = deploy_from_checkout(client, "sleepy", "tests/e2e/sleepy_flow.py:sleepy",
+                                  "unstarted", "gpu", "default", {"seconds": 1.0},
+                                  tags=["team:default"])
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    run = client.post(f"/deployments/{sleepy}/create_flow_run", {"state": {
+        "type": "SCHEDULED", "state_details": {"scheduled_time": later}}}).json()
+    pending = client.call("POST", f"/flow_runs/{run['id']}/set_state",
+                          {"state": {"type": "PENDING"}, "force": True})
+    assert pending.status_code in (200, 201) and pending.json()["status"] == "ACCEPT", \
+        pending.text
+    ended = wait_final(client, run["id"], START_TIMEOUT_S + 60)
+    assert ended["state"]["type"] == "CRASHED", ended["state"]
+    assert ended["state"]["message"].endswith(UNSTARTED_REASON)

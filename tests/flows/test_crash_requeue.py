@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from infra.automations import ZOMBIE_MESSAGE
+from infra.automations import ZOMBIE_MESSAGE, unstarted_message
 from infra.crash_requeue import ABORTED, CRASH_RETRY_TAG, requeue_crashed
 from infra.prefect_api import REQUEUED_TAG
 from mlops.fairshare.teams import load_teams
@@ -48,6 +48,7 @@ def test_a_run_that_lost_its_machine_is_requeued_once(prefect_server: None, tmp_
                 entrypoint="flows/x.py:x")
             zombie = await crashed_run(client, deployment, ZOMBIE_MESSAGE, ["team:alpha"])
             orphan = await crashed_run(client, deployment, ABORTED[1])  # its worker died
+            unstarted = await crashed_run(client, deployment, unstarted_message(300))
             other = await crashed_run(client, deployment, "Process exited with code 1")
             stopped = await crashed_run(client, deployment,
                                         "Execution was aborted by an interrupt signal.")
@@ -70,11 +71,12 @@ def test_a_run_that_lost_its_machine_is_requeued_once(prefect_server: None, tmp_
                           flow_run_filter=_tagged(f"{REQUEUED_TAG}{lost}"))]
             return {"first": first, "second": second, "third": third, "copy": copy,
                     "zombie": zombie, "others": others, "noticed": str(noticed.id),
-                    "orphan": orphan}
+                    "orphan": orphan, "unstarted": unstarted}
 
     result = asyncio.run(scenario())
-    assert len(result["first"]) == 3 and result["zombie"] in "".join(result["first"])
+    assert len(result["first"]) == 4 and result["zombie"] in "".join(result["first"])
     assert result["orphan"] in "".join(result["first"])  # aborted when its worker died
+    assert result["unstarted"] in "".join(result["first"])  # died while Pending
     assert result["noticed"] in "".join(result["first"])  # failed on a training SIGTERM
     assert result["second"] == [] and result["third"] == []  # one copy; a copy is not retried
     copy = result["copy"]
