@@ -1,25 +1,27 @@
 """`make bench-chaos`: the platform under a seeded schedule of faults, on the real stack.
 
-`make up` (``python -m infra.services up``, local profile) on free ports in a temporary
-data directory, with three teams (``--teams``) sharing a gpu pool of two slots and the
-fair-share controller. One training run of the first team registers a champion, which an
-inference service (``mlops.serving.deploy.start_service``, supervised) serves; wrk then
-POSTs one row to its ``/v1/predict`` in 2 s slices. For ``--minutes``, each team keeps one
-small training run (synthetic panel in its data folder, ``--epochs``) submitted at a time,
-while the faults of ``benchmarks.chaos_faults`` (worker, lost node, inference service,
-fair-share controller, killed with SIGKILL) come at seeded times (``--seed``). Then no more
-submissions, and up to ``--drain-s`` for the runs to end.
+`make up` (``python -m infra.services up``) on the production profile
+(``benchmarks.chaos_stack``: PostgreSQL, a Redis and an S3-compatible store of the run's
+own, the store behind a fault proxy) on free ports in a temporary data directory, with
+three teams (``--teams``) sharing a gpu pool of two slots and the fair-share controller.
+One training run of the first team registers a champion, which an inference service
+(``mlops.serving.deploy.start_service``, supervised) serves; wrk then POSTs one row to its
+``/v1/predict`` in 2 s slices. For ``--minutes``, each team keeps one small training run
+(synthetic panel in its data folder, ``--epochs``) submitted at a time, while the faults of
+``benchmarks.chaos_faults`` come at seeded times (``--seed``): SIGKILLs of the gpu worker,
+of a whole node (the worker and its runs), of the inference service and of the fair-share
+controller; a Redis restart; the object store away for a window. Then no more submissions,
+and up to ``--drain-s`` for the runs to end.
 
-Not injected (yet): restarting the Prefect server, Redis, or taking the object store away
-(the production profile's).
+Not injected (yet): restarting the Prefect server, PostgreSQL or the MLflow server.
 
 Targets, judged after the whole table: no run stuck (not final after the drain), none
 lost (accepted, then unknown to the server), every failed run with a message (a clear
 error), at least one run completed; no duplicate model version (two versions with one
 ``registration.key``); no request failed outside the service's down windows (a wrk slice
 that overlaps none); each fault detected and recovered within its kind's bound
-(``chaos_faults.BOUNDS_S``). ``--quick``: one team, two runs, a worker kill and a service
-kill, targets not checked.
+(``chaos_faults.BOUNDS_S``). ``--quick``: one team, two runs, a worker kill, a 10 s
+object-store window, a service kill and a Redis restart, targets not checked.
 
 ``python -m benchmarks.bench_chaos`` (`make bench-chaos`).
 """
@@ -60,7 +62,7 @@ class Measured(NamedTuple):
     requests: dict[str, int]  # total, failed inside the down windows, failed outside
     faults: list[FaultResult]
     seconds: float
-    reasons: tuple[str, ...] = ()  # each failed run's state and message
+    reasons: tuple[str, ...] = ()  # each failed run's state and message, each stuck one's
 
 
 def run_parameters(stack: Stack, team: str, epochs: int) -> dict[str, Any]:
@@ -73,13 +75,24 @@ def run_parameters(stack: Stack, team: str, epochs: int) -> dict[str, Any]:
 
 
 def start_inference(stack: Stack, team: str, parameters: dict[str, Any]) -> Any:
-    """The team's champion served by a supervised inference service."""
-    from mlops.config import DatasetSpec, Settings
+    """The team's champion served by a supervised inference service, reading the registry
+    as the team's MLflow user."""
+    from pydantic import SecretStr
+
+    from mlops.config import (
+        DatasetSpec,
+        MlflowAuth,
+        Settings,
+        mlflow_password_variable,
+        mlflow_username,
+    )
     from mlops.serving.deploy import start_service
 
-    settings = Settings(data_dir=stack.data_dir, serve_port=int(stack.env["MLOPS_SERVE_PORT"]))
+    settings = Settings()  # the platform's (chaos_stack.operator_settings)
     spec = DatasetSpec.model_validate(parameters["params"]["spec"])
-    return settings, start_service(spec, settings, f"{team}.{DATASET}")
+    auth = MlflowAuth(username=mlflow_username(team),
+                      password=SecretStr(stack.env[mlflow_password_variable(team)]))
+    return settings, start_service(spec, settings, f"{team}.{DATASET}", auth)
 
 
 def wait_runs(stream: RunStream, timeout_s: float) -> None:
@@ -112,8 +125,11 @@ def chaos(stack: Stack, args: argparse.Namespace, folder: Path) -> Measured:
         from mlops.serving.deploy import stop_service
 
         stop_service(settings)
+    for fault in faults:
+        if fault.kind == "object-store" and fault.recovered_s is not None:
+            fault.note += runs_after(stream, fault.killed_at + fault.down_s)
     counts, reasons = count_runs(stream)
-    return Measured(counts, count_versions(stack, teams),
+    return Measured(counts, count_versions(teams),
                     count_requests(slices, [f for f in faults if f.kind == "service"]),
                     [FaultResult(f.kind, f.detected_s, f.recovered_s, f.note) for f in faults],
                     time.monotonic() - began, tuple(reasons))
@@ -137,8 +153,15 @@ def run_faults(stream: RunStream, faults: list[Fault], victims: Victims,
         fault.done.wait(timeout=360)
 
 
+def runs_after(stream: RunStream, since: float) -> str:
+    """How the runs submitted after ``since`` (monotonic) ended, for a fault's note."""
+    states = [stream.state(run) for run, at in stream.times.items() if at >= since]
+    return f", then {states.count('COMPLETED')} of {len(states)} runs submitted completed"
+
+
 def count_runs(stream: RunStream) -> tuple[dict[str, int], list[str]]:
-    """Runs by outcome, and why each failed one failed (its state and message)."""
+    """Runs by outcome, and why each failed one failed (its state and message) or where
+    each stuck one is."""
     reasons: list[str] = []
     counts = dict.fromkeys(("submitted", "completed", "failed, clear error",
                             "failed, no message", "stuck", "lost"), 0)
@@ -153,27 +176,42 @@ def count_runs(stream: RunStream) -> tuple[dict[str, int], list[str]]:
         if state["type"] == "COMPLETED":
             counts["completed"] += 1
         elif state["type"] in ("FAILED", "CRASHED", "CANCELLED"):
-            reasons.append(f"{state['type']}: {(state.get('message') or '')[:120]}")
+            reasons.append(f"failed run: {state['type']}: {(state.get('message') or '')[:160]}")
             counts["failed, clear error" if state.get("message") else "failed, no message"] += 1
         else:
+            reasons.append(f"stuck run: {run} {state['type']} since {state['timestamp']}, "
+                           f"last log: {last_log(stream, run)}")
             counts["stuck"] += 1
     return counts, reasons
 
 
-def count_versions(stack: Stack, teams: tuple[str, ...]) -> dict[str, int]:
-    """Each team's model versions, and how many share a registration key with another."""
-    from mlflow import MlflowClient
+def last_log(stream: RunStream, run: str) -> str:
+    """The run's last log line (where a stuck run stopped), shortened."""
+    body = {"logs": {"flow_run_id": {"any_": [run]}}, "sort": "TIMESTAMP_DESC", "limit": 1}
+    logs = stream.api.post("/logs/filter", body).json()
+    return f"{logs[0]['timestamp']} {logs[0]['message'][:160]!r}" if logs else "none"
 
+
+def count_versions(teams: tuple[str, ...]) -> dict[str, int]:
+    """Each team's model versions, and how many share a registration key with another (read
+    from the registry's PostgreSQL database, as the platform's role)."""
+    import psycopg2
+
+    from mlops.config import Settings
     from mlops.registry.client import KEY_TAG
 
-    tracking = f"sqlite:///{stack.data_dir / 'mlflow.db'}"
-    client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
-    versions, keys = 0, set()
-    for team in teams:
-        for version in client.search_model_versions(f"name='{team}.{DATASET}'"):
-            versions += 1
-            keys.add(version.tags.get(KEY_TAG) or f"{version.name}/{version.version}")
-    return {"versions": versions, "distinct keys": len(keys), "duplicates": versions - len(keys)}
+    names = [f"{team}.{DATASET}" for team in teams]
+    with psycopg2.connect(Settings().database_url("mlflow")) as connection:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT v.name, v.version, t.value FROM model_versions v "
+                           "LEFT JOIN model_version_tags t ON t.name = v.name AND "
+                           "t.version = v.version AND t.key = %s WHERE v.name = ANY(%s)",
+                           (KEY_TAG, names))
+            rows = cursor.fetchall()
+    connection.close()
+    keys = {key or f"{name}/{version}" for name, version, key in rows}
+    return {"versions": len(rows), "distinct keys": len(keys),
+            "duplicates": len(rows) - len(keys)}
 
 
 def count_requests(slices: list[Slice], downs: list[Fault]) -> dict[str, int]:
@@ -224,7 +262,7 @@ def report(measured: Measured) -> None:
     if notes:
         print("notes: " + "; ".join(notes))
     for reason in measured.reasons:
-        print(f"failed run: {reason}")
+        print(reason)
 
 
 def check_targets(measured: Measured) -> list[Target]:
@@ -264,7 +302,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--drain-s", type=float, default=420.0,
                         help="after the chaos phase, most seconds for the runs to end")
     parser.add_argument("--quick", action="store_true",
-                        help="one team, two runs, two faults; targets not checked")
+                        help="one team, two runs, four faults; targets not checked")
     return parser.parse_args(argv)
 
 

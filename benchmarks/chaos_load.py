@@ -66,6 +66,7 @@ class RunStream:
     in_flight: int = 1
     submitted: dict[str, list[str]] = field(default_factory=dict)
     refused: list[str] = field(default_factory=list)
+    times: dict[str, float] = field(default_factory=dict)  # run id -> when accepted (monotonic)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -79,6 +80,7 @@ class RunStream:
             return None
         run = response.json()["id"]
         self.submitted.setdefault(team, []).append(run)
+        self.times[run] = time.monotonic()
         return run
 
     def top_up(self, limit: int | None = None) -> None:
@@ -106,10 +108,10 @@ class RunStream:
         runs = self.api.post("/flow_runs/filter", body).json()
         return [run["id"] for run in runs if run["state"]["type"] not in FINAL]
 
-    def running(self) -> str | None:
-        """One RUNNING run of the stream, if any."""
-        body = {"flow_runs": {"id": {"any_": self.ids()}, "state": {"type": {"any_": ["RUNNING"]}}}}
-        runs = self.api.post("/flow_runs/filter", body).json() if self.ids() else []
+    def running(self, among: list[str]) -> str | None:
+        """One of the runs ``among`` (the stream's or not) that is RUNNING, if any."""
+        body = {"flow_runs": {"id": {"any_": among}, "state": {"type": {"any_": ["RUNNING"]}}}}
+        runs = self.api.post("/flow_runs/filter", body).json() if among else []
         return runs[0]["id"] if runs else None
 
     def state(self, run: str) -> str:

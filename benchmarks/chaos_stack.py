@@ -1,6 +1,10 @@
 """The real platform for the chaos benchmark: `make up` (``python -m infra.services up``) on
-free ports under a temporary data directory with a three-team teams file, the Prefect API
-reached through the gateway as the platform's admin, and `make down` at the end.
+the production profile (``benchmarks.chaos_services``: PostgreSQL, Redis, S3 behind a fault
+proxy, and the secrets a secret store would hand it) on free ports under a temporary data
+directory with a three-team teams file, the Prefect API reached through the gateway as the
+platform's admin, and `make down` at the end. While it runs, this process's own settings
+are the platform's (its ``MLOPS_*`` and ``AWS_*`` variables, no secrets), as an operator's
+shell on the platform's machine: the inference service it starts inherits them.
 
 Also what the faults need to find their victims: a supervised process's state (its child's
 pid, its restarts) and a process's descendants (a worker's run processes).
@@ -20,8 +24,9 @@ from typing import Any
 
 import httpx
 
+from benchmarks.chaos_services import Services, production_secrets, production_services
 from benchmarks.servers import free_port
-from infra.credentials import PRIVATE, account, read_secrets
+from infra.credentials import PRIVATE, PRIVATE_PREFIXES, account
 from mlops.governance.identities import Role, load_governance
 from mlops.governance.locations import TEAM_FOLDER
 from mlops.processes import supervisor_state_path
@@ -56,9 +61,9 @@ def teams_yaml(teams: list[str]) -> str:
 
 
 class Api:
-    """The stack's REST API through the gateway, retrying while the server answers 503 (its
-    SQLite database busy) or cannot be reached for a moment; writes are made idempotent by
-    the callers (idempotency keys)."""
+    """The stack's REST API through the gateway, retrying while the server answers 503 (busy)
+    or cannot be reached for a moment; writes are made idempotent by the callers
+    (idempotency keys)."""
 
     def __init__(self, api: str, auth: tuple[str, str]) -> None:
         self._client = httpx.Client(base_url=api, timeout=30.0, auth=auth)
@@ -92,6 +97,7 @@ class Stack:
     env: dict[str, str]
     data_dir: Path
     api: Api
+    services: Services
 
     @property
     def platform_dir(self) -> Path:
@@ -119,25 +125,46 @@ def platform(root: Path, teams: list[str]) -> Iterator[Stack]:
     """`make up` with ``teams`` under ``root``; `make down` however the block ends."""
     teams_file = root / "teams.yaml"
     teams_file.write_text(teams_yaml(teams))
-    env = {**os.environ, "MLOPS_DATA_DIR": str(root / "data"),
-           "MLOPS_PREFECT_PORT": str(free_port()), "MLOPS_MLFLOW_PORT": str(free_port()),
-           "MLOPS_PREFECT_INTERNAL_PORT": str(free_port()),
-           "MLOPS_FAIRSHARE_PORT": str(free_port()), "MLOPS_SERVE_PORT": str(free_port()),
-           "MLOPS_PROFILE": "local", "PREFECT_WORKER_QUERY_SECONDS": "2"}
-    for name in [*PRIVATE, "PREFECT_API_URL"]:
-        env.pop(name, None)
+    with production_services(root) as services:
+        env = {**os.environ, "MLOPS_DATA_DIR": str(root / "data"),
+               "MLOPS_PREFECT_PORT": str(free_port()), "MLOPS_MLFLOW_PORT": str(free_port()),
+               "MLOPS_PREFECT_INTERNAL_PORT": str(free_port()),
+               "MLOPS_FAIRSHARE_PORT": str(free_port()), "MLOPS_SERVE_PORT": str(free_port()),
+               "PREFECT_WORKER_QUERY_SECONDS": "2", **services.env}
+        for name in [*PRIVATE, "PREFECT_API_URL"]:
+            env.pop(name, None)
+        env |= production_secrets(teams_file)
+        try:
+            started = platform_command("up", env, "--teams", str(teams_file))
+            if started.returncode != 0:
+                raise RuntimeError(f"make up failed:\n{started.stdout}\n{started.stderr}")
+            governance = load_governance(teams_file)
+            admin = account(governance, Role.ADMIN) or ""
+            auth = (admin, env[governance.identities[admin].credential[4:]])
+            api = Api(f"http://127.0.0.1:{env['MLOPS_PREFECT_PORT']}/api", auth)
+            with operator_settings(env):
+                yield Stack(env, root / "data", api, services)
+        finally:
+            platform_command("down", env)
+
+
+@contextmanager
+def operator_settings(env: dict[str, str]) -> Iterator[None]:
+    """This process's environment with the platform's settings (not its secrets), restored
+    at the end."""
+    settings = {name: value for name, value in env.items()
+                if name.startswith(("MLOPS_", "AWS_")) and name not in PRIVATE
+                and not name.startswith(PRIVATE_PREFIXES)}
+    saved = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
     try:
-        started = platform_command("up", env, "--teams", str(teams_file))
-        if started.returncode != 0:
-            raise RuntimeError(f"make up failed:\n{started.stdout}\n{started.stderr}")
-        governance = load_governance(teams_file)
-        admin = account(governance, Role.ADMIN) or ""
-        values = {**read_secrets(root / "data" / "platform" / "secrets"), **env}
-        auth = (admin, values[governance.identities[admin].credential[4:]])
-        api = Api(f"http://127.0.0.1:{env['MLOPS_PREFECT_PORT']}/api", auth)
-        yield Stack(env, root / "data", api)
+        yield
     finally:
-        platform_command("down", env)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def deploy_pipeline(api: Api, team: str, parameters: dict[str, Any]) -> str:
@@ -169,3 +196,17 @@ def descendants(pid: int) -> list[int]:
         found += children
         todo += children
     return found
+
+
+def flow_runs(pids: list[int]) -> list[str]:
+    """The flow runs these processes run (the ``PREFECT__FLOW_RUN_ID`` a worker gives a run's
+    process; a process that ended meanwhile is skipped)."""
+    found = []
+    for pid in pids:
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        found += [entry.split(b"=", 1)[1].decode() for entry in environ
+                  if entry.startswith(b"PREFECT__FLOW_RUN_ID=")]
+    return sorted(set(found))

@@ -1,64 +1,24 @@
 """Real services for production-profile tests: moto's S3 server on loopback (an
-S3-compatible endpoint, the one thing here that stands in for a cloud service) and, on the
-machine's PostgreSQL, a role and databases of a test's own, dropped afterwards."""
+S3-compatible endpoint, the one thing here that stands in for a cloud service), a private
+Redis and, on the machine's PostgreSQL, a role and databases of a test's own, dropped
+afterwards. The services themselves are ``benchmarks.production_services`` (the chaos
+benchmark runs on them too); this module adds what only tests use."""
 
 from __future__ import annotations
 
-import secrets
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-import redis
-
-from tests.conftest import free_port
-
-AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-       "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-@dataclass
-class S3Server:
-    """moto's S3 server on a loopback port: ``endpoint``, and ``stop`` for outage tests."""
-
-    endpoint: str
-    process: subprocess.Popen
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
-
-
-@contextmanager
-def moto_s3(log: Path, tls: tuple[Path, Path] | None = None) -> Iterator[S3Server]:
-    """An S3-compatible server on a free loopback port, stopped at the end; with ``tls``
-    (certificate, key), on https."""
-    port = free_port()
-    server = Path(sys.executable).parent / "moto_server"
-    options = ["-c", str(tls[0]), "-k", str(tls[1])] if tls else []
-    with log.open("w") as out:
-        process = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port), *options],
-                                   stdout=out, stderr=subprocess.STDOUT)
-    s3 = S3Server(f"{'https' if tls else 'http'}://127.0.0.1:{port}", process)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(s3.endpoint, timeout=1.0, verify=False)
-                break
-            except httpx.HTTPError:
-                assert process.poll() is None, log.read_text()
-                time.sleep(0.2)
-        yield s3
-    finally:
-        s3.stop()
+from benchmarks.production_services import (  # noqa: F401 (re-exported)
+    AWS,
+    RedisServer,
+    S3Server,
+    moto_s3,
+    postgres_tenant,
+)
 
 
 def private_ca(folder: Path) -> tuple[Path, Path, Path]:
@@ -75,60 +35,6 @@ def private_ca(folder: Path) -> tuple[Path, Path, Path]:
     run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
         "-CAcreateserial", "-out", "server.pem", "-days", "1", "-extfile", "san.cnf")
     return folder / "ca.pem", folder / "server.pem", folder / "server.key"
-
-
-class RedisServer:
-    """redis-server on a free port, persisting to its own folder (append-only file), so a
-    restart comes back with the data it had; with ``password``, it requires AUTH."""
-
-    def __init__(self, folder: Path, password: str | None = None) -> None:
-        self.folder, self.port, self.password = folder, free_port(), password
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        auth = ["--requirepass", self.password] if self.password else []
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
-             str(self.folder), "--appendonly", "yes", "--save", "", *auth],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        client = redis.Redis(port=self.port, password=self.password)
-        for _ in range(100):
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                time.sleep(0.1)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()  # SIGTERM: redis writes its append-only file and exits
-            self.process.wait(timeout=30)
-
-
-@contextmanager
-def postgres_tenant() -> Iterator[dict[str, str]]:
-    """Settings for a role and database prefix of this test alone; dropped at the end."""
-    import psycopg2
-    from psycopg2 import sql
-
-    suffix = secrets.token_hex(4)
-    tenant = {"MLOPS_PG_USER": f"mlops_t{suffix}", "MLOPS_PG_PASSWORD": secrets.token_hex(12),
-              "MLOPS_PG_DATABASE_PREFIX": f"mlops_t{suffix}",
-              "MLOPS_AUDIT_KEY": secrets.token_hex(32)}
-    try:
-        yield tenant
-    finally:
-        admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres",
-                                 dbname="postgres")
-        admin.autocommit = True
-        with admin.cursor() as cursor:
-            for name in ("prefect", "mlflow", "mlflow_auth", "feast", "audit"):
-                cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    sql.Identifier(f"{tenant['MLOPS_PG_DATABASE_PREFIX']}_{name}")))
-            cursor.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(
-                sql.Identifier(tenant["MLOPS_PG_USER"])))
-        admin.close()
 
 
 @contextmanager

@@ -7,7 +7,6 @@ first admin (``stack["client"]``); ``stack["secrets"]`` has every credential `up
 from __future__ import annotations
 
 import os
-import secrets
 import subprocess
 import sys
 import time
@@ -18,12 +17,12 @@ from typing import Any
 
 import httpx
 
+from benchmarks.chaos_services import production_secrets
 from infra.credentials import (
     PRIVATE,
     SERVER_AUTH,
     SESSION_KEY,
     account,
-    identity_variables,
     mlflow_variables,
     read_secrets,
 )
@@ -65,9 +64,7 @@ def running_stack(root: Path, *up_args: str, **extra_env: str) -> Iterator[dict]
     teams = Path(up_args[up_args.index("--teams") + 1]) if "--teams" in up_args else DEFAULT_TEAMS
     governance = load_governance(teams)
     if env.get("MLOPS_PROFILE") == "production":
-        env |= {name: secrets.token_urlsafe(24) for name in (
-            SERVER_AUTH, SESSION_KEY, *identity_variables(governance),
-            *mlflow_variables(governance))}
+        env |= production_secrets(teams)
     api = f"http://127.0.0.1:{env['MLOPS_PREFECT_PORT']}/api"
     try:
         started = run_module("infra.services", "up", *up_args, env=env)
