@@ -100,8 +100,9 @@ def test_each_process_gets_only_its_own_credentials(tmp_path: Path, teams: Path,
     assert controller == {"PREFECT_API_AUTH_STRING":
                           f"fairshare-controller:{values['MLOPS_SECRET_CTL']}"}
     assert started["mlflow-server"].env["MLFLOW_AUTH_ADMIN_PASSWORD"] == values[MLFLOW_ADMIN]
-    assert set(started["mlflow-server"].env) == {
-        "MLFLOW_AUTH_CONFIG_PATH", "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"}
+    assert set(started["mlflow-server"].env) == {  # and one setting, no secret
+        "MLFLOW_AUTH_CONFIG_PATH", "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY",
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"}
     for service in started.values():  # no secret on a command line
         assert not set(values.values()) & set(service.command)
     inherited = environment(settings)
