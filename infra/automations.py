@@ -32,8 +32,6 @@ ZOMBIE_MESSAGE = (f"no heartbeat for {ZOMBIE_AFTER_S} s: the run's process or ma
                   "without reporting (marked Crashed by the platform's zombie detection)")
 FINAL_EVENTS = ("Completed", "Failed", "Cancelled", "Crashed")
 UNSTARTED_AUTOMATION = "mlops: crash flow runs that never started"
-
-
 UNSTARTED_REASON = "its worker or machine died as it began (marked Crashed by the platform)"
 
 
@@ -43,6 +41,27 @@ def unstarted_message(start_timeout_s: float) -> str:
 
 def zombie_automation() -> AutomationCore:
     """The automation that marks a run Crashed once its heartbeats stop."""
+    return _crash_when_silent(
+        ZOMBIE_AUTOMATION,
+        f"Marks a flow run Crashed when its heartbeat (every {HEARTBEAT_S} s) stops for "
+        f"{ZOMBIE_AFTER_S} s before it reached a final state.",
+        after="heartbeat", expect="heartbeat", within_s=ZOMBIE_AFTER_S, message=ZOMBIE_MESSAGE)
+
+
+def unstarted_automation(start_timeout_s: float) -> AutomationCore:
+    """The automation that marks a run Crashed when it stays Pending without starting."""
+    return _crash_when_silent(
+        UNSTARTED_AUTOMATION,
+        f"Marks a flow run Crashed when it stays Pending for {start_timeout_s:.0f} s "
+        "without starting or ending.",
+        after="Pending", expect="Running", within_s=start_timeout_s,
+        message=unstarted_message(start_timeout_s))
+
+
+def _crash_when_silent(name: str, description: str, after: str, expect: str,
+                       within_s: float, message: str) -> AutomationCore:
+    """Mark a flow run Crashed when its event ``after`` is followed by neither ``expect``
+    nor a final state within ``within_s`` (a proactive trigger, one per run)."""
     from prefect.client.schemas.objects import StateType
     from prefect.events.actions import ChangeFlowRunState
     from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
@@ -50,43 +69,17 @@ def zombie_automation() -> AutomationCore:
 
     # Every field given explicitly: Prefect's update sends only the fields that were set.
     return AutomationCore(
-        name=ZOMBIE_AUTOMATION, enabled=True,
-        description=f"Marks a flow run Crashed when its heartbeat (every {HEARTBEAT_S} s) "
-                    f"stops for {ZOMBIE_AFTER_S} s before it reached a final state.",
+        name=name, enabled=True, description=description,
         trigger=EventTrigger(
-            after={"prefect.flow-run.heartbeat"},
-            expect={"prefect.flow-run.heartbeat",
+            after={f"prefect.flow-run.{after}"},
+            expect={f"prefect.flow-run.{expect}",
                     *(f"prefect.flow-run.{state}" for state in FINAL_EVENTS)},
             match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
             for_each={"prefect.resource.id"},
             posture=Posture.Proactive,
             threshold=1,
-            within=timedelta(seconds=ZOMBIE_AFTER_S)),
-        actions=[ChangeFlowRunState(state=StateType.CRASHED, message=ZOMBIE_MESSAGE)])
-
-
-def unstarted_automation(start_timeout_s: float) -> AutomationCore:
-    """The automation that marks a run Crashed when it stays Pending without starting."""
-    from prefect.client.schemas.objects import StateType
-    from prefect.events.actions import ChangeFlowRunState
-    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
-    from prefect.events.schemas.events import ResourceSpecification
-
-    return AutomationCore(
-        name=UNSTARTED_AUTOMATION, enabled=True,
-        description=f"Marks a flow run Crashed when it stays Pending for "
-                    f"{start_timeout_s:.0f} s without starting or ending.",
-        trigger=EventTrigger(
-            after={"prefect.flow-run.Pending"},
-            expect={"prefect.flow-run.Running",
-                    *(f"prefect.flow-run.{state}" for state in FINAL_EVENTS)},
-            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
-            for_each={"prefect.resource.id"},
-            posture=Posture.Proactive,
-            threshold=1,
-            within=timedelta(seconds=start_timeout_s)),
-        actions=[ChangeFlowRunState(state=StateType.CRASHED,
-                                    message=unstarted_message(start_timeout_s))])
+            within=timedelta(seconds=within_s)),
+        actions=[ChangeFlowRunState(state=StateType.CRASHED, message=message)])
 
 
 async def ensure_automations(client: PrefectClient, start_timeout_s: float,

@@ -69,8 +69,7 @@ async def requeue_crashed(client: PrefectClient, config: TeamsConfig,
 
 async def _lost(client: PrefectClient, queues: list[str], since: datetime) -> list[FlowRun]:
     """Runs of these queues that ended since ``since`` and lost their machine (see
-    ``_machine_lost``), and are neither a copy nor a distributed
-    parent's stage."""
+    ``_machine_lost``), and are neither a copy nor a distributed parent's stage."""
     from prefect.client.schemas.filters import (
         FlowRunFilter,
         FlowRunFilterEndTime,
