@@ -30,7 +30,13 @@ from starlette.routing import request_response
 from mlops.serving import v2_protocol as v2
 from mlops.serving.access_log import AccessLog
 from mlops.serving.batching import DirectRunner, InferenceRunner, MicroBatcher, RowLimit
-from mlops.serving.body import add_body_schemas, documented_body, parse_body
+from mlops.serving.body import (
+    BINARY_HEADER,
+    add_body_schemas,
+    documented_body,
+    parse_body,
+    parse_with_binary,
+)
 from mlops.serving.errors import (
     ADMIN_ERRORS,
     V1_ERRORS,
@@ -73,7 +79,8 @@ class FeatureLookup(Protocol):
 AdminAuth = Annotated[str | None, Header(description="Bearer <admin token>")]
 # (action, details) -> None: appends to the audit trail, raises when it cannot.
 AdminAudit = Callable[[str, dict[str, Any]], None]
-SERVER = v2.ServerMetadata(name="mlops-inference", version="2", extensions=[])
+SERVER = v2.ServerMetadata(name="mlops-inference", version="2",
+                           extensions=["binary_tensor_data"])
 
 
 class ServingConfig(BaseModel):
@@ -238,7 +245,7 @@ def create_app(manager: ModelManager, lookup: FeatureLookup | None = None,
                   description="Open Inference Protocol (KServe v2) REST; plain JSON predict "
                               "by features or by entity id; Prometheus metrics; admin.")
     app.state.manager, app.state.lookup, app.state.config = manager, lookup, config
-    app.state.metrics = metrics
+    app.state.metrics, app.state.runner = metrics, runner
     install_error_handlers(app)
     app.add_middleware(ObservabilityMiddleware, metrics=metrics, runner=runner,
                        access_log=access_log, max_body_bytes=config.max_body_bytes,
@@ -317,18 +324,21 @@ def _v2_routes(app: FastAPI, manager: ModelManager, runner: InferenceRunner,
         return v2.ModelReady(name=predictor.name, ready=not_ready_reason(app) is None)
 
     async def infer(request: Request) -> Response:
-        if any(key == v2.BINARY_HEADER for key, _ in request.scope["headers"]):
-            raise BadInput("the binary tensor data extension is not supported; send JSON "
-                           f"tensors without the {v2.BINARY_HEADER.decode()} header")
-        body = await parse_body(request, v2.InferRequest)
+        body, binary = await parse_with_binary(request, v2.InferRequest)
         params = request.path_params
         predictor = served(manager, request, params["name"], params.get("version"))
         wanted = v2.selected_outputs(body, predictor.task)
-        matrix = v2.to_matrix(body, predictor.feature_names, config.max_batch)
+        matrix = v2.to_matrix(body, predictor.feature_names, config.max_batch, binary)
         scores = await runner.predict(predictor, matrix, request.scope)
         labels = scores_to_labels(scores, predictor.task) if "label" in wanted else None
-        return _json(v2.infer_response(predictor.name, predictor.version, body.id, wanted,
-                                       scores, labels))
+        as_binary = v2.binary_outputs(body)
+        if not as_binary:
+            return _json(v2.infer_response(predictor.name, predictor.version, body.id, wanted,
+                                           scores, labels))
+        content, json_length = v2.binary_response(predictor.name, predictor.version, body.id,
+                                                  wanted, scores, labels, as_binary)
+        return Response(content, media_type="application/octet-stream",
+                        headers={BINARY_HEADER.decode(): str(json_length)})
 
     _both(app, "POST", "/infer", infer, tags=["v2"], summary="Inference",
           responses=V2_ERRORS, response_model=v2.InferResponse,

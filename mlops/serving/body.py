@@ -31,6 +31,7 @@ READ_TIMED_OUT = "mlops.read_timed_out"
 _CHARSETS = {"utf-8", "ascii", "utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le",
              "utf-32-be"}  # as codecs.lookup names them
 _UTF8_BOM = codecs.BOM_UTF8
+BINARY_HEADER = b"inference-header-content-length"  # the binary tensor data extension
 
 
 class UnsupportedMediaType(ValueError):
@@ -57,7 +58,48 @@ async def parse_body(request: Request, model: type[Body]) -> Body:
     and body stream cost more than the parse itself on a one-row request.
     """
     charset = declared_charset(request.scope["headers"])
-    data = as_utf8(await _read(request), charset)
+    return validated(as_utf8(await _read(request), charset), model)
+
+
+async def parse_with_binary(request: Request, model: type[Body]) -> tuple[Body, memoryview]:
+    """The JSON part of a body as ``model`` and the binary data after it (empty without the
+    binary tensor data extension, whose header gives the JSON part's length).
+
+    With the extension the body may be declared as JSON, as application/octet-stream or not
+    at all (tritonclient sends no Content-Type); its JSON part is UTF-8.
+    """
+    headers = request.scope["headers"]
+    length = binary_header_length(headers)
+    if length is None:
+        return await parse_body(request, model), memoryview(b"")
+    content_type = next((value.decode("latin-1") for key, value in headers
+                         if key == b"content-type"), "")
+    media = content_type.split(";")[0].strip().lower()
+    if media and media != "application/octet-stream" and not is_json(media):
+        raise UnsupportedMediaType(f"with {BINARY_HEADER.decode()} the Content-Type must be "
+                                   f"application/octet-stream or JSON, got {content_type!r}")
+    data = await _read(request)
+    if length > len(data):
+        raise BadBody(f"{BINARY_HEADER.decode()} is {length}, but the body holds only "
+                      f"{len(data)} bytes")
+    return validated(as_utf8(data[:length], "utf-8"), model), memoryview(data)[length:]
+
+
+def binary_header_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    """The JSON part's length from Inference-Header-Content-Length (None when absent); 400
+    when it is not a non-negative integer."""
+    value = next((value for key, value in headers if key == BINARY_HEADER), None)
+    if value is None:
+        return None
+    if not value.strip().isdigit():
+        raise BadBody(f"{BINARY_HEADER.decode()} must be a non-negative integer, got "
+                      f"{value.decode('latin-1')!r}")
+    return int(value)
+
+
+def validated(data: bytes, model: type[Body]) -> Body:
+    """UTF-8 JSON ``data`` parsed and validated as ``model`` in one pass (422 naming each
+    malformed field), a repeated key refused (400)."""
     try:
         parsed = model.model_validate_json(data)
     except ValidationError as exc:

@@ -24,7 +24,7 @@ def outputs(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def test_server_metadata(client: TestClient) -> None:
     assert client.get("/v2").json() == {"name": "mlops-inference", "version": "2",
-                                        "extensions": []}
+                                        "extensions": ["binary_tensor_data"]}
 
 
 @pytest.mark.parametrize("path", ["/v2/models/synthetic", "/v2/models/synthetic/versions/3"])

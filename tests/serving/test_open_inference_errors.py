@@ -34,6 +34,7 @@ def check(response: Any, status: int, *named: str) -> str:
     return message
 
 
+BINARY_TENSOR = {"name": "features", "shape": [1, 4], "datatype": "FP32"}  # no data
 CASES: dict[str, tuple[dict[str, Any], int, list[str]]] = {
     "wrong-width": ({"inputs": [tensor(ROW[:3], [1, 3])]}, 400, ["shape must be [batch, 4]"]),
     "one-d-features": ({"inputs": [tensor(ROW, [4])]}, 400, ["shape must be [batch, 4]"]),
@@ -66,11 +67,15 @@ CASES: dict[str, tuple[dict[str, Any], int, list[str]]] = {
     "repeated-input": ({"inputs": [tensor(), tensor()]}, 400, ["repeat"]),
     "unknown-output": ({"inputs": [tensor()], "outputs": [{"name": "proba"}]}, 400,
                        ["unknown output(s) ['proba']"]),
-    "binary-output-parameter": ({"inputs": [tensor()],
-                                 "parameters": {"binary_data_output": True}}, 400,
-                                ["binary tensor data extension"]),
-    "binary-input-parameter": ({"inputs": [tensor(parameters={"binary_data_size": 16})]},
-                               400, ["binary tensor data extension"]),
+    "binary-size-without-binary-data": (
+        {"inputs": [{**BINARY_TENSOR, "parameters": {"binary_data_size": 16}}]}, 400,
+        ["binary_data_size 16 runs past the 0 bytes of binary data sent"]),
+    "binary-size-not-an-integer": (
+        {"inputs": [{**BINARY_TENSOR, "parameters": {"binary_data_size": "16"}}]}, 400,
+        ["binary_data_size must be a non-negative integer"]),
+    "binary-size-and-data": ({"inputs": [tensor(parameters={"binary_data_size": 16})]}, 400,
+                             ["has both 'data' and binary_data_size"]),
+    "no-data": ({"inputs": [BINARY_TENSOR]}, 400, ["no data; send 'data' or binary data"]),
     "missing-inputs-field": ({"id": "x"}, 422, ["inputs: Field required"]),
     "missing-datatype": ({"inputs": [{"name": "features", "shape": [1, 4], "data": ROW}]},
                          422, ["inputs.0.datatype: Field required"]),
@@ -120,9 +125,15 @@ def test_fp16_values_within_its_range_are_served(client: TestClient) -> None:
     (json.dumps({"inputs": [tensor()]}), {"content-type": "text/csv"}, 415,
      ["application/json", "text/csv"]),
     (json.dumps({"inputs": [tensor()]}), {"content-type": "application/json",
-                                          "inference-header-content-length": "120"}, 400,
-     ["binary tensor data extension"]),
-], ids=["not-json", "wrong-content-type", "binary-header"])
+                                          "inference-header-content-length": "999"}, 400,
+     ["inference-header-content-length is 999, but the body holds only"]),
+    (json.dumps({"inputs": [tensor()]}), {"inference-header-content-length": "-3"}, 400,
+     ["must be a non-negative integer, got '-3'"]),
+    (json.dumps({"inputs": [tensor()]}), {"content-type": "text/csv",
+                                          "inference-header-content-length": "10"}, 415,
+     ["application/octet-stream or JSON, got 'text/csv'"]),
+], ids=["not-json", "wrong-content-type", "binary-header-past-the-body",
+        "binary-header-negative", "binary-with-csv"])
 def test_bad_bodies_and_headers(client: TestClient, content: str, headers: dict[str, str],
                                 status: int, named: list[str]) -> None:
     check(client.post(INFER, content=content, headers=headers), status, *named)
