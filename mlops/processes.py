@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from mlops.supervisor import read_state
 
@@ -93,9 +94,10 @@ class ServerNotReady(RuntimeError):
 
 
 def wait_until_ready(url: str, process: subprocess.Popen | Supervised, log_path: Path,
-                     timeout_s: float = 180.0) -> None:
+                     timeout_s: float = 180.0, verify: Any = True) -> None:
     """Poll GET ``url`` until it answers 200; ServerNotReady with the end of the log when the
-    process exits first, the URL answers 404 (no such route) or the time runs out."""
+    process exits first, the URL answers 404 (no such route) or the time runs out.
+    ``verify``: httpx's (an ``ssl.SSLContext`` for a server of a private CA)."""
     import httpx  # only the callers that wait on a server pay for it
 
     deadline = time.monotonic() + timeout_s
@@ -104,7 +106,7 @@ def wait_until_ready(url: str, process: subprocess.Popen | Supervised, log_path:
             raise ServerNotReady(f"{url}: the server exited with code {process.returncode}:\n"
                            f"{tail(log_path)}")
         try:
-            status = httpx.get(url, timeout=2.0).status_code
+            status = httpx.get(url, timeout=2.0, verify=verify).status_code
         except httpx.HTTPError:
             status = None
         if status == 200:

@@ -15,11 +15,12 @@ import inspect
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Annotated, Any, Protocol
 
 import numpy as np
 import orjson
-from fastapi import FastAPI, Header, Request
+from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
@@ -27,16 +28,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from starlette.routing import request_response
 
+from mlops.serving import openapi
 from mlops.serving import v2_protocol as v2
 from mlops.serving.access_log import AccessLog
 from mlops.serving.batching import DirectRunner, InferenceRunner, MicroBatcher, RowLimit
-from mlops.serving.body import (
-    BINARY_HEADER,
-    add_body_schemas,
-    documented_body,
-    parse_body,
-    parse_with_binary,
-)
+from mlops.serving.body import BINARY_HEADER, parse_body, parse_with_binary
 from mlops.serving.errors import (
     ADMIN_ERRORS,
     V1_ERRORS,
@@ -52,6 +48,7 @@ from mlops.serving.errors import (
     check_rows,
     install_error_handlers,
 )
+from mlops.serving.hot_path import ServiceApp, install_hot_routes
 from mlops.serving.metrics import ServiceMetrics
 from mlops.serving.middleware import ObservabilityMiddleware
 from mlops.serving.model_manager import ModelManager, SwapResult
@@ -76,7 +73,7 @@ class FeatureLookup(Protocol):
     def matrix(self, entity_ids: list[Any]) -> np.ndarray: ...
 
 
-AdminAuth = Annotated[str | None, Header(description="Bearer <admin token>")]
+AdminAuth = Annotated[str | None, openapi.ADMIN_BEARER]  # the raw Authorization header
 # (action, details) -> None: appends to the audit trail, raises when it cannot.
 AdminAudit = Callable[[str, dict[str, Any]], None]
 SERVER = v2.ServerMetadata(name="mlops-inference", version="2",
@@ -101,6 +98,9 @@ class ServingConfig(BaseModel):
     body_timeout_s: float = Field(30.0, gt=0, description="Seconds to receive a request's "
                                   "body once its headers are in.")
     retry_after_s: int = Field(1, ge=1, description="Retry-After of a 503 when full.")
+    inline_budget_us: float = Field(250.0, ge=0, description="ONNX Runtime calls that took at "
+                                    "most this long at warm-up run on the event loop (no "
+                                    "thread hand-off); 0: always on an inference thread.")
     admin_token: SecretStr | None = None
     entity_lookup: bool = Field(False, description="A feature store will be attached.")
     access_log: bool = Field(True, description="One JSON line per request on stderr.")
@@ -158,10 +158,11 @@ def _batched(path: str) -> bool:
 
 def make_runner(config: ServingConfig, metrics: ServiceMetrics) -> InferenceRunner:
     limit = RowLimit(config.max_queued_rows, config.retry_after_s)
+    inline_s = config.inline_budget_us / 1e6
     if config.batch_window_ms > 0:
         return MicroBatcher(config.batch_window_ms, config.batch_max_rows,
-                            metrics.observe_inference, limit)
-    return DirectRunner(config.inference_threads, metrics.observe_inference, limit)
+                            metrics.observe_inference, limit, inline_s)
+    return DirectRunner(config.inference_threads, metrics.observe_inference, limit, inline_s)
 
 
 def not_ready_reason(app: FastAPI) -> str | None:
@@ -239,7 +240,7 @@ def create_app(manager: ModelManager, lookup: FeatureLookup | None = None,
 
     # FastAPI's own OpenTelemetry hooks are off: /metrics is the service's observability,
     # and their per-request check is paid on every request.
-    app = FastAPI(title="mlops inference service", version="2", lifespan=lifespan,
+    app = ServiceApp(title="mlops inference service", version="2", lifespan=lifespan,
                   telemetry={"tracing": False, "metrics": False, "logs": False,
                              "operation_spans": False},
                   description="Open Inference Protocol (KServe v2) REST; plain JSON predict "
@@ -247,9 +248,10 @@ def create_app(manager: ModelManager, lookup: FeatureLookup | None = None,
     app.state.manager, app.state.lookup, app.state.config = manager, lookup, config
     app.state.metrics, app.state.runner = metrics, runner
     install_error_handlers(app)
-    app.add_middleware(ObservabilityMiddleware, metrics=metrics, runner=runner,
+    observed = partial(ObservabilityMiddleware, metrics=metrics, runner=runner,
                        access_log=access_log, max_body_bytes=config.max_body_bytes,
                        batched_paths=_batched, retry_after_s=config.retry_after_s)
+    app.add_middleware(observed)
     manager.listener = lambda result, current: metrics.model_changed(result.status, current)
     if manager.current is not None:
         metrics.model_changed("loaded", manager.current)
@@ -258,9 +260,10 @@ def create_app(manager: ModelManager, lookup: FeatureLookup | None = None,
     _v1_routes(app, manager, runner, config)
     _health_routes(app)
     _admin_routes(app, manager, config, audit or (lambda action, details: None))
+    install_hot_routes(app, observed)
     # FastAPI adds its documentation routes first; they go last so inference matches first.
     app.router.routes.sort(key=lambda route: getattr(route, "path", "") in _DOC_PATHS)
-    add_body_schemas(app, v2.InferRequest, PredictRequest, EntityRequest)
+    openapi.install(app, manager, config.max_batch)
     return app
 
 
@@ -342,7 +345,7 @@ def _v2_routes(app: FastAPI, manager: ModelManager, runner: InferenceRunner,
 
     _both(app, "POST", "/infer", infer, tags=["v2"], summary="Inference",
           responses=V2_ERRORS, response_model=v2.InferResponse,
-          openapi_extra=documented_body(v2.InferRequest), route_class_override=LeanRoute)
+          openapi_extra=openapi.documented_body(v2.InferRequest), route_class_override=LeanRoute)
     _both(app, "GET", "", model_metadata, tags=["v2"], summary="Model metadata",
           responses=V2_ERRORS, response_model=v2.ModelMetadata)
     _both(app, "GET", "/ready", model_ready, tags=["v2"], summary="Model ready",
@@ -372,12 +375,12 @@ def _v1_routes(app: FastAPI, manager: ModelManager, runner: InferenceRunner,
         "/v1/predict", predict, methods=["POST"], tags=["v1"],
         summary="Predict from feature values", response_model=PredictResponse,
         response_model_exclude_none=True, responses=V1_ERRORS,
-        openapi_extra=documented_body(PredictRequest), route_class_override=LeanRoute)
+        openapi_extra=openapi.documented_body(PredictRequest), route_class_override=LeanRoute)
 
     @app.post("/v1/predict/entity", tags=["v1"], summary="Predict from the online store",
               response_model=PredictResponse, response_model_exclude_none=True,
               responses={**V1_ERRORS, 404: V1_ERRORS[400]},
-              openapi_extra=documented_body(EntityRequest))
+              openapi_extra=openapi.documented_body(EntityRequest))
     async def predict_entity(request: Request) -> Response:
         body = await parse_body(request, EntityRequest)
         predictor = served(manager, request)

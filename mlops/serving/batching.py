@@ -1,15 +1,19 @@
-"""Where ONNX Runtime calls run: off the event loop, one call per request or micro-batched.
+"""Where ONNX Runtime calls run: on the event loop when short, else off it; one call per
+request or micro-batched.
 
-``MicroBatcher`` joins concurrent requests into one ONNX Runtime call on one inference
-thread. A batch closes at the end of the event-loop iteration in which its requests were
-parsed, unless a request that has already arrived at an inference route is still being
-read (then it waits for it, at most ``window_ms``), or at once when it holds ``max_rows``
-rows. So a lone request never waits (no added latency at concurrency 1), requests that
-uvicorn starts together share a call, and a slow client delays others by at most the
-window. Rows of different model versions never share a call, which keeps a hot swap
-exact. A thread hand-off costs several times a small MLP's ONNX Runtime call: sharing it
-is what raises throughput (``make bench-serving`` measures both runners). ``DirectRunner``
-is the same interface without batching (a pool of threads, one call per request).
+``MicroBatcher`` joins concurrent requests into one ONNX Runtime call. A batch closes at
+the end of the event-loop iteration in which its requests were parsed, unless a request
+that has already arrived at an inference route is still being read (then it waits for it,
+at most ``window_ms``), or at once when it holds ``max_rows`` rows. So a lone request never
+waits for others, requests that uvicorn starts together share a call, and a slow client
+delays others by at most the window. Rows of different model versions never share a call,
+which keeps a hot swap exact. ``DirectRunner`` is the same interface without batching.
+
+Where a call runs (``InlineRule``): a call of a batch size that the predictor's warm-up
+timed within ``inline_budget_s`` runs on the event loop itself, because handing it to a
+thread and back costs several times a small model's call and the loop would only wait for
+it; a longer one runs on an inference thread (the batcher's one, or the direct runner's
+pool), so the loop keeps reading requests meanwhile. ``make bench-serving`` measures both.
 
 Both bound the rows they hold (``RowLimit``): rows accepted and not yet answered, waiting
 for a batch, queued for the inference thread or running. A request that would go over
@@ -81,13 +85,31 @@ def _timed(observe: Observer, predictor: OnnxPredictor, *matrices: np.ndarray) -
     return scores
 
 
-class DirectRunner:
-    """One ONNX Runtime call per request, on a pool of ``threads`` threads."""
+class InlineRule:
+    """Which calls run on the event loop: those the predictor's warm-up timed within the
+    budget (0: none). Remembered for the predictor serving now."""
 
-    def __init__(self, threads: int, observe: Observer, limit: RowLimit | None = None) -> None:
+    def __init__(self, budget_s: float) -> None:
+        self.budget_s = budget_s
+        self._predictor: OnnxPredictor | None = None
+        self._rows = 0
+
+    def rows(self, predictor: OnnxPredictor) -> int:
+        if predictor is not self._predictor:
+            self._predictor, self._rows = predictor, predictor.rows_within(self.budget_s)
+        return self._rows
+
+
+class DirectRunner:
+    """One ONNX Runtime call per request: inline when short, else on a pool of
+    ``threads`` threads."""
+
+    def __init__(self, threads: int, observe: Observer, limit: RowLimit | None = None,
+                 inline_budget_s: float = 0.0) -> None:
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="inference")
         self._observe = observe
         self.limit = limit or RowLimit(1 << 62)
+        self.inline = InlineRule(inline_budget_s)
 
     def arrived(self, scope: MutableMapping[str, Any]) -> None:
         pass
@@ -99,6 +121,8 @@ class DirectRunner:
                       scope: MutableMapping[str, Any] | None = None) -> np.ndarray:
         self.limit.take(len(matrix))
         try:
+            if len(matrix) <= self.inline.rows(predictor):
+                return _timed(self._observe, predictor, matrix)
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._pool, _timed, self._observe, predictor,
                                               matrix)
@@ -123,12 +147,13 @@ class MicroBatcher:
     """
 
     def __init__(self, window_ms: float, max_rows: int, observe: Observer,
-                 limit: RowLimit | None = None) -> None:
+                 limit: RowLimit | None = None, inline_budget_s: float = 0.0) -> None:
         if window_ms <= 0 or max_rows < 1:
             raise ValueError("a micro-batcher needs window_ms > 0 and max_rows >= 1")
         self.window_s, self.max_rows = window_ms / 1000.0, max_rows
         self._observe = observe
         self.limit = limit or RowLimit(1 << 62)
+        self.inline = InlineRule(inline_budget_s)
         self._worker = _Worker("micro-batch")
         self._waiting: list[_Waiting] = []
         self._rows = 0
@@ -184,9 +209,11 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         for predictor in {id(w.predictor): w.predictor for w in batch}.values():
             group = [w for w in batch if w.predictor is predictor]
-            self._worker.submit(loop, partial(_timed, self._observe, predictor,
-                                              *[w.matrix for w in group]),
-                                partial(_deliver, group, self.limit))
+            call = partial(_timed, self._observe, predictor, *[w.matrix for w in group])
+            if sum(len(w.matrix) for w in group) <= self.inline.rows(predictor):
+                _deliver(group, self.limit, *_outcome(call))
+            else:
+                self._worker.submit(loop, call, partial(_deliver, group, self.limit))
 
     def close(self) -> None:
         self._worker.close()
@@ -211,16 +238,20 @@ class _Worker:
         while (job := self._jobs.get()) is not None:
             loop, call, done = job
             try:
-                result, error = call(), None
-            except Exception as exc:  # the batch's error goes to each of its requests
-                result, error = None, exc
-            try:
-                loop.call_soon_threadsafe(done, result, error)
+                loop.call_soon_threadsafe(done, *_outcome(call))
             except RuntimeError:  # the loop has closed: nobody is waiting any more
                 pass
 
     def close(self) -> None:
         self._jobs.put(None)
+
+
+def _outcome(call: Callable[[], np.ndarray]) -> tuple[np.ndarray | None, Exception | None]:
+    """A call's result or its error, as the worker thread reports them."""
+    try:
+        return call(), None
+    except Exception as exc:  # the batch's error goes to each of its requests
+        return None, exc
 
 
 def _deliver(group: list[_Waiting], limit: RowLimit, scores: np.ndarray | None,

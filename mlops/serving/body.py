@@ -2,8 +2,8 @@
 
 A FastAPI body parameter costs an order of magnitude more per request (annotation
 introspection on every call, then the standard library's JSON parser) than
-``model_validate_json``, which parses and validates in one pass. The routes declare their
-body through ``documented_body`` so that the OpenAPI document still describes it exactly.
+``model_validate_json``, which parses and validates in one pass. The OpenAPI document
+describes these bodies all the same (``mlops.serving.openapi``).
 
 What a body may be: JSON, declared so or not declared at all (``tritonclient.http`` and
 curl's ``--data-binary`` send no Content-Type; KServe and Triton accept that), in UTF-8 or,
@@ -20,7 +20,7 @@ import codecs
 import json
 from typing import Any, TypeVar
 
-from fastapi import FastAPI, Request
+from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
@@ -188,22 +188,26 @@ def _count_keys(value: Any) -> int:
     """Keys held by a parsed body's models, their dicts and lists of dicts or models.
 
     A lower bound (objects nested deeper are not counted), which keeps ``duplicate_key``
-    sound: a shortfall only sends the body to the exact check.
+    sound: a shortfall only sends the body to the exact check. A loop over a stack, not
+    recursion: it runs on every request.
     """
-    kind = type(value)
-    if kind is dict:
-        return len(value)
-    if kind is list:
-        first = type(value[0]) if value else None
-        if first is dict:  # v1 records
-            return sum(len(item) for item in value if type(item) is dict)
-        if first is not None and issubclass(first, BaseModel):
-            return sum(map(_count_keys, value))
-        return 0
-    if issubclass(kind, BaseModel):
-        fields = value.__pydantic_fields_set__
-        return len(fields) + sum(_count_keys(getattr(value, name)) for name in fields)
-    return 0
+    count, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            count += len(item)
+        elif kind is list:
+            first = type(item[0]) if item else None
+            if first is dict:  # v1 records
+                count += sum(len(entry) for entry in item if type(entry) is dict)
+            elif first is not None and issubclass(first, BaseModel):
+                stack.extend(item)
+        elif isinstance(item, BaseModel):
+            fields, values = item.__pydantic_fields_set__, item.__dict__
+            count += len(fields)
+            stack.extend(values[name] for name in fields)
+    return count
 
 
 async def _read(request: Request) -> bytes:
@@ -219,26 +223,3 @@ async def _read(request: Request) -> bytes:
         chunks.append(message.get("body", b""))
     return b"".join(chunks)
 
-
-def documented_body(model: type[BaseModel]) -> dict[str, Any]:
-    """``openapi_extra`` of a route whose body is ``model`` (see ``add_body_schemas``)."""
-    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
-
-
-def add_body_schemas(app: FastAPI, *models: type[BaseModel]) -> None:
-    """Put the body models (and the models they use) into the OpenAPI components."""
-    generate = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            document = generate()
-            schemas = document.setdefault("components", {}).setdefault("schemas", {})
-            for model in models:
-                schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-                schemas.update(schema.pop("$defs", {}))
-                schemas[model.__name__] = schema
-            app.openapi_schema = document
-        return app.openapi_schema
-
-    app.openapi = openapi

@@ -145,6 +145,20 @@ def _internal(request: Request, exc: Exception) -> JSONResponse:
                         status_code=500)
 
 
+def error_response(request: Request, exc: Exception) -> JSONResponse:
+    """The response the app's exception handlers give ``exc``, for code that runs outside
+    FastAPI's exception middleware (``mlops.serving.hot_path``); the most specific class
+    wins, as in Starlette."""
+    for kind in type(exc).__mro__:
+        if kind in STATUS_BY_ERROR:
+            return _error(STATUS_BY_ERROR[kind], request, exc)
+        if kind is RequestValidationError:
+            return _invalid_request(request, exc)
+        if kind is HTTPException:
+            return _http_error(request, exc)
+    return _internal(request, exc)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     for error_type, status in STATUS_BY_ERROR.items():
         app.add_exception_handler(error_type, partial(_error, status))

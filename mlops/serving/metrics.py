@@ -51,13 +51,17 @@ class Histogram:
 class ServiceMetrics:
     """Requests, latency, ONNX Runtime calls and the model served, in a registry of their own.
 
-    Request series are updated on the event loop only; inference series from inference
-    threads, under a lock.
+    HTTP requests are counted by route and status, gRPC calls (``mlops.serving.grpc``) by
+    method and status code, in series of their own: a status label never mixes the two
+    protocols' codes. Request series are updated on the event loop only; inference series
+    from inference threads, under a lock.
     """
 
     def __init__(self) -> None:
         self.requests: dict[tuple[str, str, str], int] = defaultdict(int)
         self.latency: dict[str, Histogram] = {}
+        self.grpc_calls: dict[tuple[str, str], int] = defaultdict(int)
+        self.grpc_latency: dict[str, Histogram] = {}
         self.batch_rows, self.inference = Histogram(ROW_BUCKETS), Histogram(LATENCY_BUCKETS)
         self.models: dict[tuple[str, str, str], int] = {}
         self.changes: dict[str, int] = defaultdict(int)
@@ -70,6 +74,14 @@ class ServiceMetrics:
         histogram = self.latency.get(route)
         if histogram is None:
             histogram = self.latency[route] = Histogram(LATENCY_BUCKETS)
+        histogram.observe(seconds)
+
+    def observe_grpc(self, method: str, code: str, seconds: float) -> None:
+        """One gRPC call: its method (``ModelInfer``) and status code name (``OK``)."""
+        self.grpc_calls[(method, code)] += 1
+        histogram = self.grpc_latency.get(method)
+        if histogram is None:
+            histogram = self.grpc_latency[method] = Histogram(LATENCY_BUCKETS)
         histogram.observe(seconds)
 
     def observe_inference(self, rows: int, seconds: float) -> None:
@@ -93,6 +105,14 @@ class ServiceMetrics:
                                         "latency", labels=["route"])
         for route, histogram in list(self.latency.items()):
             latency.add_metric([route], histogram.buckets(), histogram.sum)
+        calls = CounterMetricFamily("mlops_grpc_requests", "gRPC calls by method and status "
+                                    "code", labels=["method", "code"])
+        for labels, count in list(self.grpc_calls.items()):
+            calls.add_metric(labels, count)
+        call_latency = HistogramMetricFamily("mlops_grpc_request_duration_seconds", "gRPC "
+                                             "call latency", labels=["method"])
+        for method, histogram in list(self.grpc_latency.items()):
+            call_latency.add_metric([method], histogram.buckets(), histogram.sum)
         with self._lock:
             rows = HistogramMetricFamily("mlops_inference_batch_rows", "Rows per ONNX Runtime "
                                          "call (micro-batches included)")
@@ -108,4 +128,4 @@ class ServiceMetrics:
                                       labels=["status"])
         for status, count in list(self.changes.items()):
             changes.add_metric([status], count)
-        yield from (requests, latency, rows, seconds, model, changes)
+        yield from (requests, latency, calls, call_latency, rows, seconds, model, changes)

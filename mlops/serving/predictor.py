@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,7 @@ class OnnxPredictor:
                  sha256: str) -> None:
         self.session, self.name, self.version, self.sha256 = session, name, version, sha256
         self.feature_names, self.task, self.metadata = read_contract(session)
+        self.warm_seconds: dict[int, float] = {}  # batch size -> seconds of one call
 
     @classmethod
     def load(cls, path: str, expected_sha256: str | None = None, name: str | None = None,
@@ -120,14 +122,22 @@ class OnnxPredictor:
         return predictor
 
     def warm_up(self, batches: tuple[int, ...] = WARM_UP_BATCHES) -> None:
-        """Run each batch size once so that allocation and kernel choice happen before
-        the first request; a model that cannot score a zero matrix fails here."""
+        """Run each batch size so that allocation and kernel choice happen before the first
+        request (a model that cannot score a zero matrix fails here), then time it: the
+        fastest of three runs, so that one preempted run does not count (``rows_within``)."""
         width = len(self.feature_names)
         for rows in batches:
-            scores = self.predict(np.zeros((rows, width), dtype=np.float32))
+            matrix = np.zeros((rows, width), dtype=np.float32)
+            scores = self.predict(matrix)
             if scores.shape != (rows,):
                 raise ModelContractError(f"model returned {list(scores.shape)} predictions "
                                          f"for {rows} rows")
+            self.warm_seconds[rows] = min(_seconds(self.predict, matrix) for _ in range(3))
+
+    def rows_within(self, budget_s: float) -> int:
+        """The largest warm-up batch whose call took at most ``budget_s`` (0: none)."""
+        return max((rows for rows, seconds in self.warm_seconds.items()
+                    if seconds <= budget_s), default=0)
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         """One prediction per row of a [batch, n_features] matrix in feature_names order."""
@@ -141,3 +151,9 @@ class OnnxPredictor:
         return {"name": self.name, "version": self.version, "task": self.task,
                 "feature_names": self.feature_names, "sha256": self.sha256,
                 "label": self.metadata.get("label"), "dataset": self.metadata.get("dataset")}
+
+
+def _seconds(call: Any, *args: Any) -> float:
+    start = time.perf_counter()
+    call(*args)
+    return time.perf_counter() - start

@@ -41,6 +41,34 @@ def timeout_response(detail: str) -> bytes:
             + body)
 
 
+class CoalescingTransport:
+    """A transport whose writes within one event-loop iteration leave in one system call.
+
+    uvicorn writes a response's head and its body separately, two sends per response;
+    joined at the end of the iteration they are one (pipelined responses too)."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport, self._loop = transport, loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(data)
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if pending and not self._transport.is_closing():
+            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class LimitedHttpProtocol(HttpToolsProtocol):
     """One connection, with read deadlines and the connection bound (set per server by
     ``limited_protocol``)."""
@@ -58,6 +86,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.transport = CoalescingTransport(transport, self.loop)  # type: ignore[assignment]
         self._arm(self.header_timeout_s)  # a connection that never sends a request
 
     def connection_lost(self, exc: Exception | None) -> None:

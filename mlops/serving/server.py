@@ -16,6 +16,13 @@ beyond --max-queued-rows rows waiting for inference a request is answered 503 wi
 Retry-After (--retry-after-s) at once instead of queueing. A request's headers must arrive
 within --header-timeout-s and its body within --body-timeout-s after them (else 408 and the
 connection is closed), so slow or lying clients cannot hold connections.
+
+``--grpc-port`` also serves the protocol's gRPC service on the same event loop, sharing the
+model manager (a hot swap is seen by both), micro-batching, limits and metrics.
+
+TLS: ``--ssl-certfile`` and ``--ssl-keyfile`` serve https (and gRPC over TLS);
+``--ssl-ca-certs`` adds mutual TLS (clients must present a certificate that CA signed).
+The files are checked before any port opens (``mlops.serving.tls``).
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from mlops.serving.model_manager import (
 )
 from mlops.serving.predictor import ModelContractError, OnnxPredictor
 from mlops.serving.protocol import limited_protocol
+from mlops.serving.tls import TlsFiles, tls_files
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +98,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
              "(default %(default)s)")
     add("--retry-after-s", type=int, default=defaults.retry_after_s,
         help="Retry-After of the 503s when full (default %(default)s)")
+    add("--inline-budget-us", type=float, default=defaults.inline_budget_us,
+        help="ONNX Runtime calls that took at most this long at warm-up run on the event "
+             "loop instead of a thread (0: never; default %(default)s)")
     add("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default 1)")
     add("--poll-s", type=float, default=0.0, help="follow the alias every N s (0: only on "
                                                    "POST /admin/reload)")
+    add("--grpc-port", type=int, default=0, help="Open Inference Protocol gRPC on this port "
+        "too, sharing the model, batching and metrics (0: off)")
+    add("--ssl-certfile", type=Path, help="PEM certificate (chain): serve https (and gRPC "
+        "over TLS)")
+    add("--ssl-keyfile", type=Path, help="PEM private key of --ssl-certfile")
+    add("--ssl-ca-certs", type=Path, help="PEM CA of client certificates: mutual TLS, "
+        "every client must present a certificate this CA signed")
     add("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     add("--no-access-log", action="store_true", help="no JSON line per request")
     return parser.parse_args(argv)
@@ -171,8 +189,9 @@ def start_up(args: argparse.Namespace, spec: DatasetSpec | None, manager: ModelM
     gc.collect()
     gc.freeze()
     current = manager.current
-    log.info("serving %s v%s on http://%s:%d (entity lookup: %s)", current.name,
-             current.version, args.host, args.port, spec is not None)
+    log.info("serving %s v%s on %s://%s:%d (entity lookup: %s)", current.name,
+             current.version, "https" if args.ssl_certfile else "http", args.host, args.port,
+             spec is not None)
 
 
 def _configure_logging(level: str) -> None:
@@ -181,17 +200,24 @@ def _configure_logging(level: str) -> None:
 
 
 def uvicorn_config(app: FastAPI, config: ServingConfig, host: str, port: int,
-                   log_level: str = "info") -> Any:
+                   log_level: str = "info", tls: TlsFiles | None = None) -> Any:
     """uvicorn's settings for the service: its protocol with the read deadlines and the
     connection bound (``mlops.serving.protocol``; uvicorn's own ``limit_concurrency``
-    answers 503 without Retry-After), no uvicorn access log (the app writes its own) and
-    uvicorn's loggers propagating to the process's stderr handler (log_config=None)."""
+    answers 503 without Retry-After), no uvicorn access log (the app writes its own),
+    uvicorn's loggers propagating to the process's stderr handler (log_config=None), and
+    https (mutual when ``tls`` names a client CA) with the context ``mlops.serving.tls``
+    checked."""
     import uvicorn
 
     protocol = limited_protocol(config.header_timeout_s, config.body_timeout_s,
                                 config.max_connections)
+    options: dict[str, Any] = {}
+    if tls is not None:
+        context = tls.server_context()
+        options = {"ssl_certfile": tls.certfile, "ssl_keyfile": tls.keyfile,
+                   "ssl_context_factory": lambda config, default: context}
     return uvicorn.Config(app, host=host, port=port, http=protocol, log_config=None,
-                          log_level=log_level, access_log=False)
+                          log_level=log_level, access_log=False, **options)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -207,8 +233,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             inference_threads=args.inference_threads, max_queued_rows=args.max_queued_rows,
             max_connections=args.max_connections, header_timeout_s=args.header_timeout_s,
             body_timeout_s=args.body_timeout_s, retry_after_s=args.retry_after_s,
+            inline_budget_us=args.inline_budget_us,
             admin_token=admin_token(), entity_lookup=spec is not None,
             access_log=not args.no_access_log)
+        tls = tls_files(args.ssl_certfile, args.ssl_keyfile, args.ssl_ca_certs)
         manager = ModelManager(model_source(args), args.threads, not args.allow_unverified,
                                feature_check(spec))
     except Exception as exc:  # bad flags, spec or token file: one line, no traceback
@@ -217,7 +245,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     import uvicorn
 
     app = create_app(manager, None, config, audit=admin_audit(manager.source, args.data_dir))
-    server = uvicorn.Server(uvicorn_config(app, config, args.host, args.port, args.log_level))
+    if args.grpc_port:
+        from mlops.serving.grpc import attach_grpc  # grpc's import is paid only when used
+
+        attach_grpc(app, args.host, args.grpc_port, tls)
+    server = uvicorn.Server(uvicorn_config(app, config, args.host, args.port, args.log_level,
+                                           tls))
     failed = threading.Event()
 
     def fail() -> None:
@@ -226,7 +259,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     threading.Thread(target=start_up, args=(args, spec, manager, app, fail),
                      name="start-up", daemon=True).start()
-    server.run()
+    try:
+        server.run()
+    except SystemExit:  # uvicorn exits 3 when start-up fails (a gRPC port in use, say)
+        failed.set()
     manager.stop()
     return 2 if failed.is_set() else 0
 

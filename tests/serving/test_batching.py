@@ -7,6 +7,8 @@ the rule under test says the batch must close without waiting for it.
 from __future__ import annotations
 
 import asyncio
+import copy
+import threading
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -161,6 +163,44 @@ def test_direct_runner_runs_each_request_alone(predictor: OnnxPredictor) -> None
     assert [len(r) for r in run(four())] == [1, 2, 3, 4]
     assert sorted(calls) == [1, 2, 3, 4]
     runner.close()
+
+
+class Threads(list):
+    """The thread of every ONNX Runtime call."""
+
+    def __call__(self, rows: int, seconds: float) -> None:
+        self.append(threading.current_thread())
+
+
+@pytest.mark.parametrize("runner", ["micro-batching", "direct"])
+def test_calls_timed_within_the_budget_at_warm_up_run_on_the_loop(
+        predictor: OnnxPredictor, runner: str) -> None:
+    """A tiny model's calls run on the event loop's thread with a budget, on an inference
+    thread without one (budget 0), with the same results."""
+    for budget_s, on_loop in ((1.0, True), (0.0, False)):
+        threads = Threads()
+        made = (MicroBatcher(NEVER_MS, 256, threads, inline_budget_s=budget_s)
+                if runner == "micro-batching" else DirectRunner(1, threads,
+                                                                inline_budget_s=budget_s))
+
+        async def one(made: MicroBatcher | DirectRunner) -> np.ndarray:
+            scope: dict = {}
+            made.arrived(scope)
+            return await made.predict(predictor, ROWS[:3], scope)
+
+        np.testing.assert_allclose(run(one(made)), expected_scores(ROWS[:3]), rtol=1e-5)
+        assert (threads == [threading.main_thread()]) is on_loop, threads
+        made.close()
+
+
+def test_rows_within_a_budget_come_from_the_warm_up_timings(predictor: OnnxPredictor) -> None:
+    assert set(predictor.warm_seconds) == {1, 8, 64, 256}
+    assert all(seconds > 0 for seconds in predictor.warm_seconds.values())
+    timed = copy.copy(predictor)
+    timed.warm_seconds = {1: 1e-5, 8: 2e-5, 64: 1e-3, 256: 5e-3}
+    assert timed.rows_within(250e-6) == 8
+    assert timed.rows_within(1e-2) == 256
+    assert timed.rows_within(0.0) == 0
 
 
 def test_batcher_refuses_a_zero_window() -> None:

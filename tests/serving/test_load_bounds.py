@@ -34,8 +34,9 @@ def test_a_burst_over_the_queue_limit_gets_503_with_retry_after(
         onnx_model: tuple[Path, str], window_ms: float) -> None:
     rows = np.random.default_rng(7).normal(size=(96, 4)).astype(np.float32)
     expected = expected_scores(rows)
+    # Inference on a thread (no inline calls), so that rows queue and the bound is reached.
     with serving(onnx_model, max_batch=2, max_queued_rows=2, batch_window_ms=window_ms,
-                 inference_threads=1, retry_after_s=3) as (url, _):
+                 inference_threads=1, retry_after_s=3, inline_budget_us=0) as (url, _):
         responses = asyncio.run(_burst(url, rows))
         assert httpx.post(f"{url}/v1/predict", json={"records": [{"f0": 1, "f1": 2, "f2": 3,
                                                                   "f3": 4}]}).status_code == 200

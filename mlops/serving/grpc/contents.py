@@ -1,0 +1,108 @@
+"""A ModelInfer message's tensors: its inputs decoded, its outputs encoded (pure).
+
+An input's values travel either as raw little-endian bytes (``raw_input_contents``, one
+entry per input in input order: what tritonclient.grpc sends) or typed
+(``InferTensorContents``, the field of the input's datatype). The Open Inference Protocol
+allows one way per request, so mixing them is refused. Decoded values go through
+``mlops.serving.tensors``, the checks and matrix assembly REST uses, so both protocols
+accept and refuse the same tensors with the same messages.
+
+Outputs answer the way the inputs came: raw bytes in ``raw_output_contents`` after raw
+inputs (tritonclient's ``InferResult.as_numpy`` reads only those for numeric outputs),
+typed contents after typed inputs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import partial
+
+import numpy as np
+
+from mlops.serving.errors import BadInput
+from mlops.serving.grpc import grpc_predict_v2_pb2 as pb
+from mlops.serving.tensors import (
+    Tensor,
+    assemble,
+    check_shape,
+    checked_values,
+    dtype_of,
+    raw_values,
+)
+
+# The InferTensorContents field of each datatype and the numpy type its values arrive in.
+# FP16 has none (raw contents only), BYTES is refused as on REST (``dtype_of``).
+TYPED_FIELDS: dict[str, tuple[str, type[np.generic]]] = {
+    "BOOL": ("bool_contents", np.bool_), "INT8": ("int_contents", np.int32),
+    "INT16": ("int_contents", np.int32), "INT32": ("int_contents", np.int32),
+    "INT64": ("int64_contents", np.int64), "UINT8": ("uint_contents", np.uint32),
+    "UINT16": ("uint_contents", np.uint32), "UINT32": ("uint_contents", np.uint32),
+    "UINT64": ("uint64_contents", np.uint64), "FP32": ("fp32_contents", np.float32),
+    "FP64": ("fp64_contents", np.float64),
+}
+_CONTENT_FIELDS = [field.name for field in pb.InferTensorContents.DESCRIPTOR.fields]
+Output = tuple[str, str, np.ndarray]  # (name, datatype, values) of one output
+
+
+def _where(index: int, tensor: pb.ModelInferRequest.InferInputTensor) -> str:
+    return f"inputs[{index}] ({tensor.name!r})"
+
+
+def typed_values(where: str, tensor: pb.ModelInferRequest.InferInputTensor) -> np.ndarray:
+    """Flat float32 values of a tensor sent in the contents field of its datatype."""
+    shape, datatype = list(tensor.shape), tensor.datatype
+    dtype_of(where, datatype)  # an unknown datatype is refused by name first, as on REST
+    check_shape(where, shape)
+    sent = [name for name in _CONTENT_FIELDS if len(getattr(tensor.contents, name))]
+    field, numpy_type = TYPED_FIELDS.get(datatype, (None, None))
+    if field is None:
+        raise BadInput(f"{where}: {datatype} values have no contents field; send them in "
+                       "raw_input_contents")
+    if sent not in ([], [field]):
+        raise BadInput(f"{where}: {datatype} values go in contents.{field}; "
+                       f"{', '.join(sent)} was sent")
+    values = np.array(getattr(tensor.contents, field), dtype=numpy_type)
+    expected = math.prod(shape)
+    if values.size != expected:
+        raise BadInput(f"{where}: shape {shape} holds {expected} values, contents.{field} "
+                       f"has {values.size}")
+    return checked_values(where, datatype, values)
+
+
+def request_tensors(request: pb.ModelInferRequest) -> list[Tensor]:
+    """The request's inputs, each decoded once its shape has been checked."""
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise BadInput(f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} "
+                       "inputs; send one per input, in the order of inputs")
+    tensors = []
+    for index, tensor in enumerate(request.inputs):
+        where = _where(index, tensor)
+        if raw and tensor.HasField("contents"):
+            raise BadInput(f"{where}: has contents while the request sends "
+                           "raw_input_contents; send every input one way")
+        decode = (partial(raw_values, where, tensor.datatype, list(tensor.shape), raw[index])
+                  if raw else partial(typed_values, where, tensor))
+        tensors.append(Tensor(tensor.name, list(tensor.shape), decode))
+    return tensors
+
+
+def request_matrix(request: pb.ModelInferRequest, feature_names: Sequence[str],
+                   max_batch: int) -> np.ndarray:
+    """The [batch, n_features] float32 matrix of a request, in the model's feature order."""
+    return assemble(request_tensors(request), feature_names, max_batch)
+
+
+def infer_response(name: str, version: str, request_id: str, outputs: Sequence[Output],
+                   raw: bool) -> pb.ModelInferResponse:
+    """The response of the wanted outputs, raw (``raw_output_contents``) or typed."""
+    response = pb.ModelInferResponse(model_name=name, model_version=version, id=request_id)
+    for output_name, datatype, values in outputs:
+        tensor = response.outputs.add(name=output_name, datatype=datatype,
+                                      shape=[len(values)])
+        if raw:
+            response.raw_output_contents.append(values.tobytes())
+        else:
+            getattr(tensor.contents, TYPED_FIELDS[datatype][0]).extend(values.tolist())
+    return response
