@@ -6,7 +6,9 @@ the end of the event-loop iteration in which its requests were parsed, unless a 
 that has already arrived at an inference route is still being read (then it waits for it,
 at most ``window_ms``), or at once when it holds ``max_rows`` rows. So a lone request never
 waits for others, requests that uvicorn starts together share a call, and a slow client
-delays others by at most the window. Rows of different model versions never share a call,
+delays others by at most the window. A lone request whose call runs inline (below) does
+not even wait for the end of the iteration: it runs at once, and only the requests that
+follow it in the same iteration form a batch. Rows of different model versions never share a call,
 which keeps a hot swap exact. ``DirectRunner`` is the same interface without batching.
 
 Where a call runs (``InlineRule``): a call of a batch size that the predictor's warm-up
@@ -160,6 +162,7 @@ class MicroBatcher:
         self._incoming = 0  # requests that arrived and have neither joined nor left
         self._timer: asyncio.TimerHandle | None = None
         self._closing = False  # a close is scheduled for the end of this loop iteration
+        self._ran_alone = False  # a request ran at once in this loop iteration
 
     def arrived(self, scope: MutableMapping[str, Any]) -> None:
         scope[ARRIVAL_KEY] = True
@@ -180,11 +183,30 @@ class MicroBatcher:
         except Overloaded:
             self._close_if_due()  # a batch may have been waiting for this request
             raise
+        if self._alone(predictor, len(matrix)):
+            try:
+                return _timed(self._observe, predictor, matrix)
+            finally:
+                self.limit.give(len(matrix))
         future = asyncio.get_running_loop().create_future()
         self._waiting.append(_Waiting(predictor, matrix, future))
         self._rows += len(matrix)
         self._close_if_due()
         return await future
+
+    def _alone(self, predictor: OnnxPredictor, rows: int) -> bool:
+        """Whether this request runs at once, inline: nothing waits or is on its way, no
+        other request ran so in this loop iteration (those that follow it in the same
+        iteration batch together) and the call is short enough to run on the loop."""
+        if self._ran_alone or self._waiting or self._incoming > 0 or (
+                rows > self.inline.rows(predictor)):
+            return False
+        self._ran_alone = True
+        asyncio.get_running_loop().call_soon(self._next_iteration)
+        return True
+
+    def _next_iteration(self) -> None:
+        self._ran_alone = False
 
     def _close_if_due(self) -> None:
         if not self._waiting or self._closing:

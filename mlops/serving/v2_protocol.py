@@ -193,7 +193,31 @@ def request_tensors(request: InferRequest, binary: bytes | memoryview = b"") -> 
 def to_matrix(request: InferRequest, feature_names: Sequence[str], max_batch: int,
               binary: bytes | memoryview = b"") -> np.ndarray:
     """The [batch, n_features] float32 matrix of a request, in the model's feature order."""
+    if not binary and len(request.inputs) == 1:
+        matrix = _plain_features(request.inputs[0], len(feature_names), max_batch)
+        if matrix is not None:
+            return matrix
     return assemble(request_tensors(request, binary), feature_names, max_batch)
+
+
+def _plain_features(tensor: RequestInput, width: int, max_batch: int) -> np.ndarray | None:
+    """The common request in one step: a 'features' FP32 tensor of flat JSON numbers, all
+    finite, of a valid shape. None for anything else, which the general path checks (and
+    names what is wrong)."""
+    data, shape = tensor.data, tensor.shape
+    if (tensor.name != "features" or tensor.datatype != "FP32" or data is None
+            or tensor.parameters or len(shape) != 2 or shape[1] != width
+            or not 0 < shape[0] <= max_batch or len(data) != shape[0] * width
+            or not set(map(type, data)) <= _NUMBERS):
+        return None
+    try:
+        values = np.array(data, dtype=np.float32)
+    except OverflowError:
+        return None
+    # A float64 sum of float32 values cannot overflow: it is finite when every value is.
+    if not math.isfinite(values.sum(dtype=np.float64)):
+        return None
+    return values.reshape(shape)
 
 
 def selected_outputs(request: InferRequest, task: str) -> list[str]:
