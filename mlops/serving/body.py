@@ -68,12 +68,17 @@ async def parse_with_binary(request: Request, model: type[Body]) -> tuple[Body, 
     With the extension the body may be declared as JSON, as application/octet-stream or not
     at all (tritonclient sends no Content-Type); its JSON part is UTF-8.
     """
-    headers = request.scope["headers"]
-    length = binary_header_length(headers)
+    declared, binary = None, None
+    for key, value in request.scope["headers"]:  # one pass over the raw headers
+        if key == b"content-type":
+            declared = value
+        elif key == BINARY_HEADER:
+            binary = value
+    length = binary_header_length(binary)
     if length is None:
-        return await parse_body(request, model), memoryview(b"")
-    content_type = next((value.decode("latin-1") for key, value in headers
-                         if key == b"content-type"), "")
+        charset = _charset(declared.decode("latin-1") if declared is not None else None)
+        return validated(as_utf8(await _read(request), charset), model), memoryview(b"")
+    content_type = declared.decode("latin-1") if declared is not None else ""
     media = content_type.split(";")[0].strip().lower()
     if media and media != "application/octet-stream" and not is_json(media):
         raise UnsupportedMediaType(f"with {BINARY_HEADER.decode()} the Content-Type must be "
@@ -85,10 +90,9 @@ async def parse_with_binary(request: Request, model: type[Body]) -> tuple[Body, 
     return validated(as_utf8(data[:length], "utf-8"), model), memoryview(data)[length:]
 
 
-def binary_header_length(headers: list[tuple[bytes, bytes]]) -> int | None:
-    """The JSON part's length from Inference-Header-Content-Length (None when absent); 400
-    when it is not a non-negative integer."""
-    value = next((value for key, value in headers if key == BINARY_HEADER), None)
+def binary_header_length(value: bytes | None) -> int | None:
+    """The JSON part's length from the Inference-Header-Content-Length header's value (None
+    when absent); 400 when it is not a non-negative integer."""
     if value is None:
         return None
     if not value.strip().isdigit():
@@ -116,9 +120,12 @@ def validated(data: bytes, model: type[Body]) -> Body:
 def declared_charset(headers: list[tuple[bytes, bytes]]) -> str:
     """The body's charset (codecs' name) from the Content-Type: UTF-8 when none is given;
     415 for a media type other than JSON or a charset other than UTF-8/16/32."""
-    content_type = next((value.decode("latin-1") for key, value in headers
-                         if key == b"content-type"), None)
-    if content_type is None:
+    return _charset(next((value.decode("latin-1") for key, value in headers
+                          if key == b"content-type"), None))
+
+
+def _charset(content_type: str | None) -> str:
+    if content_type is None or content_type == "application/json":
         return "utf-8"
     if not is_json(content_type):
         raise UnsupportedMediaType(f"Content-Type must be application/json, got "
