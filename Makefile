@@ -55,12 +55,15 @@ provision: venv
 deploy: venv
 	$(PY) -m infra.flow_deployments
 
-# Debian's wrk: the load generator of bench-serving, whose quick mode the tests run; Debian's
+# Debian's wrk and h2load (nghttp2-client): bench-serving's REST and gRPC load generators,
+# whose quick mode the tests run, and openssl for its throwaway TLS certificate; Debian's
 # chromium: the browser of the gateway's UI test (driven by Playwright, never downloaded).
 # Installed when missing (through sudo where make does not run as root, as on CI runners).
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 tools:
 	command -v wrk >/dev/null || ($(SUDO) apt-get install -y wrk || ($(SUDO) apt-get update && $(SUDO) apt-get install -y wrk))
+	command -v h2load >/dev/null || ($(SUDO) apt-get install -y nghttp2-client || ($(SUDO) apt-get update && $(SUDO) apt-get install -y nghttp2-client))
+	command -v openssl >/dev/null || ($(SUDO) apt-get install -y openssl || ($(SUDO) apt-get update && $(SUDO) apt-get install -y openssl))
 	command -v chromium >/dev/null || ($(SUDO) apt-get install -y chromium || ($(SUDO) apt-get update && $(SUDO) apt-get install -y chromium))
 
 test: venv tools
@@ -72,7 +75,9 @@ test-fast: venv
 bench: venv
 	$(PY) -m benchmarks.bench_pipeline $(BENCH_ARGS)
 
-# Load test of the inference service with wrk (Debian's package; installed when missing).
+# The inference service beside KServe's ModelServer, mlflow models serve and the FastAPI and
+# bare ASGI floors (uvicorn, granian), REST (wrk), gRPC (h2load) and TLS, in alternating
+# rounds; BENCH_ARGS=--quick for one round of 1 s runs (what the tests run).
 bench-serving: venv tools
 	$(PY) -m benchmarks.bench_serving $(BENCH_ARGS)
 

@@ -1,10 +1,11 @@
-"""The HTTP floor of the serving benchmark: the service's HTTP stack with no model behind it.
+"""The FastAPI floor of the serving benchmark: the service's HTTP stack with no model behind it.
 
 FastAPI on uvicorn, started exactly as ``mlops.serving.server`` starts it (``uvicorn.run(app, host,
 port, log_config=None, access_log=False)``; uvloop and httptools are installed, so uvicorn
 picks them). The predict routes take the same POSTs as the service and answer a constant
 JSON body without reading or parsing the request: whatever the service spends above this
-floor is its own work (parsing, validation, inference, serialisation).
+floor is its own work (parsing, validation, inference, serialisation). The bare ASGI floor
+(``benchmarks.asgi_floor``) is the same answer without FastAPI: the server's own ceiling.
 
 ``python -m benchmarks.http_floor --port 8099``
 """
@@ -30,7 +31,7 @@ def _json(body: bytes) -> Response:
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(title="HTTP floor")
+    app = FastAPI(title="FastAPI floor")
 
     @app.get("/ready")
     @app.get("/v2/health/ready")

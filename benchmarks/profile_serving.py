@@ -1,11 +1,15 @@
 """Where a request's time goes: CPU microseconds per request, in-process, without HTTP.
 
-The service's ASGI app and the HTTP floor's are called directly (the same ASGI messages
-uvicorn would send) in alternating rounds, so both see the same machine; the medians are
-CPU time of the whole process (event loop and inference threads). Then one profile of the
-service's inference route, grouped by package. HTTP parsing (uvicorn, httptools) is not
-in these numbers: it is the same for every server. Run by `make bench-serving` after the
-load test, or alone: ``python -m benchmarks.profile_serving --tracking-uri <uri>``.
+The service's ASGI app, the FastAPI floor's and the bare ASGI floor's are called directly
+(the same ASGI messages uvicorn would send) in alternating rounds, so all see the same
+machine; the medians are CPU time of the whole process (event loop and inference
+threads). The bare floor is the zero of this harness (its own calls, nothing else), the
+FastAPI floor what the framework alone costs, so the service's own work is its figure
+less the bare floor's. Then one profile of the service's inference route, grouped by
+package. HTTP parsing (uvicorn, httptools) is not in these numbers: it is the same for
+every app on one server. Run by `make bench-serving` after the load test (its target
+(e) judges the service with batching on, as deployed), or alone:
+``python -m benchmarks.profile_serving --tracking-uri <uri>``.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from benchmarks import http_floor
+from benchmarks import asgi_floor, http_floor
 from mlops.serving.access_log import AccessLog
 from mlops.serving.app import ServingConfig, create_app
 from mlops.serving.model_manager import ModelManager, RegistrySource
@@ -57,9 +61,13 @@ async def _call(app: Any, path: str, body: bytes) -> None:
 
 
 async def _cpu_per_call(work: Any, calls: int = CALLS) -> float:
+    """CPU us per call, each call in its own event-loop iteration, as a server reads each
+    request of one client from its socket in a new iteration (called back to back without
+    one, every call after the first would find the batcher's iteration still open)."""
     start = time.process_time()
     for _ in range(calls):
         await work()
+        await asyncio.sleep(0)
     return (time.process_time() - start) / calls * 1e6
 
 
@@ -77,7 +85,7 @@ def measure(manager: ModelManager, rows: list[list[float]], rounds: int = ROUNDS
     body = orjson.dumps({"inputs": [{"name": "features", "shape": [len(rows), len(rows[0])],
                                      "datatype": "FP32", "data": sum(rows, [])}]})
     sink = open(os.devnull, "wb")  # the access log is written, then dropped
-    apps = {"HTTP floor app": http_floor.create_app(),
+    apps = {"bare ASGI floor app": asgi_floor.app, "FastAPI floor app": http_floor.create_app(),
             "service, batching on": create_app(manager, None, ServingConfig(),
                                                AccessLog(sink)),
             "service, batching off": create_app(manager, None, ServingConfig(batch_window_ms=0),
@@ -141,11 +149,12 @@ def _package(filename: str) -> str:
 
 
 def report(result: dict[str, Any]) -> None:
-    profile = result.pop("profile")
+    profile = result["profile"]
     print("\n## Where the time goes (in-process, no HTTP; CPU us per request, median)\n")
     print("| variant | CPU us |\n|---|---:|")
     for name, value in result.items():
-        print(f"| {name} | {value:.0f} |")
+        if name != "profile":
+            print(f"| {name} | {value:.0f} |")
     print("\nEvent-loop thread CPU on the inference route (batching off), by package:\n")
     print("| package | share |\n|---|---:|")
     for name, share in profile.items():

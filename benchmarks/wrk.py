@@ -1,8 +1,11 @@
 """wrk as a library: a generated Lua script per POST body, one run, its numbers as a dataclass.
 
-The script sets method, body and Content-Type, and its ``done()`` prints one line with the
-request count, the run's duration, the latency percentiles from wrk's histogram (in
-microseconds, more precise than ``--latency``'s rounded text) and the error counters.
+The script sets method, body and headers (Content-Type JSON unless told otherwise), and
+its ``done()`` prints one line with the request count, the run's duration, the latency
+percentiles from wrk's histogram (in microseconds, more precise than ``--latency``'s
+rounded text) and the error counters. The body is written as a Lua string with every
+byte outside printable ASCII escaped, so binary bodies (the Open Inference Protocol's
+binary tensor extension) arrive byte for byte. ``https://`` URLs are loaded over TLS.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ end
 
 
 @dataclass(frozen=True)
-class WrkResult:
+class LoadResult:
+    """One load run's numbers (wrk's, or h2load's: ``benchmarks.h2load``)."""
+
     requests: int
     seconds: float
     rps: float
@@ -49,20 +54,27 @@ def version() -> str:
     return re.sub(r"\s+Copyright.*", "", first).strip()
 
 
-def write_script(path: Path, body: str, method: str = "POST") -> Path:
-    """A Lua script that sends ``body`` as JSON on every request and reports in done()."""
-    if "]==]" in body:
-        raise ValueError("body must not contain the Lua long-string terminator ]==]")
-    path.write_text(
-        f'local MARK = "{MARK}"\n'
-        f'wrk.method = "{method}"\n'
-        f"wrk.body = [==[{body}]==]\n"
-        'wrk.headers["Content-Type"] = "application/json"\n' + _DONE)
+def lua_string(data: bytes) -> str:
+    """A double-quoted Lua literal of exactly these bytes (decimal escapes, 3 digits each,
+    so a digit after an escape is never read as part of it)."""
+    return '"' + "".join(chr(b) if 32 <= b < 127 and b not in (34, 92) else f"\\{b:03d}"
+                         for b in data) + '"'
+
+
+def write_script(path: Path, body: str | bytes, method: str = "POST",
+                 headers: dict[str, str] | None = None) -> Path:
+    """A Lua script that sends ``body`` with ``headers`` (default: JSON's Content-Type) on
+    every request and reports in done()."""
+    data = body.encode() if isinstance(body, str) else body
+    lines = [f"wrk.headers[{lua_string(name.encode())}] = {lua_string(value.encode())}"
+             for name, value in (headers or {"Content-Type": "application/json"}).items()]
+    path.write_text(f'local MARK = "{MARK}"\nwrk.method = "{method}"\n'
+                    f"wrk.body = {lua_string(data)}\n" + "\n".join(lines) + "\n" + _DONE)
     return path
 
 
 def run(url: str, script: Path, connections: int, threads: int, seconds: float,
-        timeout_s: float = 5.0) -> WrkResult:
+        timeout_s: float = 5.0) -> LoadResult:
     """One wrk run against url; raises when wrk fails or prints no result line."""
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s",
                f"--timeout={timeout_s:g}s", "-s", str(script), url]
@@ -75,6 +87,6 @@ def run(url: str, script: Path, connections: int, threads: int, seconds: float,
     raw = json.loads(line.removeprefix(MARK))
     elapsed = raw["duration_us"] / 1e6
     errors = sum(raw[key] for key in ("connect", "read", "write", "status", "timeout"))
-    return WrkResult(requests=raw["requests"], seconds=elapsed, rps=raw["requests"] / elapsed,
+    return LoadResult(requests=raw["requests"], seconds=elapsed, rps=raw["requests"] / elapsed,
                      p50_ms=raw["p50_us"] / 1000, p99_ms=raw["p99_us"] / 1000,
                      mean_ms=raw["mean_us"] / 1000, max_ms=raw["max_us"] / 1000, errors=errors)

@@ -48,18 +48,25 @@ def test_pipeline_exits_1_when_prefect_overhead_is_over_target(benchmark_module,
 
 
 def run(key: str, kind: str, connections: int, **numbers: float) -> dict:
-    defaults = {"rps": 1000.0, "p50_ms": 0.5, "p99_ms": 1.0, "errors": 0}
-    return {"server": key, "key": key, "kind": kind, "connections": connections,
+    defaults = {"rps": 1000.0, "p50_ms": 0.5, "p99_ms": 0.8, "errors": 0}
+    return {"server": key, "key": key, "kind": kind, "connections": connections, "runs": 5,
             "requests": 1000, "seconds": 1.0, "mean_ms": 0.5, "max_ms": 2.0,
             **defaults, **numbers}
 
 
+SERVING_RPS = {  # c16 req/s by server and kind that meet every serving target
+    "batching-on": {"1-row": 20000, "64-row": 9000, "1-row binary": 21000,
+                    "64-row binary": 12000, "gRPC 1-row": 22000, "gRPC 64-row": 12000},
+    "batching-off": {"1-row": 15000, "64-row": 8000}, "kserve": {"1-row": 1500, "64-row": 800},
+    "mlflow": {"1-row": 1000, "64-row": 300}, "floor": {"1-row": 25000, "64-row": 24000},
+    "asgi-uvicorn": {"1-row": 30000, "64-row": 25000},
+    "asgi-granian": {"1-row": 32000, "64-row": 26000}}
+
+
 def serving_runs(**entity_numbers: float) -> list[dict]:
     """Runs of every server that meet every serving target, but for the entity run's."""
-    rows = [run(key, kind, c, rps=rps * (16 if c == 16 else 1))
-            for key, rps in (("batching-on", 2000), ("batching-off", 1500), ("mlflow", 50),
-                             ("floor", 2500))
-            for kind in ("1-row", "64-row") for c in (1, 16)]
+    rows = [run(key, kind, c, rps=rps if c == 16 else rps / 8)
+            for key, kinds in SERVING_RPS.items() for kind, rps in kinds.items() for c in (1, 16)]
     for key in ("batching-on", "batching-off"):
         rows += [run(key, "entity", c, **entity_numbers) for c in (1, 16)]
     return rows
@@ -69,25 +76,35 @@ def test_serving_exits_1_when_the_entity_route_is_too_slow(benchmark_module, mon
                                                            capsys, tmp_path):
     bench = benchmark_module("bench_serving")
     meta = {"model": "wage_panel", "version": "1", "cpus": 2, "loadavg": "0", "platform": "x",
-            "wrk": "wrk", "routes": "r", "duration_s": 5, "warmup_s": 1, "quick": False,
-            "paired_rounds": 5, "paired_seconds": 3}
-    pairs = {"1-row": {"batching-on": 20000, "floor": 30000},
-             "64-row": {"batching-on": 9000, "floor": 30000}}
+            "wrk": "wrk", "h2load": "h2load", "duration_s": 2, "warmup_s": 1, "rounds": 5,
+            "quick": False, "service_http_server": "uvicorn"}
+    profile = {"bare ASGI floor app": 4.0, "FastAPI floor app": 80.0,
+               "service, batching on": 70.0, "profile": {}}
 
     def measured(rows: list[dict]) -> bench.Measured:
-        return bench.Measured(meta, rows, pairs, {"HTTP floor app": 80.0, "profile": {}})
+        return bench.Measured(meta, rows, profile)
 
     monkeypatch.setattr(bench, "measure", lambda args: measured(serving_runs(p99_ms=9.0)))
     assert bench.main(["--bench-dir", str(tmp_path)]) == 1
     out = capsys.readouterr().out
-    assert "- FAIL (d) predict-by-entity p99 <= 5 ms, c1: p99 9.000 ms" in out
-    assert out.index("| HTTP floor app | 80 |") < out.index("FAIL: 1 of 7 targets missed")
+    assert "- FAIL (c) predict-by-entity p99 <= 1.5 ms, c1: p99 9.000 ms" in out
+    assert "- PASS (a) service >= 10x KServe ModelServer, 1-row c16: 13.33x" in out
+    assert ("- PASS (b) service >= 35% of the bare ASGI floor on its server (uvicorn), 64-row "
+            "c16: 36% (9000 / 25000 req/s)") in out
+    assert out.index("| FastAPI floor app | 80 |") < out.index("FAIL: 1 of 13 targets missed")
     monkeypatch.setattr(bench, "measure", lambda args: measured(serving_runs()))
     assert bench.main(["--bench-dir", str(tmp_path)]) == 0
     errors = serving_runs() + [run("floor", "1-row", 16, errors=3)]
-    assert [t.name for t in bench.serving_report.targets(errors) if t.passed is False] == [
-        "every run without errors"]
+    assert [t.name for t in bench.serving_report.targets(errors, profile) if t.passed is False
+            ] == ["every run without errors"]
     assert all(t.passed is None for t in bench.serving_report.targets([])[:-1])
+    slow_grpc = [r for r in serving_runs() if r["kind"] != "gRPC 1-row"] + [
+        run("batching-on", "gRPC 1-row", 16, rps=19000.0)]
+    assert [t.name for t in bench.serving_report.targets(slow_grpc, profile)
+            if t.passed is False] == ["(d) gRPC >= JSON REST, 1-row c16"]
+    skipped = {"key": "tls", "server": "service, TLS", "kind": "1-row", "connections": 16,
+               "skipped": "n/a (service has no --ssl-certfile)"}
+    assert bench.serving_report.find([skipped], "tls", "1-row", 16) is None
 
 
 def test_fairshare_exits_1_when_a_slow_controller_misses_its_targets(run_benchmark, tmp_path):

@@ -16,6 +16,8 @@ import pytest
 
 from benchmarks.targets import QUICK_NOTE
 
+REPO = Path(__file__).resolve().parents[2]
+
 VERDICT_LINE = re.compile(r"^(- (PASS|FAIL) |(PASS|FAIL): )", re.MULTILINE)
 
 
@@ -71,24 +73,54 @@ def test_pipeline_quick_times_plain_and_prefect_runs_and_both_engines(run_benchm
         assert speedup and float(speedup[1]) > 0
 
 
+SERVING_KINDS = {  # the request kinds of each server, at c1 and c16
+    "service, batching on": ("1-row", "64-row", "1-row binary", "64-row binary", "entity",
+                             "gRPC 1-row", "gRPC 64-row"),
+    "service, batching off": ("1-row", "64-row", "entity"),
+    "KServe ModelServer": ("1-row", "64-row", "gRPC 1-row", "gRPC 64-row"),
+    "mlflow models serve": ("1-row", "64-row"), "FastAPI floor": ("1-row", "64-row"),
+    "bare ASGI floor, uvicorn": ("1-row", "64-row"),
+    "bare ASGI floor, granian": ("1-row", "64-row"),
+}
+
+
 @pytest.mark.slow
-def test_serving_quick_loads_every_server_with_wrk(run_benchmark, tmp_path: Path):
-    out = ran_quick(run_benchmark("bench_serving", "--quick", "--bench-dir", str(tmp_path)))
-    kinds = {"service, batching on": ("1-row", "64-row", "entity"),
-             "service, batching off": ("1-row", "64-row", "entity"),
-             "mlflow models serve": ("1-row", "64-row"), "HTTP floor": ("1-row", "64-row")}
-    for server, expected in kinds.items():
-        runs = [row for row in markdown_rows(out, server) if len(row) == 7]  # the wrk table
-        assert sorted((kind, conc) for _, kind, conc, *_ in runs) == sorted(
-            (kind, conc) for kind in expected for conc in ("1", "16")), out
-        assert all(number(row[3]) > 0 and row[6] == "0" for row in runs)  # req/s, errors
-    for kind in ("1-row", "64-row"):  # side by side: service and floor req/s
-        (pair,) = markdown_rows(out, kind)
-        assert number(pair[1]) > 0 and number(pair[2]) > 0
-    (profiled,) = markdown_rows(out, "HTTP floor app")  # where the time goes
-    assert number(profiled[1]) > 0
+def test_serving_quick_loads_every_server_side_by_side(run_benchmark, tmp_path: Path):
+    out = ran_quick(run_benchmark("bench_serving", "--quick", "--bench-dir", str(tmp_path),
+                                  timeout=600))
+    table = {server: [row for row in markdown_rows(out, server) if len(row) == 7]
+             for server in [*SERVING_KINDS, "service, TLS"]}
+    expected = {server: sorted((kind, conc) for kind in kinds for conc in ("1", "16"))
+                for server, kinds in SERVING_KINDS.items()}
+    for server, kinds in {**expected, "service, TLS": [("1-row", "16")]}.items():
+        assert sorted((kind, conc) for _, kind, conc, *_ in table[server]) == kinds, out
+    runs = [row for rows in table.values() for row in rows if not row[3].startswith("n/a")]
+    assert all(number(row[3]) > 0 and row[6] == "0" for row in runs)  # req/s, errors
+    not_offered = [row for rows in table.values() for row in rows if row[3].startswith("n/a")]
+    assert {row[3] for row in not_offered} <= {"n/a (service has no --grpc-port)",
+                                              "n/a (service has no --ssl-certfile)"}
+    for server in ("KServe ModelServer", "mlflow models serve", "bare ASGI floor, uvicorn"):
+        (side,) = [row for row in markdown_rows(out, server) if len(row) == 5]
+        assert number(side[1]) > 0 and number(side[2]) > 0  # side by side: req/s, ratio
+    for app in ("bare ASGI floor app", "FastAPI floor app", "service, batching on"):
+        (profiled,) = markdown_rows(out, app)[-1:]  # where the time goes
+        assert number(profiled[1]) > 0
     saved = json.loads((tmp_path / "bench-serving.json").read_text())
-    assert saved["meta"]["quick"] and len(saved["runs"]) == 20 and saved["targets"]
+    assert saved["meta"]["quick"] and saved["meta"]["service_http_server"] == "uvicorn"
+    assert len([r for r in saved["runs"] if "skipped" not in r]) == len(runs)
+    assert saved["targets"]
+
+
+def test_every_make_bench_target_has_a_quick_mode_test():
+    """Each module a `make bench*` target runs is run with --quick by a test here."""
+    makefile = (REPO / "Makefile").read_text()
+    recipes = re.findall(r"^(bench[\w-]*):.*\n((?:\t.*\n)+)", makefile, re.MULTILINE)
+    modules = {module for _, recipe in recipes
+               for module in re.findall(r"-m benchmarks\.(\w+)", recipe)}
+    assert {"bench_pipeline", "bench_serving", "bench_chaos"} <= modules, recipes
+    tests = "".join(path.read_text() for path in (REPO / "tests" / "benchmarks").glob("test_*.py"))
+    quick = set(re.findall(r'run_benchmark\(\s*"(\w+)",\s*"--quick"', tests))
+    assert modules - quick == set()
 
 
 @pytest.mark.slow
