@@ -48,6 +48,7 @@ from mlops.serving.errors import (
     check_rows,
     install_error_handlers,
 )
+from mlops.serving.fast_lane import FastLane
 from mlops.serving.hot_path import ServiceApp, install_hot_routes
 from mlops.serving.metrics import ServiceMetrics
 from mlops.serving.middleware import ObservabilityMiddleware
@@ -261,6 +262,7 @@ def create_app(manager: ModelManager, lookup: FeatureLookup | None = None,
     _health_routes(app)
     _admin_routes(app, manager, config, audit or (lambda action, details: None))
     install_hot_routes(app, observed)
+    app.state.lane = FastLane(manager, runner, metrics, access_log, config.max_batch)
     # FastAPI adds its documentation routes first; they go last so inference matches first.
     app.router.routes.sort(key=lambda route: getattr(route, "path", "") in _DOC_PATHS)
     openapi.install(app, manager, config.max_batch)

@@ -77,7 +77,7 @@ class InferenceRunner(Protocol):
     def close(self) -> None: ...
 
 
-def _timed(observe: Observer, predictor: OnnxPredictor, *matrices: np.ndarray) -> np.ndarray:
+def timed(observe: Observer, predictor: OnnxPredictor, *matrices: np.ndarray) -> np.ndarray:
     """One ONNX Runtime call on the matrices stacked (in the worker thread: a failure,
     even of the stacking, reaches every waiting request as its error)."""
     start = time.perf_counter()
@@ -124,9 +124,9 @@ class DirectRunner:
         self.limit.take(len(matrix))
         try:
             if len(matrix) <= self.inline.rows(predictor):
-                return _timed(self._observe, predictor, matrix)
+                return timed(self._observe, predictor, matrix)
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._pool, _timed, self._observe, predictor,
+            return await loop.run_in_executor(self._pool, timed, self._observe, predictor,
                                               matrix)
         finally:
             self.limit.give(len(matrix))
@@ -185,7 +185,7 @@ class MicroBatcher:
             raise
         if self._alone(predictor, len(matrix)):
             try:
-                return _timed(self._observe, predictor, matrix)
+                return timed(self._observe, predictor, matrix)
             finally:
                 self.limit.give(len(matrix))
         future = asyncio.get_running_loop().create_future()
@@ -231,9 +231,9 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         for predictor in {id(w.predictor): w.predictor for w in batch}.values():
             group = [w for w in batch if w.predictor is predictor]
-            call = partial(_timed, self._observe, predictor, *[w.matrix for w in group])
+            call = partial(timed, self._observe, predictor, *[w.matrix for w in group])
             if sum(len(w.matrix) for w in group) <= self.inline.rows(predictor):
-                _deliver(group, self.limit, *_outcome(call))
+                _deliver(group, self.limit, *outcome(call))
             else:
                 self._worker.submit(loop, call, partial(_deliver, group, self.limit))
 
@@ -260,7 +260,7 @@ class _Worker:
         while (job := self._jobs.get()) is not None:
             loop, call, done = job
             try:
-                loop.call_soon_threadsafe(done, *_outcome(call))
+                loop.call_soon_threadsafe(done, *outcome(call))
             except RuntimeError:  # the loop has closed: nobody is waiting any more
                 pass
 
@@ -268,7 +268,7 @@ class _Worker:
         self._jobs.put(None)
 
 
-def _outcome(call: Callable[[], np.ndarray]) -> tuple[np.ndarray | None, Exception | None]:
+def outcome(call: Callable[[], np.ndarray]) -> tuple[np.ndarray | None, Exception | None]:
     """A call's result or its error, as the worker thread reports them."""
     try:
         return call(), None

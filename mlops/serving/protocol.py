@@ -22,12 +22,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import httptools
 import orjson
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from mlops.serving.body import READ_TIMED_OUT
+from mlops.serving.body import BINARY_HEADER, READ_TIMED_OUT
+
+if TYPE_CHECKING:  # the lane imports the app's modules, which import this one
+    from mlops.serving.fast_lane import FastLane
 
 log = logging.getLogger(__name__)
 BUSY = "mlops.busy"  # ASGI scope key: answer 503 with Retry-After
@@ -70,12 +74,14 @@ class CoalescingTransport:
 
 
 class LimitedHttpProtocol(HttpToolsProtocol):
-    """One connection, with read deadlines and the connection bound (set per server by
-    ``limited_protocol``)."""
+    """One connection, with read deadlines, the connection bound and the fast lane (set per
+    server by ``limited_protocol``)."""
 
     header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
     max_connections: int | None = None
+    lane: FastLane | None = None
+    max_body_bytes: int = 4 << 20
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -83,6 +89,10 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._in_headers = False  # a request has begun and its headers are not complete
         self._in_body = False  # its headers are complete and its body is not
         self._expired = False  # the body deadline passed once for this request
+        self._lane_route: tuple[str, dict[str, str]] | None = None  # this request's, if any
+        self._lane_body: list[bytes] = []
+        self._lane_busy = False  # the lane holds a request of this connection
+        self._close_after_lane = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -108,12 +118,75 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         limit = self.max_connections
         if limit is not None and (len(self.connections) > limit or len(self.tasks) >= limit):
             self.scope[BUSY] = True  # type: ignore[literal-required]
-        super().on_headers_complete()
+        self._lane_route = self._lane_candidate()
+        if self._lane_route is None:
+            super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if self._lane_route is not None:
+            self._lane_body.append(body)
+        else:
+            super().on_body(body)
 
     def on_message_complete(self) -> None:
         self._disarm()
         self._in_body = False
-        super().on_message_complete()
+        route, self._lane_route = self._lane_route, None
+        if route is None:
+            super().on_message_complete()
+            return
+        body, self._lane_body = b"".join(self._lane_body), []
+        if self.lane is not None and self.lane.take(self.scope, route, body, self._lane_reply):
+            self._lane_busy = True
+            return
+        self._to_app(body)
+        HttpToolsProtocol.on_message_complete(self)
+
+    def _to_app(self, body: bytes) -> None:
+        """A request the lane looked at goes to uvicorn's own handling (the app), as if the
+        lane had never looked: its cycle and task now, the body read so far."""
+        self._lane_route, self._lane_body = None, []
+        HttpToolsProtocol.on_headers_complete(self)
+        if body:
+            HttpToolsProtocol.on_body(self, body)
+
+    def _lane_candidate(self) -> tuple[str, dict[str, str]] | None:
+        """The infer route of a request the lane may take: POST to an infer path, kept
+        alive, nothing else of this connection in progress, JSON declared or not, a
+        Content-Length within the limit; None for anything else."""
+        lane = self.lane
+        if (lane is None or self._lane_busy or self.expect_100_continue
+                or self.scope.get(BUSY)
+                or (self.cycle is not None and not self.cycle.response_complete)
+                or self.parser.get_http_version() != "1.1"
+                or not self.parser.should_keep_alive() or self.parser.should_upgrade()):
+            return None
+        path = httptools.parse_url(self.url).path
+        if b"%" in path:
+            return None
+        route = lane.route(self.parser.get_method().decode("ascii"), path.decode("ascii"))
+        if route is None or not _plain_json(self.headers, self.max_body_bytes):
+            return None
+        self.scope["method"], self.scope["path"] = "POST", path.decode("ascii")
+        return route
+
+    def _lane_reply(self, status: int, rest: bytes) -> None:
+        """The lane's answer: the status line and the server's headers, then the lane's."""
+        self._lane_busy = False
+        if self.transport.is_closing():
+            return
+        default = b"".join(b"%s: %s\r\n" % header
+                           for header in self.server_state.default_headers)
+        self.transport.write(STATUS_LINE[status] + default + rest)
+        self.on_response_complete()
+        if self._close_after_lane:
+            self.transport.close()
+
+    def shutdown(self) -> None:
+        if self._lane_busy:  # close once the lane has answered
+            self._close_after_lane = True
+        else:
+            super().shutdown()
 
     def _arm(self, seconds: float) -> None:
         self._disarm()
@@ -128,6 +201,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._deadline = None
         if self.transport.is_closing():
             return
+        if self._lane_route is not None:  # the app answers a body that is late (408)
+            self._to_app(b"".join(self._lane_body))
         cycle = self.cycle
         if self._in_body and not self._expired and cycle is not None and (
                 not cycle.response_started):
@@ -145,9 +220,27 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
+def _plain_json(headers: list[tuple[bytes, bytes]], max_body_bytes: int) -> bool:
+    """A body of a declared length within the limit, JSON in UTF-8 (declared so or not
+    declared), no binary tensor data: what the fast lane answers."""
+    length = None
+    for name, value in headers:
+        if name == b"content-length":
+            if not value.isdigit():
+                return False
+            length = int(value)
+        elif name == b"content-type":
+            if value != b"application/json":
+                return False
+        elif name in (b"transfer-encoding", BINARY_HEADER):
+            return False
+    return length is not None and length <= max_body_bytes
+
+
 def limited_protocol(header_timeout_s: float, body_timeout_s: float,
-                     max_connections: int | None) -> type[LimitedHttpProtocol]:
+                     max_connections: int | None, lane: FastLane | None = None,
+                     max_body_bytes: int = 4 << 20) -> type[LimitedHttpProtocol]:
     """The protocol class for one server (uvicorn builds one instance per connection)."""
     return type("LimitedHttpProtocol", (LimitedHttpProtocol,), {
         "header_timeout_s": header_timeout_s, "body_timeout_s": body_timeout_s,
-        "max_connections": max_connections})
+        "max_connections": max_connections, "lane": lane, "max_body_bytes": max_body_bytes})

@@ -210,7 +210,8 @@ def uvicorn_config(app: FastAPI, config: ServingConfig, host: str, port: int,
     import uvicorn
 
     protocol = limited_protocol(config.header_timeout_s, config.body_timeout_s,
-                                config.max_connections)
+                                config.max_connections, getattr(app.state, "lane", None),
+                                config.max_body_bytes)
     options: dict[str, Any] = {}
     if tls is not None:
         context = tls.server_context()

@@ -1,0 +1,153 @@
+"""The common v2 infer request answered by the HTTP protocol itself, batched per loop
+iteration, without an ASGI task.
+
+Per request, uvicorn builds an ASGI scope, a request-response cycle, an event and a task,
+and the app adds its own layers; for a one-row inference of a small model that machinery
+costs several times the work. The service's protocol (``mlops.serving.protocol``) offers
+each complete ``POST /v2/models/{name}[/versions/{version}]/infer`` whose body is JSON
+(declared so or not declared) to this lane. The lane parses and checks it with the same
+functions as the app (``body.validated``, ``v2_protocol``), queues it, and at the end of
+the loop iteration runs every queued request in one ONNX Runtime call per model version
+and writes each response: what the app would answer, byte for byte in its body, with the
+request id, metrics and access-log line the app's middleware would give it.
+
+The lane takes only what it answers with a 200: a request it cannot take whole (a parse
+or check error, binary tensors, a model call too long to run on the loop, a row bound
+reached, a model error) goes to the app as if the lane did not exist, and the app gives
+the answer and the error it always gives. So every behaviour stays the app's (a model
+call that fails is answered as the app answers it: logged, a 500 "internal error").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from mlops.serving import v2_protocol as v2
+from mlops.serving.access_log import AccessLog
+from mlops.serving.batching import Overloaded, outcome, timed
+from mlops.serving.body import as_utf8, validated
+from mlops.serving.errors import error_body
+from mlops.serving.hot_path import INFER, INFER_VERSION, match
+from mlops.serving.metrics import ServiceMetrics
+from mlops.serving.middleware import read_headers
+from mlops.serving.model_manager import ModelManager
+from mlops.serving.predictor import OnnxPredictor
+from mlops.serving.v1_payloads import scores_to_labels
+
+# (status, the response's own headers and body): the protocol adds the status line and
+# the server's headers.
+Reply = Callable[[int, bytes], None]
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Queued:
+    predictor: OnnxPredictor
+    request: v2.InferRequest
+    matrix: np.ndarray
+    scope: dict[str, Any]
+    template: str
+    start: float
+    reply: Reply
+
+
+class FastLane:
+    """Takes complete v2 infer requests from the protocol, answers them at the end of the
+    loop iteration (``runner`` supplies the inline rule and the row bound it shares)."""
+
+    def __init__(self, manager: ModelManager, runner: Any, metrics: ServiceMetrics,
+                 access_log: AccessLog, max_batch: int) -> None:
+        self.manager, self.runner, self.metrics = manager, runner, metrics
+        self.access_log, self.max_batch = access_log, max_batch
+        self._queued: list[_Queued] = []
+        self.answered = 0  # requests the lane has answered
+
+    def route(self, method: str, path: str) -> tuple[str, dict[str, str]] | None:
+        """The infer route a request line names and its path parameters, or None when the
+        lane is not for it."""
+        if method != "POST":
+            return None
+        found = match(path)
+        return found if found and found[0] in (INFER, INFER_VERSION) else None
+
+    def take(self, scope: dict[str, Any], route: tuple[str, dict[str, str]], body: bytes,
+             reply: Reply) -> bool:
+        """Queue a complete request for this iteration's batch; False when the app must
+        answer it (nothing has been written then)."""
+        predictor = self.manager.current
+        if predictor is None:
+            return False
+        try:
+            request = validated(as_utf8(body, "utf-8"), v2.InferRequest)
+            params = route[1]
+            if params["name"] != predictor.name or params.get("version") not in (
+                    None, predictor.version):
+                return False
+            if v2.binary_outputs(request):
+                return False
+            v2.selected_outputs(request, predictor.task)
+            matrix = v2.to_matrix(request, predictor.feature_names, self.max_batch)
+        except Exception:  # the app answers it, with the error it always gives
+            return False
+        if len(matrix) > self.runner.inline.rows(predictor):
+            return False
+        try:
+            self.runner.limit.take(len(matrix))
+        except Overloaded:
+            return False
+        if not self._queued:
+            asyncio.get_running_loop().call_soon(self._answer)
+        self._queued.append(_Queued(predictor, request, matrix, scope, route[0],
+                                    time.perf_counter(), reply))
+        return True
+
+    def _answer(self) -> None:
+        queued, self._queued = self._queued, []
+        for predictor in {id(q.predictor): q.predictor for q in queued}.values():
+            group = [q for q in queued if q.predictor is predictor]
+            scores, error = outcome(lambda g=group, p=predictor: timed(
+                self.metrics.observe_inference, p, *[q.matrix for q in g]))
+            self.runner.limit.give(sum(len(q.matrix) for q in group))
+            if error is not None:  # what the app answers a failed call: logged, a bare 500
+                log.error("internal error on POST %s", group[0].scope["path"], exc_info=error)
+            start = 0
+            for item in group:
+                rows = len(item.matrix)
+                if error is not None:
+                    body = orjson.dumps(error_body(item.scope["path"], "InternalError",
+                                                   "internal error"))
+                    self._reply(item, 500, body, None)
+                else:
+                    self._reply(item, 200, self._body(item, scores[start:start + rows]),
+                                item.predictor.version)
+                start += rows
+
+    def _body(self, item: _Queued, scores: np.ndarray) -> bytes:
+        predictor, request = item.predictor, item.request
+        wanted = v2.selected_outputs(request, predictor.task)
+        labels = scores_to_labels(scores, predictor.task) if "label" in wanted else None
+        return orjson.dumps(v2.infer_response(predictor.name, predictor.version, request.id,
+                                              wanted, scores, labels),
+                            option=orjson.OPT_SERIALIZE_NUMPY)
+
+    def _reply(self, item: _Queued, status: int, body: bytes, version: str | None) -> None:
+        """Metrics and the access line as the app's middleware writes them, then the reply."""
+        rid, _ = read_headers(item.scope)
+        seconds = time.perf_counter() - item.start
+        self.metrics.observe_request(item.template, "POST", status, seconds)
+        if self.access_log.enabled:
+            self.access_log.record({
+                "request_id": rid, "method": "POST", "path": item.scope["path"],
+                "route": item.template, "status": status, "ms": round(seconds * 1000, 3),
+                "client": (item.scope.get("client") or ("", 0))[0], "model_version": version})
+        self.answered += 1
+        item.reply(status, b"content-type: application/json\r\ncontent-length: %d\r\n"
+                           b"x-request-id: %s\r\n\r\n%s" % (len(body), rid.encode(), body))

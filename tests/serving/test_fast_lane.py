@@ -1,0 +1,135 @@
+"""The fast lane (``mlops.serving.fast_lane``) on the real server stack: it answers the
+common v2 infer request byte for byte as the app does, keeps order on a connection, counts
+and logs what it answers, and hands every other request to the app."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from raw_http import exchange, request
+from serving_setup import serving_manager
+
+from mlops.serving.access_log import AccessLog
+from mlops.serving.app import ServingConfig, create_app
+from mlops.serving.server import uvicorn_config
+
+ROW = [0.5, -1.0, 2.0, 0.1]
+INFER = "/v2/models/synthetic/infer"
+
+
+@contextmanager
+def running(app: FastAPI) -> Iterator[str]:
+    config = ServingConfig(access_log=False)
+    server = uvicorn.Server(uvicorn_config(app, config, "127.0.0.1", 0, "warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+
+
+@pytest.fixture()
+def served(onnx_model: tuple[Path, str]) -> Iterator[tuple[FastAPI, str, io.BytesIO]]:
+    log = io.BytesIO()
+    app = create_app(serving_manager(*onnx_model), None, ServingConfig(), AccessLog(log))
+    with running(app) as url:
+        yield app, url, log
+
+
+def v2(rows: int = 1, **extra: Any) -> dict[str, Any]:
+    return {"inputs": [{"name": "features", "shape": [rows, 4], "datatype": "FP32",
+                        "data": ROW * rows}], **extra}
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    (INFER, v2()),
+    (INFER, v2(5, id="req-1")),
+    (INFER, v2(2, outputs=[{"name": "prediction"}])),
+    ("/v2/models/synthetic/versions/3/infer", v2(3, parameters={"note": "x"})),
+], ids=["one-row", "five-rows-with-id", "one-output", "version-route"])
+def test_the_lane_answers_as_the_app_does(served: tuple, onnx_model: tuple[Path, str],
+                                          path: str, body: dict[str, Any]) -> None:
+    app, url, _ = served
+    before = app.state.lane.answered
+    through_lane = httpx.post(url + path, content=json.dumps(body))  # no Content-Type
+    assert app.state.lane.answered == before + 1
+    through_app = TestClient(app).post(path, json=body)
+    assert through_lane.status_code == through_app.status_code == 200
+    assert through_lane.content == through_app.content
+    assert through_lane.headers["content-type"] == "application/json"
+    assert through_lane.headers["x-request-id"]
+
+
+def test_what_the_lane_does_not_take_the_app_answers(served: tuple) -> None:
+    app, url, _ = served
+    cases = [  # (body, headers, status): each goes to the app, which answers as always
+        (json.dumps(v2()), {"content-type": "text/csv"}, 415),
+        (json.dumps({"inputs": []}), {}, 400),
+        ("{", {}, 422),
+        (json.dumps(v2()), {"x-request-id": "given-1", "content-type": "application/json;"
+                            " charset=utf-8"}, 200),
+    ]
+    for content, headers, status in cases:
+        response = httpx.post(url + INFER, content=content, headers=headers)
+        assert response.status_code == status, response.text
+    assert httpx.post(url + "/v2/models/other/infer", json=v2()).status_code == 404
+    assert app.state.lane.answered == 0
+
+
+def test_pipelined_requests_are_answered_in_order(served: tuple) -> None:
+    _, url, _ = served
+    port = int(url.rsplit(":", 1)[1])
+    first, second = json.dumps(v2(1, id="a")).encode(), json.dumps(v2(2, id="b")).encode()
+    received, _, _ = exchange(port, request(INFER, first) + request(INFER, second), wait_s=2)
+    heads = received.split(b"HTTP/1.1 ")[1:]
+    assert [head[:3] for head in heads] == [b"200", b"200"]
+    assert heads[0].index(b'"id":"a"') and heads[1].index(b'"id":"b"')
+
+
+def test_lane_requests_are_counted_and_logged(served: tuple) -> None:
+    app, url, log = served
+    for _ in range(3):
+        assert httpx.post(url + INFER, json=v2(), headers={"x-request-id": "mine-7"}
+                          ).status_code == 200
+    metrics = httpx.get(url + "/metrics").text
+    assert ('mlops_requests_total{method="POST",route="/v2/models/{name}/infer",'
+            'status="200"} 3.0') in metrics
+    app.state.lane.access_log.flush()
+    lines = [json.loads(line) for line in log.getvalue().splitlines()]
+    infer = [line for line in lines if line["route"] == "/v2/models/{name}/infer"]
+    assert len(infer) == 3 and {line["request_id"] for line in infer} == {"mine-7"}
+    assert {line["model_version"] for line in infer} == {"3"}
+
+
+def test_a_failing_model_call_is_a_logged_500(served: tuple,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    app, url, _ = served
+    predictor = app.state.manager.current
+
+    class Broken:  # fault injection: the model's session fails at run time
+        def run(self, *args: Any) -> None:
+            raise RuntimeError("onnxruntime failed")
+
+    predictor.session = Broken()
+    response = httpx.post(url + INFER, json=v2())
+    assert response.status_code == 500
+    assert response.json() == {"error": "InternalError: internal error"}
+    assert "onnxruntime failed" in caplog.text
