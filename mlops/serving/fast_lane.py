@@ -6,14 +6,15 @@ and the app adds its own layers; for a one-row inference of a small model that m
 costs several times the work. The service's protocol (``mlops.serving.protocol``) offers
 each complete ``POST /v2/models/{name}[/versions/{version}]/infer`` whose body is JSON
 (declared so or not declared) to this lane. The lane parses and checks it with the same
-functions as the app (``body.validated``, ``v2_protocol``), queues it, and at the end of
+functions as the app (``body.validated``, ``v2_protocol``; JSON tensors or the binary
+tensor data extension), queues it, and at the end of
 the loop iteration runs every queued request in one ONNX Runtime call per model version
 and writes each response: what the app would answer, byte for byte in its body, with the
 request id, metrics and access-log line the app's middleware would give it.
 
 The lane takes only what it answers with a 200: a request it cannot take whole (a parse
-or check error, binary tensors, a model call too long to run on the loop, a row bound
-reached, a model error) goes to the app as if the lane did not exist, and the app gives
+or check error, a model call too long to run on the loop, a row bound
+reached) goes to the app as if the lane did not exist, and the app gives
 the answer and the error it always gives. So every behaviour stays the app's (a model
 call that fails is answered as the app answers it: logged, a 500 "internal error").
 """
@@ -33,7 +34,7 @@ import orjson
 from mlops.serving import v2_protocol as v2
 from mlops.serving.access_log import AccessLog
 from mlops.serving.batching import Overloaded, outcome, timed
-from mlops.serving.body import as_utf8, validated
+from mlops.serving.body import BINARY_HEADER, as_utf8, validated
 from mlops.serving.errors import error_body
 from mlops.serving.hot_path import INFER, INFER_VERSION, match
 from mlops.serving.metrics import ServiceMetrics
@@ -46,6 +47,9 @@ from mlops.serving.v1_payloads import scores_to_labels
 # the server's headers.
 Reply = Callable[[int, bytes], None]
 log = logging.getLogger(__name__)
+_JSON = b"content-type: application/json\r\ncontent-length: %d\r\n\r\n"
+_BINARY = (b"content-type: application/octet-stream\r\ncontent-length: %d\r\n"
+           + BINARY_HEADER + b": %d\r\n\r\n")
 
 
 @dataclass
@@ -79,22 +83,24 @@ class FastLane:
         return found if found and found[0] in (INFER, INFER_VERSION) else None
 
     def take(self, scope: dict[str, Any], route: tuple[str, dict[str, str]], body: bytes,
-             reply: Reply) -> bool:
+             reply: Reply, json_length: int | None = None) -> bool:
         """Queue a complete request for this iteration's batch; False when the app must
-        answer it (nothing has been written then)."""
+        answer it (nothing has been written then). ``json_length``: the binary tensor data
+        extension's header, the length of the JSON before the binary data."""
         predictor = self.manager.current
-        if predictor is None:
+        if predictor is None or (json_length is not None and json_length > len(body)):
             return False
+        json_part, binary = body, memoryview(b"")
+        if json_length is not None:
+            json_part, binary = body[:json_length], memoryview(body)[json_length:]
         try:
-            request = validated(as_utf8(body, "utf-8"), v2.InferRequest)
+            request = validated(as_utf8(json_part, "utf-8"), v2.InferRequest)
             params = route[1]
             if params["name"] != predictor.name or params.get("version") not in (
                     None, predictor.version):
                 return False
-            if v2.binary_outputs(request):
-                return False
             v2.selected_outputs(request, predictor.task)
-            matrix = v2.to_matrix(request, predictor.feature_names, self.max_batch)
+            matrix = v2.to_matrix(request, predictor.feature_names, self.max_batch, binary)
         except Exception:  # the app answers it, with the error it always gives
             return False
         if len(matrix) > self.runner.inline.rows(predictor):
@@ -124,22 +130,31 @@ class FastLane:
                 if error is not None:
                     body = orjson.dumps(error_body(item.scope["path"], "InternalError",
                                                    "internal error"))
-                    self._reply(item, 500, body, None)
+                    self._reply(item, 500, _JSON % len(body) + body, None)
                 else:
-                    self._reply(item, 200, self._body(item, scores[start:start + rows]),
+                    self._reply(item, 200, self._response(item, scores[start:start + rows]),
                                 item.predictor.version)
                 start += rows
 
-    def _body(self, item: _Queued, scores: np.ndarray) -> bytes:
+    def _response(self, item: _Queued, scores: np.ndarray) -> bytes:
+        """The content headers and body the app's infer route gives these scores."""
         predictor, request = item.predictor, item.request
         wanted = v2.selected_outputs(request, predictor.task)
         labels = scores_to_labels(scores, predictor.task) if "label" in wanted else None
-        return orjson.dumps(v2.infer_response(predictor.name, predictor.version, request.id,
+        as_binary = v2.binary_outputs(request)
+        if as_binary:
+            body, json_length = v2.binary_response(predictor.name, predictor.version,
+                                                    request.id, wanted, scores, labels,
+                                                    as_binary)
+            return _BINARY % (len(body), json_length) + body
+        body = orjson.dumps(v2.infer_response(predictor.name, predictor.version, request.id,
                                               wanted, scores, labels),
                             option=orjson.OPT_SERIALIZE_NUMPY)
+        return _JSON % len(body) + body
 
-    def _reply(self, item: _Queued, status: int, body: bytes, version: str | None) -> None:
-        """Metrics and the access line as the app's middleware writes them, then the reply."""
+    def _reply(self, item: _Queued, status: int, content: bytes, version: str | None) -> None:
+        """Metrics and the access line as the app's middleware writes them, then the reply
+        (``content``: the content headers, the blank line, the body)."""
         rid, _ = read_headers(item.scope)
         seconds = time.perf_counter() - item.start
         self.metrics.observe_request(item.template, "POST", status, seconds)
@@ -149,5 +164,4 @@ class FastLane:
                 "route": item.template, "status": status, "ms": round(seconds * 1000, 3),
                 "client": (item.scope.get("client") or ("", 0))[0], "model_version": version})
         self.answered += 1
-        item.reply(status, b"content-type: application/json\r\ncontent-length: %d\r\n"
-                           b"x-request-id: %s\r\n\r\n%s" % (len(body), rid.encode(), body))
+        item.reply(status, b"x-request-id: %s\r\n%s" % (rid.encode(), content))

@@ -136,7 +136,10 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             super().on_message_complete()
             return
         body, self._lane_body = b"".join(self._lane_body), []
-        if self.lane is not None and self.lane.take(self.scope, route, body, self._lane_reply):
+        json_length = next((int(value) for name, value in self.headers
+                            if name == BINARY_HEADER), None)
+        if self.lane is not None and self.lane.take(self.scope, route, body, self._lane_reply,
+                                                    json_length):
             self._lane_busy = True
             return
         self._to_app(body)
@@ -165,7 +168,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if b"%" in path:
             return None
         route = lane.route(self.parser.get_method().decode("ascii"), path.decode("ascii"))
-        if route is None or not _plain_json(self.headers, self.max_body_bytes):
+        if route is None or not _plain_body(self.headers, self.max_body_bytes):
             return None
         self.scope["method"], self.scope["path"] = "POST", path.decode("ascii")
         return route
@@ -220,20 +223,28 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def _plain_json(headers: list[tuple[bytes, bytes]], max_body_bytes: int) -> bool:
+_LANE_TYPES = (b"application/json", b"application/octet-stream")
+
+
+def _plain_body(headers: list[tuple[bytes, bytes]], max_body_bytes: int) -> bool:
     """A body of a declared length within the limit, JSON in UTF-8 (declared so or not
-    declared), no binary tensor data: what the fast lane answers."""
-    length = None
+    declared), binary tensor data after it only with its header: what the lane answers."""
+    length, binary, media = None, None, None
     for name, value in headers:
         if name == b"content-length":
             if not value.isdigit():
                 return False
             length = int(value)
         elif name == b"content-type":
-            if value != b"application/json":
+            media = value
+        elif name == BINARY_HEADER:
+            if not value.isdigit():
                 return False
-        elif name in (b"transfer-encoding", BINARY_HEADER):
+            binary = value
+        elif name == b"transfer-encoding":
             return False
+    if media is not None and media not in _LANE_TYPES[:1 + (binary is not None)]:
+        return False
     return length is not None and length <= max_body_bytes
 
 

@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from onnx_models import expected_scores
 from raw_http import exchange, request
 from serving_setup import serving_manager
 
@@ -76,6 +78,25 @@ def test_the_lane_answers_as_the_app_does(served: tuple, onnx_model: tuple[Path,
     assert through_lane.content == through_app.content
     assert through_lane.headers["content-type"] == "application/json"
     assert through_lane.headers["x-request-id"]
+
+
+def test_binary_tensors_in_and_out_as_the_app_answers_them(served: tuple) -> None:
+    app, url, _ = served
+    rows = np.array([ROW, ROW[::-1]], dtype=np.float32)
+    header = json.dumps({"inputs": [{"name": "features", "shape": [2, 4], "datatype": "FP32",
+                                     "parameters": {"binary_data_size": rows.nbytes}}],
+                         "parameters": {"binary_data_output": True}}).encode()
+    content = header + rows.tobytes()
+    headers = {"inference-header-content-length": str(len(header))}
+    through_lane = httpx.post(url + INFER, content=content, headers=headers)
+    assert app.state.lane.answered == 1
+    through_app = TestClient(app).post(INFER, content=content, headers=headers)
+    assert through_lane.status_code == through_app.status_code == 200
+    assert through_lane.content == through_app.content
+    assert through_lane.headers["content-type"] == "application/octet-stream"
+    length = int(through_lane.headers["inference-header-content-length"])
+    scores = np.frombuffer(through_lane.content[length:length + 8], dtype="<f4")
+    np.testing.assert_allclose(scores, expected_scores(rows), rtol=1e-6)
 
 
 def test_what_the_lane_does_not_take_the_app_answers(served: tuple) -> None:
