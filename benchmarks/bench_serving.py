@@ -10,7 +10,8 @@ socket errors, timeouts, gRPC calls without a reply) at concurrency 1 and 16, of
   and gRPC; ``mlflow models serve`` of the same registered model;
 - the FastAPI floor (``benchmarks.http_floor``: the service's framework answering a
   constant) and the bare ASGI floor (``benchmarks.asgi_floor``: no framework) on uvicorn
-  and on granian.
+  and on granian, and the bare gRPC floor (``benchmarks.grpc_floor``: grpc.aio answering
+  a constant).
 
 How: the pipeline runs once into a bench data directory (reused while it has a champion;
 --fresh retrains). Every server is started at once on free loopback ports, each request
@@ -83,6 +84,10 @@ BASELINES = [
     *(Server(f"asgi-{name}", f"bare ASGI floor, {name}", ("{python}", "-m",
              "benchmarks.asgi_floor", "--port", "{port}", "--server", name), REST,
              constant=True) for name in ("uvicorn", "granian")),
+    # grpcio's asyncio server answering a constant: the ceiling of gRPC in Python.
+    Server("grpc-floor", "bare gRPC floor, grpc.aio", ("{python}", "-m",
+           "benchmarks.grpc_floor", "--port", "{port}", "--grpc-port", "{grpc_port}"), (),
+           GRPC[:1], constant=True),
 ]
 SERVER_KEYS = ["batching-on", "batching-off", "tls", *(s.key for s in BASELINES)]
 

@@ -27,11 +27,14 @@ from typing import Any
 
 import numpy as np
 import orjson
+import uvicorn
+import uvloop
 
-from benchmarks import asgi_floor, http_floor
+from benchmarks import asgi_floor, http_floor, protocol_driver
 from mlops.serving.access_log import AccessLog
 from mlops.serving.app import ServingConfig, create_app
 from mlops.serving.model_manager import ModelManager, RegistrySource
+from mlops.serving.server import uvicorn_config
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 ROUNDS, CALLS, PROFILE_CALLS = 9, 400, 1000
@@ -91,6 +94,13 @@ def measure(manager: ModelManager, rows: list[list[float]], rounds: int = ROUNDS
             "service, batching off": create_app(manager, None, ServingConfig(batch_window_ms=0),
                                                 AccessLog(sink))}
     matrix, pool = np.asarray(rows, dtype=np.float32), ThreadPoolExecutor(1)
+    # The same request as bytes through each server's HTTP protocol: the service's path
+    # (its protocol and fast lane) and the bare floor's (uvicorn's own protocol).
+    request = protocol_driver.post(path, body)
+    wire = {"service, batching on, HTTP bytes in and out": uvicorn_config(
+                apps["service, batching on"], ServingConfig(), "127.0.0.1", 0, "warning"),
+            "bare ASGI floor, HTTP bytes in and out": uvicorn.Config(
+                asgi_floor.app, http="httptools", log_config=None, access_log=False)}
 
     async def hop() -> None:
         await asyncio.get_running_loop().run_in_executor(pool, int)
@@ -98,11 +108,16 @@ def measure(manager: ModelManager, rows: list[list[float]], rounds: int = ROUNDS
     async def ort() -> None:
         predictor.predict(matrix)
 
+    async def connected() -> dict[str, Any]:  # the protocols need the running loop
+        return {name: protocol_driver.Connection(config) for name, config in wire.items()}
+
     variants = {**{name: (lambda app=app: _call(app, path, body)) for name, app in apps.items()},
                 "thread hand-off alone (run_in_executor)": hop,
                 f"ONNX Runtime call alone ({len(rows)} rows)": ort}
 
     async def alternating() -> dict[str, float]:
+        for name, connection in (await connected()).items():
+            variants[name] = lambda c=connection: c.exchange(request)
         samples: dict[str, list[float]] = defaultdict(list)
         for work in variants.values():
             await _cpu_per_call(work, min(100, calls))  # warm-up
@@ -111,7 +126,8 @@ def measure(manager: ModelManager, rows: list[list[float]], rounds: int = ROUNDS
                 samples[name].append(await _cpu_per_call(work, calls))
         return {name: statistics.median(values) for name, values in samples.items()}
 
-    result: dict[str, Any] = asyncio.run(alternating())
+    # On uvloop, as uvicorn runs both the service and the floors.
+    result: dict[str, Any] = uvloop.run(alternating())
     result["profile"] = _profile(apps["service, batching off"], path, body, profile_calls)
     return result
 

@@ -81,6 +81,7 @@ SERVING_KINDS = {  # the request kinds of each server, at c1 and c16
     "mlflow models serve": ("1-row", "64-row"), "FastAPI floor": ("1-row", "64-row"),
     "bare ASGI floor, uvicorn": ("1-row", "64-row"),
     "bare ASGI floor, granian": ("1-row", "64-row"),
+    "bare gRPC floor, grpc.aio": ("gRPC 1-row",),
 }
 
 
@@ -102,7 +103,9 @@ def test_serving_quick_loads_every_server_side_by_side(run_benchmark, tmp_path: 
     for server in ("KServe ModelServer", "mlflow models serve", "bare ASGI floor, uvicorn"):
         (side,) = [row for row in markdown_rows(out, server) if len(row) == 5]
         assert number(side[1]) > 0 and number(side[2]) > 0  # side by side: req/s, ratio
-    for app in ("bare ASGI floor app", "FastAPI floor app", "service, batching on"):
+    for app in ("bare ASGI floor app", "FastAPI floor app", "service, batching on",
+                "service, batching on, HTTP bytes in and out",
+                "bare ASGI floor, HTTP bytes in and out"):
         (profiled,) = markdown_rows(out, app)[-1:]  # where the time goes
         assert number(profiled[1]) > 0
     saved = json.loads((tmp_path / "bench-serving.json").read_text())
