@@ -91,6 +91,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._expired = False  # the body deadline passed once for this request
         self._lane_route: tuple[str, dict[str, str]] | None = None  # this request's, if any
         self._lane_body: list[bytes] = []
+        self._lane_json_length: int | None = None  # its binary extension header, if any
         self._lane_busy = False  # the lane holds a request of this connection
         self._close_after_lane = False
 
@@ -136,10 +137,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             super().on_message_complete()
             return
         body, self._lane_body = b"".join(self._lane_body), []
-        json_length = next((int(value) for name, value in self.headers
-                            if name == BINARY_HEADER), None)
         if self.lane is not None and self.lane.take(self.scope, route, body, self._lane_reply,
-                                                    json_length):
+                                                    self._lane_json_length):
             self._lane_busy = True
             return
         self._to_app(body)
@@ -168,7 +167,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if b"%" in path:
             return None
         route = lane.route(self.parser.get_method().decode("ascii"), path.decode("ascii"))
-        if route is None or not _plain_body(self.headers, self.max_body_bytes):
+        plain, self._lane_json_length = _plain_body(self.headers, self.max_body_bytes)
+        if route is None or not plain:
             return None
         self.scope["method"], self.scope["path"] = "POST", path.decode("ascii")
         return route
@@ -226,26 +226,28 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 _LANE_TYPES = (b"application/json", b"application/octet-stream")
 
 
-def _plain_body(headers: list[tuple[bytes, bytes]], max_body_bytes: int) -> bool:
-    """A body of a declared length within the limit, JSON in UTF-8 (declared so or not
-    declared), binary tensor data after it only with its header: what the lane answers."""
+def _plain_body(headers: list[tuple[bytes, bytes]], max_body_bytes: int
+                ) -> tuple[bool, int | None]:
+    """Whether the body is what the lane answers: a declared length within the limit, JSON
+    in UTF-8 (declared so or not declared), binary tensor data after it only with its
+    header; and that header's JSON length (None without binary data)."""
     length, binary, media = None, None, None
     for name, value in headers:
         if name == b"content-length":
             if not value.isdigit():
-                return False
+                return False, None
             length = int(value)
         elif name == b"content-type":
             media = value
         elif name == BINARY_HEADER:
             if not value.isdigit():
-                return False
-            binary = value
+                return False, None
+            binary = int(value)
         elif name == b"transfer-encoding":
-            return False
+            return False, None
     if media is not None and media not in _LANE_TYPES[:1 + (binary is not None)]:
-        return False
-    return length is not None and length <= max_body_bytes
+        return False, None
+    return length is not None and length <= max_body_bytes, binary
 
 
 def limited_protocol(header_timeout_s: float, body_timeout_s: float,

@@ -3,8 +3,6 @@ uvicorn in a thread, the gRPC server attached to the app's lifespan on uvicorn's
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import uvicorn
 from fastapi import FastAPI
+from raw_http import in_thread
 from serving_setup import ADMIN_TOKEN, serving_manager
 
 from mlops.serving.app import ServingConfig, create_app
@@ -21,7 +19,6 @@ from mlops.serving.grpc import attach_grpc
 from mlops.serving.grpc import grpc_predict_v2_pb2 as pb
 from mlops.serving.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 from mlops.serving.model_manager import ModelManager
-from mlops.serving.server import uvicorn_config
 from mlops.serving.tls import TlsFiles
 
 SERVICE_PATH = "/inference.GRPCInferenceService"
@@ -48,19 +45,8 @@ def grpc_serving(onnx_model: tuple[Path, str], tls: TlsFiles | None = None,
     config = ServingConfig(admin_token=ADMIN_TOKEN, access_log=False, **settings)
     app = create_app(manager or serving_manager(*onnx_model), None, config)
     attach_grpc(app, "127.0.0.1", 0, tls, grace_s=1.0)
-    server = uvicorn.Server(uvicorn_config(app, config, "127.0.0.1", 0, "warning"))
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
+    with in_thread(app, config) as port:
         yield Served(app, f"http://127.0.0.1:{port}", f"127.0.0.1:{app.state.grpc.port}")
-    finally:
-        server.should_exit = True
-        thread.join(15)
 
 
 @contextmanager

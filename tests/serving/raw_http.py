@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
 from serving_setup import ADMIN_TOKEN, serving_manager
 
 from mlops.serving.app import ServingConfig, create_app
@@ -30,7 +31,14 @@ def serving(onnx_model: tuple[Path, str], **settings: Any) -> Iterator[tuple[str
     """The app served by uvicorn as ``python -m mlops.serving`` serves it (its protocol,
     limits and timeouts), on a free port in a thread: (base URL, port)."""
     config = ServingConfig(admin_token=ADMIN_TOKEN, access_log=False, **settings)
-    app = create_app(serving_manager(*onnx_model), None, config)
+    with in_thread(create_app(serving_manager(*onnx_model), None, config), config) as port:
+        yield f"http://127.0.0.1:{port}", port
+
+
+@contextmanager
+def in_thread(app: FastAPI, config: ServingConfig) -> Iterator[int]:
+    """``app`` on uvicorn as the service runs it (``uvicorn_config``), on a free loopback
+    port, in a thread: the port, until the block ends."""
     server = uvicorn.Server(uvicorn_config(app, config, "127.0.0.1", 0, "warning"))
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
@@ -38,9 +46,8 @@ def serving(onnx_model: tuple[Path, str], **settings: Any) -> Iterator[tuple[str
     while not server.started:
         assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield f"http://127.0.0.1:{port}", port
+        yield server.servers[0].sockets[0].getsockname()[1]
     finally:
         server.should_exit = True
         thread.join(15)

@@ -6,54 +6,32 @@ from __future__ import annotations
 
 import io
 import json
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from onnx_models import expected_scores
-from raw_http import exchange, request
+from raw_http import exchange, in_thread, request
 from serving_setup import serving_manager
 
 from mlops.serving.access_log import AccessLog
 from mlops.serving.app import ServingConfig, create_app
-from mlops.serving.server import uvicorn_config
 
 ROW = [0.5, -1.0, 2.0, 0.1]
 INFER = "/v2/models/synthetic/infer"
-
-
-@contextmanager
-def running(app: FastAPI) -> Iterator[str]:
-    config = ServingConfig(access_log=False)
-    server = uvicorn.Server(uvicorn_config(app, config, "127.0.0.1", 0, "warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
 
 
 @pytest.fixture()
 def served(onnx_model: tuple[Path, str]) -> Iterator[tuple[FastAPI, str, io.BytesIO]]:
     log = io.BytesIO()
     app = create_app(serving_manager(*onnx_model), None, ServingConfig(), AccessLog(log))
-    with running(app) as url:
-        yield app, url, log
+    with in_thread(app, ServingConfig(access_log=False)) as port:
+        yield app, f"http://127.0.0.1:{port}", log
 
 
 def v2(rows: int = 1, **extra: Any) -> dict[str, Any]:
