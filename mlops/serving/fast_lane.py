@@ -40,6 +40,7 @@ from mlops.serving.hot_path import INFER, INFER_VERSION, match
 from mlops.serving.metrics import ServiceMetrics
 from mlops.serving.middleware import read_headers
 from mlops.serving.model_manager import ModelManager
+from mlops.serving.plain_request import plain_request
 from mlops.serving.predictor import OnnxPredictor
 from mlops.serving.v1_payloads import scores_to_labels
 
@@ -56,6 +57,7 @@ _BINARY = (b"content-type: application/octet-stream\r\ncontent-length: %d\r\n"
 class _Queued:
     predictor: OnnxPredictor
     request: v2.InferRequest
+    wanted: list[str]  # the outputs it asks for
     matrix: np.ndarray
     scope: dict[str, Any]
     template: str
@@ -90,17 +92,13 @@ class FastLane:
         predictor = self.manager.current
         if predictor is None or (json_length is not None and json_length > len(body)):
             return False
-        json_part, binary = body, memoryview(b"")
-        if json_length is not None:
-            json_part, binary = body[:json_length], memoryview(body)[json_length:]
+        params = route[1]
+        if params["name"] != predictor.name or params.get("version") not in (
+                None, predictor.version):
+            return False
         try:
-            request = validated(as_utf8(json_part, "utf-8"), v2.InferRequest)
-            params = route[1]
-            if params["name"] != predictor.name or params.get("version") not in (
-                    None, predictor.version):
-                return False
-            v2.selected_outputs(request, predictor.task)
-            matrix = v2.to_matrix(request, predictor.feature_names, self.max_batch, binary)
+            request, matrix = self._parsed(predictor, body, json_length)
+            wanted = v2.selected_outputs(request, predictor.task)
         except Exception:  # the app answers it, with the error it always gives
             return False
         if len(matrix) > self.runner.inline.rows(predictor):
@@ -111,9 +109,24 @@ class FastLane:
             return False
         if not self._queued:
             asyncio.get_running_loop().call_soon(self._answer)
-        self._queued.append(_Queued(predictor, request, matrix, scope, route[0],
+        self._queued.append(_Queued(predictor, request, wanted, matrix, scope, route[0],
                                     time.perf_counter(), reply))
         return True
+
+    def _parsed(self, predictor: OnnxPredictor, body: bytes, json_length: int | None
+                ) -> tuple[v2.InferRequest, np.ndarray]:
+        """The request and its matrix: the common body by simdjson, any other as the app
+        parses it (raising what the app would answer)."""
+        width = len(predictor.feature_names)
+        if json_length is None:
+            plain = plain_request(body, width, self.max_batch)
+            if plain is not None:
+                return plain
+            json_part, binary = body, memoryview(b"")
+        else:
+            json_part, binary = body[:json_length], memoryview(body)[json_length:]
+        request = validated(as_utf8(json_part, "utf-8"), v2.InferRequest)
+        return request, v2.to_matrix(request, predictor.feature_names, self.max_batch, binary)
 
     def _answer(self) -> None:
         queued, self._queued = self._queued, []
@@ -138,8 +151,7 @@ class FastLane:
 
     def _response(self, item: _Queued, scores: np.ndarray) -> bytes:
         """The content headers and body the app's infer route gives these scores."""
-        predictor, request = item.predictor, item.request
-        wanted = v2.selected_outputs(request, predictor.task)
+        predictor, request, wanted = item.predictor, item.request, item.wanted
         labels = scores_to_labels(scores, predictor.task) if "label" in wanted else None
         as_binary = v2.binary_outputs(request)
         if as_binary:

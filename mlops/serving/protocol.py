@@ -69,6 +69,9 @@ class CoalescingTransport:
         self._flush()
         self._transport.close()
 
+    def is_closing(self) -> bool:  # asked on every response: not through __getattr__
+        return self._transport.is_closing()
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
 
@@ -178,12 +181,18 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._lane_busy = False
         if self.transport.is_closing():
             return
-        default = b"".join(b"%s: %s\r\n" % header
-                           for header in self.server_state.default_headers)
-        self.transport.write(STATUS_LINE[status] + default + rest)
+        self.transport.write(STATUS_LINE[status] + self._default_headers() + rest)
         self.on_response_complete()
         if self._close_after_lane:
             self.transport.close()
+
+    def _default_headers(self) -> bytes:
+        """The server's headers (server, date) as bytes, rendered again only when uvicorn
+        replaces their list (once a second, for the date)."""
+        headers = self.server_state.default_headers
+        if headers is not _rendered[0]:
+            _rendered[:] = headers, b"".join(b"%s: %s\r\n" % header for header in headers)
+        return _rendered[1]
 
     def shutdown(self) -> None:
         if self._lane_busy:  # close once the lane has answered
@@ -224,6 +233,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
 
 _LANE_TYPES = (b"application/json", b"application/octet-stream")
+_rendered: list[Any] = [None, b""]  # the default headers' list last rendered, and its bytes
 
 
 def _plain_body(headers: list[tuple[bytes, bytes]], max_body_bytes: int

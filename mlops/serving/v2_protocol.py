@@ -200,7 +200,7 @@ def to_matrix(request: InferRequest, feature_names: Sequence[str], max_batch: in
     return assemble(request_tensors(request, binary), feature_names, max_batch)
 
 
-def _all_finite(values: np.ndarray) -> bool:
+def all_finite(values: np.ndarray) -> bool:
     """Every float32 value finite. A sum of float32 values in float64 cannot overflow, so it
     is finite exactly when they all are; for a few values Python's own sum is the fastest."""
     if values.size <= 64:
@@ -222,7 +222,7 @@ def _plain_features(tensor: RequestInput, width: int, max_batch: int) -> np.ndar
         values = np.array(data, dtype=np.float32)
     except OverflowError:
         return None
-    if not _all_finite(values):
+    if not all_finite(values):
         return None
     return values.reshape(shape)
 
