@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import httptools
 import numpy as np
 import orjson
 
@@ -47,6 +48,8 @@ from mlops.serving.v1_payloads import scores_to_labels
 # (status, the response's own headers and body): the protocol adds the status line and
 # the server's headers.
 Reply = Callable[[int, bytes], None]
+Route = tuple[str, dict[str, str]]  # the route's template, the path's parameters
+_ROUTES_KEPT = 64  # URLs remembered (then forgotten all at once)
 log = logging.getLogger(__name__)
 _JSON = b"content-type: application/json\r\ncontent-length: %d\r\n\r\n"
 _BINARY = (b"content-type: application/octet-stream\r\ncontent-length: %d\r\n"
@@ -75,16 +78,26 @@ class FastLane:
         self.access_log, self.max_batch = access_log, max_batch
         self._queued: list[_Queued] = []
         self.answered = 0  # requests the lane has answered
+        self._routes: dict[bytes, tuple[str, Route]] = {}
 
-    def route(self, method: str, path: str) -> tuple[str, dict[str, str]] | None:
-        """The infer route a request line names and its path parameters, or None when the
-        lane is not for it."""
-        if method != "POST":
+    def route(self, method: bytes, url: bytes) -> tuple[str, Route] | None:
+        """The path and infer route a request line names (with its path parameters), or
+        None when the lane is not for it. Remembered by URL: a client sends the same one
+        again and again."""
+        if method != b"POST":
             return None
-        found = match(path)
-        return found if found and found[0] in (INFER, INFER_VERSION) else None
+        found = self._routes.get(url)
+        if found is None:
+            path = httptools.parse_url(url).path
+            route = match(path.decode("ascii")) if b"%" not in path else None
+            if route is None or route[0] not in (INFER, INFER_VERSION):
+                return None
+            if len(self._routes) >= _ROUTES_KEPT:
+                self._routes.clear()
+            found = self._routes[url] = path.decode("ascii"), route
+        return found
 
-    def take(self, scope: dict[str, Any], route: tuple[str, dict[str, str]], body: bytes,
+    def take(self, scope: dict[str, Any], route: Route, body: bytes,
              reply: Reply, json_length: int | None = None) -> bool:
         """Queue a complete request for this iteration's batch; False when the app must
         answer it (nothing has been written then). ``json_length``: the binary tensor data
@@ -117,13 +130,11 @@ class FastLane:
                 ) -> tuple[v2.InferRequest, np.ndarray]:
         """The request and its matrix: the common body by simdjson, any other as the app
         parses it (raising what the app would answer)."""
-        width = len(predictor.feature_names)
-        if json_length is None:
-            plain = plain_request(body, width, self.max_batch)
-            if plain is not None:
-                return plain
-            json_part, binary = body, memoryview(b"")
-        else:
+        plain = plain_request(body, len(predictor.feature_names), self.max_batch, json_length)
+        if plain is not None:
+            return plain
+        json_part, binary = body, memoryview(b"")
+        if json_length is not None:
             json_part, binary = body[:json_length], memoryview(body)[json_length:]
         request = validated(as_utf8(json_part, "utf-8"), v2.InferRequest)
         return request, v2.to_matrix(request, predictor.feature_names, self.max_batch, binary)

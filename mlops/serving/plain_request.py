@@ -25,16 +25,21 @@ from pydantic import ValidationError
 
 from mlops.serving.v2_protocol import InferRequest, all_finite
 
-_TENSOR_KEYS = ["data", "datatype", "name", "shape"]  # sorted
+_JSON_KEYS = ["data", "datatype", "name", "shape"]  # sorted
+_BINARY_KEYS = ["datatype", "name", "parameters", "shape"]
+_FLOAT32 = np.dtype("<f4")  # as the binary extension sends it
 
 
-def plain_request(body: bytes, width: int, max_batch: int
+def plain_request(body: bytes, width: int, max_batch: int, json_length: int | None = None
                   ) -> tuple[InferRequest, np.ndarray] | None:
     """The request (its input's data left out) and its [rows, width] float32 matrix, or
-    None when the body is not the common one."""
+    None when the body is not the common one. ``json_length``: the binary tensor data
+    extension's header, the length of the JSON before the tensor's raw bytes."""
+    binary = json_length is not None
+    text = body[:json_length] if binary else body
     try:
         # A parser per body (60 ns): a document holds its parser until it is released.
-        doc = simdjson.Parser().parse(body)
+        doc = simdjson.Parser().parse(text)
     except (ValueError, RuntimeError):  # not JSON, not UTF-8, an integer beyond 64 bits
         return None
     if type(doc) is not simdjson.Object or "inputs" not in doc:
@@ -43,33 +48,58 @@ def plain_request(body: bytes, width: int, max_batch: int
     if type(inputs) is not simdjson.Array or len(inputs) != 1:
         return None
     tensor = inputs[0]
-    if type(tensor) is not simdjson.Object or sorted(tensor.keys()) != _TENSOR_KEYS \
+    if type(tensor) is not simdjson.Object \
+            or sorted(tensor.keys()) != (_BINARY_KEYS if binary else _JSON_KEYS) \
             or tensor["name"] != "features" or tensor["datatype"] != "FP32":
         return None
-    shape, data = tensor["shape"], tensor["data"]
-    if type(shape) is not simdjson.Array or type(data) is not simdjson.Array:
+    shape = tensor["shape"]
+    if type(shape) is not simdjson.Array:
         return None
     shape = shape.as_list()
     rows = shape[0] if len(shape) == 2 and type(shape[0]) is type(shape[1]) is int else 0
-    if not (0 < rows <= max_batch and shape[1] == width and len(data) == rows * width):
+    if not (0 < rows <= max_batch and shape[1] == width):
+        return None
+    skeleton = {"name": "features", "shape": shape, "datatype": "FP32"}
+    if binary:
+        skeleton["parameters"] = _python(tensor["parameters"])
+        values = _binary_values(body, json_length, skeleton["parameters"], rows * width)
+    else:
+        values = _json_values(tensor["data"], rows * width)
+    if values is None or not all_finite(values):
+        return None
+    extra = {key: _python(doc[key]) for key in doc.keys() if key != "inputs"}
+    whole = {**extra, "inputs": [skeleton]}
+    if not _same_structure(text, whole, 0 if binary else 1):
+        return None
+    try:
+        request = InferRequest.model_validate(whole) if extra or binary else _bare(rows, width)
+    except ValidationError:
+        return None
+    return request, values.reshape(shape)
+
+
+def _json_values(data: Any, count: int) -> np.ndarray | None:
+    """The data array's numbers as float32, when it holds ``count`` numbers (a flat array:
+    ``_same_structure`` rules out nested ones)."""
+    if type(data) is not simdjson.Array or len(data) != count:
         return None
     try:
         values = np.frombuffer(data.as_buffer(of_type="d"), dtype=np.float64)
     except (TypeError, ValueError):  # a value that is not a number (bool, null, string)
         return None
-    skeleton = {"name": "features", "shape": shape, "datatype": "FP32"}
-    extra = {key: _python(doc[key]) for key in doc.keys() if key != "inputs"}
-    if not _same_structure(body, {**extra, "inputs": [skeleton]}):
+    return values.astype(np.float32) if len(values) == count else None
+
+
+def _binary_values(body: bytes, json_length: int, parameters: Any, count: int
+                   ) -> np.ndarray | None:
+    """The raw little-endian float32 values after the JSON, when the tensor claims them all
+    (``binary_data_size``, and nothing else in its parameters) and they are ``count``."""
+    if type(parameters) is not dict or len(parameters) != 1:
         return None
-    matrix = values.astype(np.float32)
-    if len(matrix) != len(data) or not all_finite(matrix):
+    size = parameters.get("binary_data_size")
+    if type(size) is not int or size != len(body) - json_length or size != count * 4:
         return None
-    try:
-        request = (InferRequest.model_validate({**extra, "inputs": [skeleton]}) if extra
-                   else _bare(rows, width))
-    except ValidationError:
-        return None
-    return request, matrix.reshape(shape)
+    return np.frombuffer(body, dtype=_FLOAT32, offset=json_length).astype(np.float32)
 
 
 @functools.lru_cache(maxsize=256)
@@ -88,18 +118,19 @@ def _python(value: Any) -> Any:
     return value
 
 
-def _same_structure(body: bytes, whole: dict[str, Any]) -> bool:
-    """Whether the body holds what was read and one flat data array, nothing more.
+def _same_structure(text: bytes, whole: dict[str, Any], data_arrays: int) -> bool:
+    """Whether the JSON text holds what was read (and, with ``data_arrays``, one flat data
+    array), nothing more.
 
-    Every key is followed by one colon and every array opens with one bracket. The body
+    Every key is followed by one colon and every array opens with one bracket. The text
     serialised again without its data has one key ("data") and one array fewer, unless a
     key repeated within an object (kept once in a dict), the data nested lists (which the
     buffer flattens), or a string held an escaped colon or bracket: each of those is left
     to the general path, which refuses the first two and reads the third.
     """
     again = orjson.dumps(whole)
-    return (_occurs(body, b":", again.count(b":") + 1)
-            and _occurs(body, b"[", again.count(b"[") + 1))
+    return (_occurs(text, b":", again.count(b":") + data_arrays)
+            and _occurs(text, b"[", again.count(b"[") + data_arrays))
 
 
 def _occurs(text: bytes, char: bytes, times: int) -> bool:

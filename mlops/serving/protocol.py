@@ -24,7 +24,6 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-import httptools
 import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
@@ -59,6 +58,12 @@ class CoalescingTransport:
         if not self._pending:
             self._loop.call_soon(self._flush)
         self._pending.append(data)
+
+    def write_now(self, data: bytes) -> None:
+        """Write a whole response at once, after anything pending: it is one write already,
+        and waiting for the iteration's end would cost an iteration of the loop."""
+        self._pending.append(data)
+        self._flush()
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, []
@@ -166,22 +171,21 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 or self.parser.get_http_version() != "1.1"
                 or not self.parser.should_keep_alive() or self.parser.should_upgrade()):
             return None
-        path = httptools.parse_url(self.url).path
-        if b"%" in path:
+        found = lane.route(self.parser.get_method(), self.url)
+        if found is None:
             return None
-        route = lane.route(self.parser.get_method().decode("ascii"), path.decode("ascii"))
         plain, self._lane_json_length = _plain_body(self.headers, self.max_body_bytes)
-        if route is None or not plain:
+        if not plain:
             return None
-        self.scope["method"], self.scope["path"] = "POST", path.decode("ascii")
-        return route
+        self.scope["method"], self.scope["path"] = "POST", found[0]
+        return found[1]
 
     def _lane_reply(self, status: int, rest: bytes) -> None:
         """The lane's answer: the status line and the server's headers, then the lane's."""
         self._lane_busy = False
         if self.transport.is_closing():
             return
-        self.transport.write(STATUS_LINE[status] + self._default_headers() + rest)
+        self.transport.write_now(STATUS_LINE[status] + self._default_headers() + rest)
         self.on_response_complete()
         if self._close_after_lane:
             self.transport.close()

@@ -24,20 +24,23 @@ LONG = np.random.default_rng(0).normal(size=(64, WIDTH)).tolist()
 NAMES = ["a", "b", "c"]
 
 
-def general(body: bytes) -> tuple[v2.InferRequest, np.ndarray] | None:
+def general(body: bytes, json_length: int | None = None
+            ) -> tuple[v2.InferRequest, np.ndarray] | None:
     """What the app reads from the body, or None where it answers an error."""
+    end = len(body) if json_length is None else json_length
     try:
-        request = validated(as_utf8(body, "utf-8"), v2.InferRequest)
-        return request, v2.to_matrix(request, NAMES, MAX_BATCH)
+        request = validated(as_utf8(body[:end], "utf-8"), v2.InferRequest)
+        return request, v2.to_matrix(request, NAMES, MAX_BATCH, memoryview(body)[end:])
     except (RequestValidationError, BadBody, BadInput):
         return None
 
 
-def same_reading(body: bytes) -> tuple[v2.InferRequest, np.ndarray] | None:
+def same_reading(body: bytes, json_length: int | None = None
+                 ) -> tuple[v2.InferRequest, np.ndarray] | None:
     """plain_request's reading of the body, checked against the general path's."""
-    plain = plain_request(body, WIDTH, MAX_BATCH)
+    plain = plain_request(body, WIDTH, MAX_BATCH, json_length)
     if plain is not None:
-        expected = general(body)
+        expected = general(body, json_length)
         assert expected is not None, f"taken, but the app refuses it: {body!r}"
         request, matrix = plain
         assert matrix.dtype == np.float32 and matrix.shape == expected[1].shape
@@ -118,6 +121,59 @@ def test_any_other_body_is_left_to_the_general_path(text: bytes) -> None:
     assert same_reading(text) is None
 
 
+def binary(rows: np.ndarray, size: Any = None, **extra: Any) -> tuple[bytes, int]:
+    """A body with the binary tensor data extension: the JSON, then the raw float32 rows."""
+    raw = np.asarray(rows, dtype="<f4").tobytes()
+    parameters = {"binary_data_size": len(raw) if size is None else size}
+    header = json.dumps({"inputs": [{"name": "features", "shape": [len(rows), WIDTH],
+                                     "datatype": "FP32", "parameters": parameters}],
+                         **extra}).encode()
+    return header + raw, len(header)
+
+
+# Values whose float32 bytes hold a colon (0x3a) and a bracket (0x5b): the JSON's
+# structure is checked in the JSON alone.
+COLONS = np.frombuffer(b"\x3a\x5b\x3a\x3f" * WIDTH * 2, dtype="<f4").reshape(2, WIDTH)
+
+
+@pytest.mark.parametrize(("text", "json_length"), [
+    binary(np.array(LONG[:1])),
+    binary(np.array(LONG)),
+    binary(np.array(LONG), outputs=[{"name": "prediction", "parameters": {"binary_data": True}}]),
+    binary(np.array(LONG[:2]), parameters={"binary_data_output": True}, id="x"),
+    binary(COLONS),
+], ids=["one-row", "long", "binary-output", "all-outputs-binary", "colon-bytes"])
+def test_the_common_binary_body_is_read_as_the_app_reads_it(text: bytes,
+                                                            json_length: int) -> None:
+    assert same_reading(text, json_length) is not None
+
+
+def _with(body_and_length: tuple[bytes, int], tail: bytes = b"",
+          replace: tuple[bytes, bytes] = (b"", b"")) -> tuple[bytes, int]:
+    body, length = body_and_length
+    header = body[:length].replace(*replace)
+    return header + body[length:] + tail, len(header)
+
+
+@pytest.mark.parametrize(("text", "json_length"), [
+    binary(np.array(LONG[:2]), size=4),  # claims less than was sent
+    binary(np.array(LONG[:2]), size=10 ** 6),
+    binary(np.array(LONG[:2]), size=24.0),
+    binary(np.array(LONG[:2]), size=True),
+    _with(binary(np.array(LONG[:2])), tail=b"\0\0\0\0"),  # bytes no input claims
+    _with(binary(np.array(LONG[:2])),
+          replace=(b'"binary_data_size"', b'"x": 1, "binary_data_size"')),
+    _with(binary(np.array(LONG[:2])), replace=(b"FP32", b"FP16")),
+    _with(binary(np.array(LONG[:2])), replace=(b'"shape"', b'"data": [1], "shape"')),
+    _with(binary(np.array(LONG[:2])), replace=(b'"shape"', b'"id": "a", "id": "b", "shape"')),
+    binary(np.array([[np.nan, 0, 0]])),
+    binary(np.array([[np.inf, 0, 0]])),
+], ids=["short-size", "long-size", "float-size", "bool-size", "unclaimed", "extra-parameter",
+        "fp16", "data-and-binary", "repeated-key", "nan", "inf"])
+def test_any_other_binary_body_is_left_to_the_general_path(text: bytes, json_length: int) -> None:
+    assert same_reading(text, json_length) is None
+
+
 _ANYTHING = st.one_of(
     st.floats(width=64), st.integers(min_value=-2 ** 70, max_value=2 ** 70), st.booleans(),
     st.none(), st.text(max_size=3), st.lists(st.floats(allow_nan=False), max_size=2))
@@ -148,3 +204,14 @@ def test_random_bodies_are_read_as_the_app_reads_them_or_left_to_it(
                                    "shape": [len(rows), WIDTH] if shape is None else shape}],
                        **extra}).encode()
     same_reading(text)
+
+
+@settings(max_examples=200, derandomize=True, deadline=None)
+@given(rows=st.lists(st.lists(_FLOAT32, min_size=WIDTH, max_size=WIDTH), min_size=1,
+                     max_size=MAX_BATCH),
+       size=st.none() | st.integers(-1, 4 * WIDTH * MAX_BATCH + 4) | st.floats(),
+       tail=st.binary(max_size=5), extra=_EXTRA)
+def test_random_binary_bodies_are_read_as_the_app_reads_them_or_left_to_it(
+        rows: list[list[float]], size: Any, tail: bytes, extra: dict[str, Any]) -> None:
+    body, length = binary(np.array(rows, dtype=np.float32), size, **extra)
+    same_reading(body + tail, length)
