@@ -31,7 +31,13 @@ from starlette.routing import request_response
 from mlops.serving import openapi
 from mlops.serving import v2_protocol as v2
 from mlops.serving.access_log import AccessLog
-from mlops.serving.batching import DirectRunner, InferenceRunner, MicroBatcher, RowLimit
+from mlops.serving.batching import (
+    DirectRunner,
+    InferenceRunner,
+    MicroBatcher,
+    OffLoop,
+    RowLimit,
+)
 from mlops.serving.body import BINARY_HEADER, parse_body, parse_with_binary
 from mlops.serving.errors import (
     ADMIN_ERRORS,
@@ -230,6 +236,7 @@ def create_app(manager: ModelManager, lookup: FeatureLookup | None = None,
         access_log = AccessLog.to_stderr() if config.access_log else AccessLog(None)
     metrics = ServiceMetrics()
     runner = make_runner(config, metrics)
+    lookups = OffLoop("feature-lookup")  # the store's reads are serialised by its lock
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -237,6 +244,7 @@ def create_app(manager: ModelManager, lookup: FeatureLookup | None = None,
         yield
         flusher.cancel()
         runner.close()
+        lookups.close()
         access_log.flush()  # uvicorn re-raises SIGTERM once shut down: no exit hook runs
 
     # FastAPI's own OpenTelemetry hooks are off: /metrics is the service's observability,
@@ -258,7 +266,7 @@ def create_app(manager: ModelManager, lookup: FeatureLookup | None = None,
         metrics.model_changed("loaded", manager.current)
     # Routes match in order: the inference routes come first.
     _v2_routes(app, manager, runner, config)
-    _v1_routes(app, manager, runner, config)
+    _v1_routes(app, manager, runner, config, lookups)
     _health_routes(app)
     _admin_routes(app, manager, config, audit or (lambda action, details: None))
     install_hot_routes(app, observed)
@@ -359,7 +367,7 @@ def _v2_routes(app: FastAPI, manager: ModelManager, runner: InferenceRunner,
 
 
 def _v1_routes(app: FastAPI, manager: ModelManager, runner: InferenceRunner,
-               config: ServingConfig) -> None:
+               config: ServingConfig, lookups: OffLoop) -> None:
     @app.get("/v1/model", tags=["v1"], summary="The model being served",
              responses=V1_ERRORS)
     async def model(request: Request) -> dict[str, Any]:
@@ -379,10 +387,6 @@ def _v1_routes(app: FastAPI, manager: ModelManager, runner: InferenceRunner,
         response_model_exclude_none=True, responses=V1_ERRORS,
         openapi_extra=openapi.documented_body(PredictRequest), route_class_override=LeanRoute)
 
-    @app.post("/v1/predict/entity", tags=["v1"], summary="Predict from the online store",
-              response_model=PredictResponse, response_model_exclude_none=True,
-              responses={**V1_ERRORS, 404: V1_ERRORS[400]},
-              openapi_extra=openapi.documented_body(EntityRequest))
     async def predict_entity(request: Request) -> Response:
         body = await parse_body(request, EntityRequest)
         predictor = served(manager, request)
@@ -393,10 +397,16 @@ def _v1_routes(app: FastAPI, manager: ModelManager, runner: InferenceRunner,
             raise BadInput("entity_ids is empty; send at least one id")
         check_rows(len(body.entity_ids), config.max_batch, "ids")
         ids = list(body.entity_ids)
-        values = await run_in_threadpool(lookup.matrix, ids)
+        values = await lookups(lookup.matrix, ids)
         matrix = entity_matrix(values, ids, lookup.spec.features, predictor.feature_names)
         scores = await runner.predict(predictor, matrix)
         return v1_response(predictor, scores, entity_ids=body.entity_ids)
+
+    app.router.add_api_route(
+        "/v1/predict/entity", predict_entity, methods=["POST"], tags=["v1"],
+        summary="Predict from the online store", response_model=PredictResponse,
+        response_model_exclude_none=True, responses={**V1_ERRORS, 404: V1_ERRORS[400]},
+        openapi_extra=openapi.documented_body(EntityRequest), route_class_override=LeanRoute)
 
 
 def _admin_routes(app: FastAPI, manager: ModelManager, config: ServingConfig,

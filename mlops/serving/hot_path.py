@@ -2,12 +2,12 @@
 a few lines, for the requests that carry the service's load.
 
 FastAPI still registers and documents ``POST /v2/models/{name}/infer``, its
-``/versions/{version}`` form and ``POST /v1/predict``, and would answer them; but its
-middleware stack, router and exception middleware cost several times what a one-row
-inference does. ``ServiceApp`` hands these three to their endpoints directly, through the
-same observability middleware (request id, limits, metrics, access log) and the same
-error bodies (``mlops.serving.errors.error_response``); every other request goes through
-FastAPI as before. The endpoints take the Request alone and return a Response
+``/versions/{version}`` form, ``POST /v1/predict`` and ``/v1/predict/entity``, and would
+answer them; but its middleware stack, router and exception middleware cost several times
+what a one-row inference does. ``ServiceApp`` hands these four to their endpoints
+directly, through the same observability middleware (request id, limits, metrics, access
+log) and the same error bodies (``mlops.serving.errors.error_response``); every other
+request goes through FastAPI as before. The endpoints take the Request alone and return a Response
 (``LeanRoute``), so either way they run the same code.
 """
 
@@ -23,13 +23,15 @@ from mlops.serving.middleware import ASGIApp, Receive, Scope, Send
 
 INFER, INFER_VERSION, PREDICT = ("/v2/models/{name}/infer",
                                  "/v2/models/{name}/versions/{version}/infer", "/v1/predict")
+PREDICT_ENTITY = "/v1/predict/entity"
+HOT = (INFER, INFER_VERSION, PREDICT, PREDICT_ENTITY)
 
 
 def match(path: str) -> tuple[str, dict[str, str]] | None:
     """The hot route template a POST path matches, and its path parameters (a segment is
     never empty and never holds a slash, as Starlette's ``{name}`` matches)."""
-    if path == PREDICT:
-        return PREDICT, {}
+    if path == PREDICT or path == PREDICT_ENTITY:
+        return path, {}
     parts = path.split("/")
     if len(parts) == 5 and parts[4] == "infer" and parts[1] == "v2" and parts[2] == "models" \
             and parts[3]:
@@ -78,8 +80,8 @@ def install_hot_routes(app: ServiceApp, observed: Callable[[ASGIApp], ASGIApp]) 
     """Answer the hot routes directly, wrapped by ``observed`` (the observability
     middleware around an inner app). Call after the routes are registered."""
     routes = {route.path: route for route in app.router.routes
-              if isinstance(route, APIRoute) and route.path in (INFER, INFER_VERSION, PREDICT)}
-    missing = {INFER, INFER_VERSION, PREDICT} - set(routes)
+              if isinstance(route, APIRoute) and route.path in HOT}
+    missing = set(HOT) - set(routes)
     if missing:
         raise RuntimeError(f"hot routes not registered: {sorted(missing)}")
     app.hot_routes = HotRoutes(routes)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from onnx_models import ModelFactory, expected_scores
 
-from mlops.serving.batching import DirectRunner, MicroBatcher
+from mlops.serving.batching import DirectRunner, MicroBatcher, OffLoop
 from mlops.serving.predictor import OnnxPredictor
 
 NEVER_MS = 600_000.0  # a window no test may wait for
@@ -206,3 +206,26 @@ def test_rows_within_a_budget_come_from_the_warm_up_timings(predictor: OnnxPredi
 def test_batcher_refuses_a_zero_window() -> None:
     with pytest.raises(ValueError, match="window_ms > 0"):
         MicroBatcher(0, 256, Calls())
+
+
+def test_off_loop_calls_run_on_their_thread_and_return_or_raise_there() -> None:
+    lookups = OffLoop("test-lookups")
+
+    def thread_name(suffix: str) -> str:
+        return threading.current_thread().name + suffix
+
+    def fails() -> None:
+        raise LookupError("no such entity")
+
+    async def main() -> tuple[list[str], str]:
+        names = await asyncio.gather(*(lookups(thread_name, f"-{i}") for i in range(3)))
+        with pytest.raises(LookupError, match="no such entity"):
+            await lookups(fails)
+        return names, threading.current_thread().name
+
+    try:
+        names, loop_thread = asyncio.run(main())
+    finally:
+        lookups.close()
+    assert names == ["test-lookups-0", "test-lookups-1", "test-lookups-2"]
+    assert loop_thread != "test-lookups"
