@@ -43,7 +43,7 @@ from mlops.serving.middleware import read_headers
 from mlops.serving.model_manager import ModelManager
 from mlops.serving.plain_request import plain_request
 from mlops.serving.predictor import OnnxPredictor
-from mlops.serving.v1_payloads import scores_to_labels
+from mlops.serving.v1_payloads import label_array
 
 # (status, the response's own headers and body): the protocol adds the status line and
 # the server's headers.
@@ -148,6 +148,7 @@ class FastLane:
             self.runner.limit.give(sum(len(q.matrix) for q in group))
             if error is not None:  # what the app answers a failed call: logged, a bare 500
                 log.error("internal error on POST %s", group[0].scope["path"], exc_info=error)
+            labels = None if error is not None else label_array(scores, predictor.task)
             start = 0
             for item in group:
                 rows = len(item.matrix)
@@ -156,14 +157,18 @@ class FastLane:
                                                    "internal error"))
                     self._reply(item, 500, _JSON % len(body) + body, None)
                 else:
-                    self._reply(item, 200, self._response(item, scores[start:start + rows]),
-                                item.predictor.version)
+                    end = start + rows
+                    self._reply(item, 200, self._response(
+                        item, scores[start:end], None if labels is None else labels[start:end]),
+                        item.predictor.version)
                 start += rows
 
-    def _response(self, item: _Queued, scores: np.ndarray) -> bytes:
-        """The content headers and body the app's infer route gives these scores."""
+    def _response(self, item: _Queued, scores: np.ndarray, labels: np.ndarray | None
+                  ) -> bytes:
+        """The content headers and body the app's infer route gives these scores (and the
+        batch's labels for them)."""
         predictor, request, wanted = item.predictor, item.request, item.wanted
-        labels = scores_to_labels(scores, predictor.task) if "label" in wanted else None
+        labels = labels if "label" in wanted else None
         as_binary = v2.binary_outputs(request)
         if as_binary:
             body, json_length = v2.binary_response(predictor.name, predictor.version,

@@ -89,5 +89,11 @@ def entity_matrix(values: np.ndarray, ids: Sequence[Any], columns: Sequence[str]
     return values.astype(np.float32)
 
 
+def label_array(scores: np.ndarray, task: str, threshold: float = 0.5) -> np.ndarray | None:
+    """Classification labels as int64 (orjson writes them as ``scores_to_labels``' list)."""
+    return (scores >= threshold).astype(np.int64) if task == "classification" else None
+
+
 def scores_to_labels(scores: np.ndarray, task: str, threshold: float = 0.5) -> list[int] | None:
-    return (scores >= threshold).astype(int).tolist() if task == "classification" else None
+    labels = label_array(scores, task, threshold)
+    return None if labels is None else labels.tolist()

@@ -243,7 +243,7 @@ def binary_outputs(request: InferRequest) -> set[str]:
 
 
 def infer_response(name: str, version: str, request_id: str | None, wanted: list[str],
-                   scores: np.ndarray, labels: list[int] | None) -> dict[str, Any]:
+                   scores: np.ndarray, labels: Sequence[int] | np.ndarray | None) -> dict[str, Any]:
     """The JSON response body as plain data (serialised by orjson; numpy passes through)."""
     tensors = {"prediction": ("FP32", scores), "label": ("INT64", labels)}
     outputs = [{"name": out, "datatype": tensors[out][0], "shape": [len(scores)],
@@ -255,7 +255,7 @@ def infer_response(name: str, version: str, request_id: str | None, wanted: list
 
 
 def binary_response(name: str, version: str, request_id: str | None, wanted: list[str],
-                    scores: np.ndarray, labels: list[int] | None,
+                    scores: np.ndarray, labels: Sequence[int] | np.ndarray | None,
                     binary: set[str]) -> tuple[bytes, int]:
     """The body with the binary tensor data extension and its JSON header's length."""
     outputs, chunks = [], []
