@@ -270,7 +270,8 @@ def create_app(manager: ModelManager, lookup: FeatureLookup | None = None,
     _health_routes(app)
     _admin_routes(app, manager, config, audit or (lambda action, details: None))
     install_hot_routes(app, observed)
-    app.state.lane = FastLane(manager, runner, metrics, access_log, config.max_batch)
+    app.state.lane = FastLane(manager, runner, metrics, access_log, config.max_batch,
+                              batched=config.batch_window_ms > 0)
     # FastAPI adds its documentation routes first; they go last so inference matches first.
     app.router.routes.sort(key=lambda route: getattr(route, "path", "") in _DOC_PATHS)
     openapi.install(app, manager, config.max_batch)

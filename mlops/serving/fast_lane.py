@@ -70,12 +70,14 @@ class _Queued:
 
 class FastLane:
     """Takes complete v2 infer requests from the protocol, answers them at the end of the
-    loop iteration (``runner`` supplies the inline rule and the row bound it shares)."""
+    loop iteration (``runner`` supplies the inline rule and the row bound it shares).
+    ``batched``: the iteration's requests share one call per model version, as the
+    micro-batcher's do; without it (batching off) each request has its own call."""
 
     def __init__(self, manager: ModelManager, runner: Any, metrics: ServiceMetrics,
-                 access_log: AccessLog, max_batch: int) -> None:
+                 access_log: AccessLog, max_batch: int, batched: bool = True) -> None:
         self.manager, self.runner, self.metrics = manager, runner, metrics
-        self.access_log, self.max_batch = access_log, max_batch
+        self.access_log, self.max_batch, self.batched = access_log, max_batch, batched
         self._queued: list[_Queued] = []
         self.answered = 0  # requests the lane has answered
         self._routes: dict[bytes, tuple[str, Route]] = {}
@@ -141,8 +143,8 @@ class FastLane:
 
     def _answer(self) -> None:
         queued, self._queued = self._queued, []
-        for predictor in {id(q.predictor): q.predictor for q in queued}.values():
-            group = [q for q in queued if q.predictor is predictor]
+        for group in self._groups(queued):
+            predictor = group[0].predictor
             scores, error = outcome(lambda g=group, p=predictor: timed(
                 self.metrics.observe_inference, p, *[q.matrix for q in g]))
             self.runner.limit.give(sum(len(q.matrix) for q in group))
@@ -162,6 +164,14 @@ class FastLane:
                         item, scores[start:end], None if labels is None else labels[start:end]),
                         item.predictor.version)
                 start += rows
+
+    def _groups(self, queued: list[_Queued]) -> list[list[_Queued]]:
+        """The calls to make: one per model version when batched, else one per request."""
+        if not self.batched:
+            return [[item] for item in queued]
+        versions = {id(item.predictor): item.predictor for item in queued}
+        return [[item for item in queued if item.predictor is predictor]
+                for predictor in versions.values()]
 
     def _response(self, item: _Queued, scores: np.ndarray, labels: np.ndarray | None
                   ) -> bytes:

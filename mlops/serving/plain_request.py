@@ -28,6 +28,8 @@ from mlops.serving.v2_protocol import InferRequest, all_finite
 _JSON_KEYS = ["data", "datatype", "name", "shape"]  # sorted
 _BINARY_KEYS = ["datatype", "name", "parameters", "shape"]
 _FLOAT32 = np.dtype("<f4")  # as the binary extension sends it
+_HEADERS_KEPT = 256  # binary-extension headers remembered (then forgotten all at once)
+_headers: dict[tuple[bytes, int, int], tuple[InferRequest, list[int]]] = {}
 
 
 def plain_request(body: bytes, width: int, max_batch: int, json_length: int | None = None
@@ -35,8 +37,78 @@ def plain_request(body: bytes, width: int, max_batch: int, json_length: int | No
     """The request (its input's data left out) and its [rows, width] float32 matrix, or
     None when the body is not the common one. ``json_length``: the binary tensor data
     extension's header, the length of the JSON before the tensor's raw bytes."""
-    binary = json_length is not None
-    text = body[:json_length] if binary else body
+    if json_length is None:
+        return _json_request(body, width, max_batch)
+    return _binary_request(body, json_length, width, max_batch)
+
+
+def _json_request(body: bytes, width: int, max_batch: int
+                  ) -> tuple[InferRequest, np.ndarray] | None:
+    read = _read(body, width, max_batch, _JSON_KEYS)
+    if read is None:
+        return None
+    tensor, skeleton, extra = read
+    shape = skeleton["shape"]
+    values = _json_values(tensor["data"], shape[0] * width)
+    if values is None or not all_finite(values) \
+            or not _same_structure(body, {**extra, "inputs": [skeleton]}, 1):
+        return None
+    try:
+        request = (InferRequest.model_validate({**extra, "inputs": [skeleton]}) if extra
+                   else _bare(shape[0], width))
+    except ValidationError:
+        return None
+    return request, values.reshape(shape)
+
+
+def _binary_request(body: bytes, json_length: int, width: int, max_batch: int
+                    ) -> tuple[InferRequest, np.ndarray] | None:
+    """With the binary extension a client sends the same JSON header again and again (only
+    the raw bytes after it change): its reading is remembered."""
+    key = (body[:json_length], width, max_batch)
+    known = _headers.get(key)
+    if known is None:
+        known = _binary_header(key[0], width, max_batch)
+        if known is None:
+            return None
+        if len(_headers) >= _HEADERS_KEPT:
+            _headers.clear()
+        _headers[key] = known
+    request, shape = known
+    if len(body) - json_length != shape[0] * width * _FLOAT32.itemsize:
+        return None
+    values = np.frombuffer(body, dtype=_FLOAT32, offset=json_length).astype(np.float32)
+    return (request, values.reshape(shape)) if all_finite(values) else None
+
+
+def _binary_header(header: bytes, width: int, max_batch: int
+                   ) -> tuple[InferRequest, list[int]] | None:
+    """The request and shape of a header whose one tensor claims all the bytes after it
+    (``binary_data_size`` the only parameter, of the shape's size)."""
+    read = _read(header, width, max_batch, _BINARY_KEYS)
+    if read is None:
+        return None
+    tensor, skeleton, extra = read
+    shape = skeleton["shape"]
+    parameters = skeleton["parameters"] = _python(tensor["parameters"])
+    if type(parameters) is not dict or len(parameters) != 1 or parameters.get(
+            "binary_data_size") != shape[0] * width * _FLOAT32.itemsize \
+            or type(parameters["binary_data_size"]) is not int:
+        return None
+    whole = {**extra, "inputs": [skeleton]}
+    if not _same_structure(header, whole, 0):
+        return None
+    try:
+        return InferRequest.model_validate(whole), shape
+    except ValidationError:
+        return None
+
+
+def _read(text: bytes, width: int, max_batch: int, keys: list[str]
+          ) -> tuple[Any, dict[str, Any], dict[str, Any]] | None:
+    """The one tensor (a proxy into the parsed document), its name, shape and datatype,
+    and the request's other members, when the tensor has exactly ``keys`` (sorted), is the
+    FP32 'features' tensor and its shape is [1..max_batch, width]."""
     try:
         # A parser per body (60 ns): a document holds its parser until it is released.
         doc = simdjson.Parser().parse(text)
@@ -48,34 +120,16 @@ def plain_request(body: bytes, width: int, max_batch: int, json_length: int | No
     if type(inputs) is not simdjson.Array or len(inputs) != 1:
         return None
     tensor = inputs[0]
-    if type(tensor) is not simdjson.Object \
-            or sorted(tensor.keys()) != (_BINARY_KEYS if binary else _JSON_KEYS) \
-            or tensor["name"] != "features" or tensor["datatype"] != "FP32":
+    if type(tensor) is not simdjson.Object or sorted(tensor.keys()) != keys \
+            or tensor["name"] != "features" or tensor["datatype"] != "FP32" \
+            or type(tensor["shape"]) is not simdjson.Array:
         return None
-    shape = tensor["shape"]
-    if type(shape) is not simdjson.Array:
-        return None
-    shape = shape.as_list()
+    shape = tensor["shape"].as_list()
     rows = shape[0] if len(shape) == 2 and type(shape[0]) is type(shape[1]) is int else 0
     if not (0 < rows <= max_batch and shape[1] == width):
         return None
-    skeleton = {"name": "features", "shape": shape, "datatype": "FP32"}
-    if binary:
-        skeleton["parameters"] = _python(tensor["parameters"])
-        values = _binary_values(body, json_length, skeleton["parameters"], rows * width)
-    else:
-        values = _json_values(tensor["data"], rows * width)
-    if values is None or not all_finite(values):
-        return None
     extra = {key: _python(doc[key]) for key in doc.keys() if key != "inputs"}
-    whole = {**extra, "inputs": [skeleton]}
-    if not _same_structure(text, whole, 0 if binary else 1):
-        return None
-    try:
-        request = InferRequest.model_validate(whole) if extra or binary else _bare(rows, width)
-    except ValidationError:
-        return None
-    return request, values.reshape(shape)
+    return tensor, {"name": "features", "shape": shape, "datatype": "FP32"}, extra
 
 
 def _json_values(data: Any, count: int) -> np.ndarray | None:
@@ -88,18 +142,6 @@ def _json_values(data: Any, count: int) -> np.ndarray | None:
     except (TypeError, ValueError):  # a value that is not a number (bool, null, string)
         return None
     return values.astype(np.float32) if len(values) == count else None
-
-
-def _binary_values(body: bytes, json_length: int, parameters: Any, count: int
-                   ) -> np.ndarray | None:
-    """The raw little-endian float32 values after the JSON, when the tensor claims them all
-    (``binary_data_size``, and nothing else in its parameters) and they are ``count``."""
-    if type(parameters) is not dict or len(parameters) != 1:
-        return None
-    size = parameters.get("binary_data_size")
-    if type(size) is not int or size != len(body) - json_length or size != count * 4:
-        return None
-    return np.frombuffer(body, dtype=_FLOAT32, offset=json_length).astype(np.float32)
 
 
 @functools.lru_cache(maxsize=256)

@@ -4,6 +4,7 @@ and logs what it answers, and hands every other request to the app."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from collections.abc import Iterator
@@ -132,3 +133,27 @@ def test_a_failing_model_call_is_a_logged_500(served: tuple,
     assert response.status_code == 500
     assert response.json() == {"error": "InternalError: internal error"}
     assert "onnxruntime failed" in caplog.text
+
+
+@pytest.mark.parametrize(("window_ms", "calls"), [(2.0, 1), (0.0, 3)],
+                         ids=["batching-on", "batching-off"])
+def test_requests_of_one_iteration_share_a_call_only_with_batching_on(
+        onnx_model: tuple[Path, str], window_ms: float, calls: int) -> None:
+    app = create_app(serving_manager(*onnx_model), None,
+                     ServingConfig(batch_window_ms=window_ms), AccessLog(None))
+    lane, replies = app.state.lane, []
+    route = lane.route(b"POST", INFER.encode())[1]
+
+    async def three_at_once() -> None:
+        for rows in (1, 2, 3):
+            scope = {"path": INFER, "headers": [], "client": ("127.0.0.1", 1)}
+            body = json.dumps(v2(rows)).encode()
+            assert lane.take(scope, route, body, lambda status, rest: replies.append(rest))
+        while len(replies) < 3:
+            await asyncio.sleep(0)
+
+    asyncio.run(three_at_once())
+    assert sum(app.state.metrics.batch_rows.counts) == calls
+    assert app.state.metrics.batch_rows.sum == 6
+    assert [json.loads(rest.split(b"\r\n\r\n", 1)[1])["outputs"][0]["shape"]
+            for rest in replies] == [[1], [2], [3]]

@@ -174,6 +174,18 @@ def test_any_other_binary_body_is_left_to_the_general_path(text: bytes, json_len
     assert same_reading(text, json_length) is None
 
 
+def test_a_remembered_binary_header_still_has_its_bytes_checked() -> None:
+    """The reading of a binary header is remembered; the bytes after it are not."""
+    good = binary(np.array(LONG[:2]), outputs=[{"name": "prediction"}])
+    nan = binary(np.array([[np.nan] * WIDTH] * 2), outputs=[{"name": "prediction"}])
+    assert good[0][:good[1]] == nan[0][:nan[1]]  # the same header
+    assert same_reading(*good) is not None
+    assert same_reading(*nan) is None
+    assert same_reading(good[0] + b"\0\0\0\0", good[1]) is None
+    assert same_reading(good[0][:-4], good[1]) is None
+    assert same_reading(*good) is not None
+
+
 _ANYTHING = st.one_of(
     st.floats(width=64), st.integers(min_value=-2 ** 70, max_value=2 ** 70), st.booleans(),
     st.none(), st.text(max_size=3), st.lists(st.floats(allow_nan=False), max_size=2))
