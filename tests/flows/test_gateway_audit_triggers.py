@@ -50,6 +50,9 @@ def test_triggers_are_recorded_before_the_run_and_refused_when_unrecordable(
     with gateway(tmp_path, upstream) as client:
         created = client.post(path, headers=bearer("rui"), json=body)
         other_team = client.post(path, headers=bearer("bo"), json=body)
+        # The 403's record is written by the refusals' own thread: let it land before the
+        # store goes down, or it recreates the file in the way of the folder.
+        client.app.state.gateway.audit.flush()
         with store_down(tmp_path / "data"):
             unrecorded = client.post(path, headers=bearer("rui"), json=body)
     assert created.status_code == 201, created.text
