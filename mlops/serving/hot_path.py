@@ -7,8 +7,8 @@ answer them; but its middleware stack, router and exception middleware cost seve
 what a one-row inference does. ``ServiceApp`` hands these four to their endpoints
 directly, through the same observability middleware (request id, limits, metrics, access
 log) and the same error bodies (``mlops.serving.errors.error_response``); every other
-request goes through FastAPI as before. The endpoints take the Request alone and return a Response
-(``LeanRoute``), so either way they run the same code.
+request goes through FastAPI as before. The endpoints take the Request alone and return a
+Response (``LeanRoute``), so either way they run the same code.
 """
 
 from __future__ import annotations

@@ -91,9 +91,10 @@ def _binary_header(header: bytes, width: int, max_batch: int
     tensor, skeleton, extra = read
     shape = skeleton["shape"]
     parameters = skeleton["parameters"] = _python(tensor["parameters"])
-    if type(parameters) is not dict or len(parameters) != 1 or parameters.get(
-            "binary_data_size") != shape[0] * width * _FLOAT32.itemsize \
-            or type(parameters["binary_data_size"]) is not int:
+    if type(parameters) is not dict or len(parameters) != 1:
+        return None
+    size = parameters.get("binary_data_size")
+    if type(size) is not int or size != shape[0] * width * _FLOAT32.itemsize:
         return None
     whole = {**extra, "inputs": [skeleton]}
     if not _same_structure(header, whole, 0):

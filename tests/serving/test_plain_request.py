@@ -163,13 +163,16 @@ def _with(body_and_length: tuple[bytes, int], tail: bytes = b"",
     _with(binary(np.array(LONG[:2])), tail=b"\0\0\0\0"),  # bytes no input claims
     _with(binary(np.array(LONG[:2])),
           replace=(b'"binary_data_size"', b'"x": 1, "binary_data_size"')),
+    _with(binary(np.array(LONG[:2])), replace=(b'{"binary_data_size": 24}', b"24")),
+    _with(binary(np.array(LONG[:2])), replace=(b'{"binary_data_size": 24}', b"[24]")),
     _with(binary(np.array(LONG[:2])), replace=(b"FP32", b"FP16")),
     _with(binary(np.array(LONG[:2])), replace=(b'"shape"', b'"data": [1], "shape"')),
     _with(binary(np.array(LONG[:2])), replace=(b'"shape"', b'"id": "a", "id": "b", "shape"')),
     binary(np.array([[np.nan, 0, 0]])),
     binary(np.array([[np.inf, 0, 0]])),
 ], ids=["short-size", "long-size", "float-size", "bool-size", "unclaimed", "extra-parameter",
-        "fp16", "data-and-binary", "repeated-key", "nan", "inf"])
+        "number-parameters", "list-parameters", "fp16", "data-and-binary", "repeated-key",
+        "nan", "inf"])
 def test_any_other_binary_body_is_left_to_the_general_path(text: bytes, json_length: int) -> None:
     assert same_reading(text, json_length) is None
 
