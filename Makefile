@@ -19,7 +19,7 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 export DO_NOT_TRACK := true
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv tools run stop test test-fast bench bench-serving bench-fairshare bench-scale bench-governance bench-platform bench-chaos gpu-check lint clean up down status provision deploy
+.PHONY: venv tools run stop test test-fast bench bench-serving bench-fairshare bench-scale bench-governance bench-platform bench-chaos gpu-check lint clean up down status provision deploy feast-ui
 
 venv: $(VENV)/.installed
 	@mkdir -p $(PREFECT_HOME)
@@ -54,6 +54,12 @@ provision: venv
 
 deploy: venv
 	$(PY) -m infra.flow_deployments
+
+# Feast's UI (http://127.0.0.1:8888) over one dataset's store, as the features stage
+# rendered it under the data directory: make feast-ui DATASET=wage_panel
+DATASET ?= wage_panel
+feast-ui: venv
+	$(VENV)/bin/feast -f $(MLOPS_DATA_DIR)/features/$(DATASET)/feature_store.yaml ui --host 127.0.0.1
 
 # Debian's wrk and h2load (nghttp2-client): bench-serving's REST and gRPC load generators,
 # whose quick mode the tests run, and openssl for its throwaway TLS certificate; Debian's

@@ -11,8 +11,9 @@ from feature_repo.feature_services import feature_service_for
 from feature_repo.feature_views import feature_view_for
 from feature_repo.sources import source_for, source_schema
 
-TEMPLATE = Path(__file__).parent / "feature_store.yaml"
-PRODUCTION_TEMPLATE = Path(__file__).parent / "feature_store.production.yaml"
+# Not feature_store.yaml: that name is the default dataset's store, for Feast's CLI here.
+TEMPLATE = Path(__file__).parent / "feature_store.template.yaml"
+PRODUCTION_TEMPLATE = Path(__file__).parent / "feature_store.production.template.yaml"
 
 
 def definitions(spec: Dataset, source_path: str | Path,
