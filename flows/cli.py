@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 
+from pydantic import ValidationError
+
+from flows.cli_errors import command_logging, report_failure
 from mlops.config import DEFAULT_SPEC, ConfigError, ModelSettings, Settings, load_spec
 
 
@@ -25,8 +28,13 @@ def _run(args: argparse.Namespace) -> int:
     from mlops.serving.client import example_record, predict_entities, predict_records
 
     spec = load_spec(args.spec)
-    params = PipelineParams(spec=spec, model=ModelSettings(epochs=args.epochs), team=args.team,
-                            deploy=not args.no_deploy)
+    try:
+        params = PipelineParams(spec=spec, model=ModelSettings(epochs=args.epochs),
+                                team=args.team, deploy=not args.no_deploy)
+    except ValidationError as exc:
+        problems = "; ".join(f"--{'.'.join(map(str, err['loc']))}: {err['msg']}"
+                             for err in exc.errors())
+        raise ConfigError(f"invalid run options: {problems}") from None
     summary = training_pipeline(params)
     print(f"\nmodel {summary.model_name} v{summary.model_version} aliases "
           f"{','.join(summary.aliases)}; test metrics {json.dumps(summary.metrics)}")
@@ -176,18 +184,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("mlops").setLevel(logging.INFO)
+def _data_dir() -> Path | None:
+    """Where the command's log file goes; None when the settings cannot be read (the
+    command then meets the same error and reports it)."""
     try:
-        return args.handler(args)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # the CLI reports any failure as one line; logs hold the trace
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+        return Settings().data_dir
+    except ValueError:
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit 0, 2 for an expected failure (bad input or configuration), 1 for any other;
+    a failure prints one message and leaves its traceback in the command's log file."""
+    args = build_parser().parse_args(argv)
+    options = {key: value for key, value in vars(args).items() if not callable(value)}
+    with command_logging(args.command, _data_dir(), options) as log_file:
+        try:
+            return args.handler(args)
+        except (Exception, KeyboardInterrupt) as exc:
+            return report_failure(exc, args.command, log_file)
 
 
 if __name__ == "__main__":
