@@ -65,6 +65,49 @@ def generate_panel(n_entities: int = 100, n_periods: int = 8, n_features: int = 
     return frame
 
 
+CONTINENTS = ["Africa", "Asia", "Europe", "North America", "Oceania", "South America"]
+
+
+def mixed_spec(path: str, task: TaskType = TaskType.classification,
+               name: str = "mixed") -> DatasetSpec:
+    """The spec of ``generate_mixed_panel``: a string category, an integer-coded one, a
+    nullable number and two plain numbers."""
+    return DatasetSpec(
+        name=name, path=path, entity="entity_id", timestamp="event_timestamp",
+        features=["continent", "occupation", "hours", "f0", "f1"],
+        categorical=["continent", "occupation"], nullable=["hours", "occupation"],
+        label="label", task=task,
+    )
+
+
+def generate_mixed_panel(n_entities: int = 100, n_periods: int = 8,
+                         task: TaskType = TaskType.classification, seed: int = 0,
+                         start: str = "2020-01-01", freq: str = "7D") -> pd.DataFrame:
+    """A panel whose label depends on the categories as much as on the numbers; hours is
+    null in about a tenth of the rows and occupation (codes 1-9) in a twentieth."""
+    rng = np.random.default_rng(seed)
+    rows = n_entities * n_periods
+    times = pd.date_range(start, periods=n_periods, freq=freq, tz="UTC")
+    period = np.tile(np.arange(n_periods), n_entities)
+    continent = rng.integers(0, len(CONTINENTS), rows)
+    occupation = rng.integers(1, 10, rows)
+    hours = rng.normal(40.0, 8.0, rows)
+    numbers = rng.normal(size=(rows, 2))
+    signal = (np.linspace(-1.5, 1.5, len(CONTINENTS))[continent] + 0.25 * (occupation - 5)
+              + 0.05 * (hours - 40) + numbers @ [1.0, -0.5] + 0.3 * rng.normal(size=rows))
+    frame = pd.DataFrame({
+        "entity_id": np.repeat(np.arange(1, n_entities + 1), n_periods),
+        "event_timestamp": times[period],
+        "continent": np.asarray(CONTINENTS, dtype=object)[continent],
+        "occupation": pd.array(occupation, dtype="Int64"),
+        "hours": np.where(rng.random(rows) < 0.1, np.nan, hours),
+        "f0": numbers[:, 0], "f1": numbers[:, 1],
+        "label": (signal > 0).astype("int64") if task == TaskType.classification else signal,
+    })
+    frame.loc[rng.random(rows) < 0.05, "occupation"] = pd.NA
+    return frame
+
+
 class PartitionedPanel(BaseModel):
     """What a partitioned synthetic dataset holds; also its cache key (the marker file)."""
 

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pyarrow as pa
 from feast import Entity, FeatureView, Field, FileSource
-from feast.types import Float64, Int64, PrimitiveFeastType
+from feast.types import Float64, Int64, PrimitiveFeastType, String
 
 from feature_repo.dataset import Dataset
 
@@ -21,7 +21,8 @@ def feature_view_name(spec: Dataset) -> str:
 
 
 def field_type(column: str, schema: pa.Schema) -> PrimitiveFeastType:
-    """Int64 for integer columns, Float64 for floating ones; nothing else is a feature."""
+    """Int64 for integer columns, Float64 for floating ones, String for text (a categorical
+    feature's categories); nothing else is a feature."""
     if column not in schema.names:
         raise ValueError(f"feature source has no feature column {column!r}")
     arrow_type = schema.field(column).type
@@ -29,7 +30,10 @@ def field_type(column: str, schema: pa.Schema) -> PrimitiveFeastType:
         return Int64
     if pa.types.is_floating(arrow_type):
         return Float64
-    raise ValueError(f"feature {column!r} has type {arrow_type}; features must be numeric")
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return String
+    raise ValueError(f"feature {column!r} has type {arrow_type}; features must be numbers or "
+                     "text")
 
 
 def feature_view_for(spec: Dataset, entity: Entity, source: FileSource,

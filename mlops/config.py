@@ -91,7 +91,14 @@ class DatasetSpec(BaseModel):
     )
     entity: str = Field(description="Entity key column.")
     timestamp: str = Field(description="Event timestamp column.")
-    features: list[str] = Field(min_length=1, description="Numeric feature columns.")
+    features: list[str] = Field(min_length=1, description="Feature columns, in model order: "
+                                "numbers, unless listed under categorical.")
+    categorical: list[str] = Field(default_factory=list, description="Features that are "
+                                   "categories (strings or integer codes), one-hot encoded "
+                                   "inside the exported model; unseen ones share one bucket.")
+    nullable: list[str] = Field(default_factory=list, description="Features that may be null: "
+                                "a number takes the train split's median, a category the "
+                                "unknown bucket, inside the exported model.")
     label: str = Field(description="Label column.")
     task: TaskType = Field(description="classification (binary label) or regression.")
     rules: list[ColumnRule] = Field(default_factory=list, description="Extra validation rules.")
@@ -116,7 +123,24 @@ class DatasetSpec(BaseModel):
         clash = set(self.features) & set(keys)
         if clash:
             raise ValueError(f"features must not include entity/timestamp/label: {sorted(clash)}")
+        for key in ("categorical", "nullable"):
+            listed = getattr(self, key)
+            stray = [c for c in listed if c not in self.features]
+            if stray:
+                raise ValueError(f"{key} names columns that are not features: {stray}")
+            if len(set(listed)) != len(listed):
+                raise ValueError(f"{key} contains duplicates")
         return self
+
+    @property
+    def numeric_features(self) -> list[str]:
+        """The features that are numbers, in model order."""
+        return [c for c in self.features if c not in self.categorical]
+
+    @property
+    def plain(self) -> bool:
+        """Numbers only, never null: the model takes one float matrix as it is."""
+        return not self.categorical and not self.nullable
 
     @property
     def columns(self) -> list[str]:

@@ -1,6 +1,7 @@
 """The expectation suite for a dataset spec: pure, so it can be inspected and tested alone.
 
-Spec-derived checks come first (schema, nulls, types, finiteness, label domain, unique
+Spec-derived checks come first (schema, nulls outside the nullable features, types
+(numbers, or strings and integer codes for categorical features), finiteness, label domain, unique
 entity-timestamp pairs, entity ids of one type, event times inside the nanosecond range
 and not in the future), then the rules the spec declares.
 """
@@ -22,6 +23,8 @@ NUMERIC_TYPES = [*INTEGER_TYPES, "float16", "float32", "float64"]
 # values in an object column, or pandas' string dtype). Floats are no exact keys, and a mix
 # of 1 and "1" would be two entities; GE checks an object column value by value.
 ENTITY_TYPES = [*INTEGER_TYPES, "Int64Dtype", "str", "StringDtype"]
+# A category is a string or an integer code (floats where pandas read codes with nulls).
+CATEGORY_TYPES = [*ENTITY_TYPES, "float16", "float32", "float64"]
 # Finite means inside float32's range, the precision training and serving compute in: a
 # value that float64 holds (1e39) would pass here and turn into infinity in the model. NaN
 # is a null and is checked separately.
@@ -40,7 +43,8 @@ def build_expectations(spec: DatasetSpec, now: datetime | None = None) -> list[E
     rule_columns = [rule.column for rule in spec.rules if rule.column not in spec.columns]
     suite: list[Expectation] = [gxe.ExpectTableRowCountToBeBetween(min_value=1)]
     suite += [gxe.ExpectColumnToExist(column=c) for c in [*spec.columns, *rule_columns]]
-    suite += [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in spec.columns]
+    suite += [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in spec.columns
+              if c not in spec.nullable]
     suite += [
         gxe.ExpectCompoundColumnsToBeUnique(column_list=[spec.entity, spec.timestamp]),
         gxe.ExpectColumnValuesToBeInTypeList(column=spec.entity, type_list=ENTITY_TYPES),
@@ -50,8 +54,10 @@ def build_expectations(spec: DatasetSpec, now: datetime | None = None) -> list[E
         gxe.ExpectColumnMinToBeBetween(column=spec.timestamp, min_value=EARLIEST),
         gxe.ExpectColumnMaxToBeBetween(column=spec.timestamp, max_value=now),
     ]
-    numeric = list(spec.features) if spec.task == TaskType.classification else [
-        *spec.features, spec.label]
+    numeric = list(spec.numeric_features) if spec.task == TaskType.classification else [
+        *spec.numeric_features, spec.label]
+    suite += [gxe.ExpectColumnValuesToBeInTypeList(column=c, type_list=CATEGORY_TYPES)
+              for c in spec.categorical]
     for column in numeric:
         suite += [
             gxe.ExpectColumnValuesToBeInTypeList(column=column, type_list=NUMERIC_TYPES),

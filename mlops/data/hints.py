@@ -20,6 +20,7 @@ TIME_CHECKS = {
 }
 TYPE_LIST = "expect_column_values_to_be_in_type_list"
 IN_SET = "expect_column_values_to_be_in_set"
+NOT_NULL = "expect_column_values_to_not_be_null"
 ENTITY_RULE = "entity ids must be all integers or all strings"
 LABEL_RULE = "a classification label must be 0/1 (True/False are read as 1/0)"
 
@@ -36,6 +37,10 @@ def hint_for(expectation: str, column: str | None, frame: pd.DataFrame,
         reason = explain_entity_ids(series)
     elif column == spec.label and expectation == IN_SET and spec.task == TaskType.classification:
         reason = explain_labels(series)
+    elif column in spec.features and expectation == NOT_NULL:
+        reason = (f"{int(series.isna().sum())} null(s); if a missing value is expected there, "
+                  "list the feature under 'nullable' in the spec (a number then takes the train "
+                  "median, a category the unknown bucket)")
     else:
         return None
     return f"{column!r} holds {reason}" if reason else None

@@ -26,6 +26,7 @@ from mlops.config import DatasetSpec
 from mlops.data.expectations import build_expectations
 from mlops.data.hints import TIME_TYPE, hint_for
 from mlops.data.loading import dataset_hash
+from mlops.data.spec_fit import check_spec_fits
 
 if TYPE_CHECKING:
     from great_expectations.core import ExpectationSuiteValidationResult
@@ -126,6 +127,7 @@ def _validate(frame: pd.DataFrame, spec: DatasetSpec, now: datetime | None
         failed = [FailedExpectation(expectation="expect_unique_column_names",
                                     kwargs={}, observed=f"duplicated columns {duplicated}")]
     else:
+        check_spec_fits(frame, spec)  # a spec error, not bad data: raised, not quarantined
         result = _run_suite(frame, build_expectations(spec, now), spec.name)
         failed = _explain([_to_failure(r) for r in result.results if not r.success], frame,
                           spec)

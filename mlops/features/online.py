@@ -94,12 +94,15 @@ class OnlineFeatures:
 
     def matrix(self, entity_ids: Sequence[Any]) -> np.ndarray:
         """[ids, features] float64 in request and ``spec.features`` order, NaN where a stored
-        value is null; UnknownEntity names any id the store lacks. (The service's path: no
+        value is null (objects, None for a null, for a spec with categorical or nullable
+        features); UnknownEntity names any id the store lacks. (The service's path: no
         DataFrame, whose construction and column selection cost as much as the Feast read.)"""
         ids = list(entity_ids)
         keys = [self._key(entity_id) for entity_id in ids]
         rows = [row for row, key in enumerate(keys) if key is not None]
-        values = np.full((len(ids), len(self.spec.features)), np.nan)
+        # Categories may be strings: an object matrix (None for a null) then, else floats.
+        values = (np.full((len(ids), len(self.spec.features)), np.nan) if self.spec.plain
+                  else np.full((len(ids), len(self.spec.features)), None, dtype=object))
         present = np.zeros(len(ids), dtype=bool)
         if rows:
             with self._lock:
@@ -130,7 +133,9 @@ class OnlineFeatures:
                     continue
                 present[row] = True
                 kind = value.WhichOneof("val")
-                if kind and kind != "null_val":
+                if kind == "string_val":
+                    values[row, column] = value.string_val
+                elif kind and kind != "null_val":
                     values[row, column] = float(getattr(value, kind))
 
 

@@ -60,13 +60,18 @@ def _utc(series: pd.Series, column: str) -> pd.Series:
         raise FeatureError(f"timestamp column {column!r} is not a datetime") from None
 
 
-def _feature_column(series: pd.Series, column: str) -> pd.Series:
-    """int64 for integer or boolean columns (float64 if they hold nulls), float64 for floats."""
+def _feature_column(series: pd.Series, column: str, categorical: bool = False) -> pd.Series:
+    """int64 for integer or boolean columns (float64 if they hold nulls), float64 for floats;
+    a categorical feature's strings as str objects (None for a null)."""
     if pd.api.types.is_bool_dtype(series) or pd.api.types.is_integer_dtype(series):
         return series.astype("float64" if series.isna().any() else "int64")
     if pd.api.types.is_float_dtype(series):
         return series.astype("float64")
-    raise FeatureError(f"feature {column!r} has dtype {series.dtype}; features must be numeric")
+    if categorical and series.map(lambda v: v is None or isinstance(v, str)
+                                  or v is pd.NA or v != v).all():
+        return series.astype(object).where(series.notna(), None)
+    raise FeatureError(f"feature {column!r} has dtype {series.dtype}; features must be numeric"
+                       " (or listed under categorical, as strings or integer codes)")
 
 
 def _entity_column(series: pd.Series, column: str) -> pd.Series:
@@ -98,7 +103,7 @@ def source_frame(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
     if out[spec.timestamp].isna().any():
         raise FeatureError(f"timestamp column {spec.timestamp!r} has null values")
     for column in spec.features:
-        out[column] = _feature_column(frame[column], column)
+        out[column] = _feature_column(frame[column], column, column in spec.categorical)
     duplicated = out.duplicated([spec.entity, spec.timestamp])
     if duplicated.any():
         first = out.loc[duplicated, [spec.entity, spec.timestamp]].iloc[0].tolist()

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from pydantic import BaseModel, Field
 
-from mlops.config import DatasetSpec, ModelSettings, Settings
+from mlops.config import ConfigError, DatasetSpec, ModelSettings, Settings
 from mlops.data import storage
 from mlops.data.snapshot import ValidatedData
 from mlops.data.validation import ValidationFailed
@@ -104,6 +104,12 @@ def validate_stage(spec: DatasetSpec, settings: Settings,
 def _validate(spec: DatasetSpec, settings: Settings) -> ValidatedData:
     """Out of core on Dask, or in memory (see ``_on_dask``)."""
     if _on_dask(spec.path, settings):
+        if not spec.plain:
+            raise ConfigError(
+                f"dataset {spec.name!r}: categorical and nullable features are taken from one "
+                "in-memory file for now, not from partitioned parquet (or any parquet on the "
+                f"production profile); remove 'categorical' and 'nullable' from the spec or "
+                f"give one parquet or CSV file on the local profile (path: {spec.path})")
         from mlops.partitioned.snapshot import validate_partitioned
 
         return validate_partitioned(spec, settings)
@@ -195,7 +201,8 @@ def register_stage(params: PipelineParams, data: ValidatedData, features: Featur
                     "precision": trained.precision, "onnx_opset": exported.opset,
                     "parity_max_abs_diff": exported.max_abs_diff,
                     # A retry that resumed from a checkpoint says so in its lineage.
-                    "resumed_from_epoch": trained.resumed_from_epoch}
+                    "resumed_from_epoch": trained.resumed_from_epoch,
+                    "baseline_model": trained.baseline_model}
     approval = needs_approval(platform_governance(settings), params.team)
     # The run's team's MLflow user: params.team is the deployment's (the gateway refuses a
     # run whose team differs), so a run can only write its own team's models.

@@ -26,9 +26,19 @@ class PipelineSummary(BaseModel):
     held_back: bool = False  # it beat the champion but was not approved
 
 
+BASELINE = "baseline_"  # the prefix of the baseline model's metrics
+
+
+def _baseline(metrics: dict[str, float], name: str) -> str:
+    value = metrics.get(BASELINE + name)
+    return "" if value is None else f"{value:.4f}"
+
+
 def render_markdown(summary: PipelineSummary) -> str:
     """A short report a person reads in the Prefect UI."""
-    metrics = "\n".join(f"| {name} | {value:.4f} |" for name, value in summary.metrics.items())
+    metrics = "\n".join(
+        f"| {name} | {value:.4f} | {_baseline(summary.metrics, name)} |"
+        for name, value in summary.metrics.items() if not name.startswith(BASELINE))
     promoted = ("yes" if "champion" in summary.aliases
                 else "no (not approved: champion kept)" if summary.held_back
                 else "no (champion kept)")
@@ -46,7 +56,7 @@ report `{summary.validation_report}` |
 {", ".join(summary.aliases)}; promoted: {promoted} |
 | serving | {summary.endpoint or "not deployed"} (champion v{summary.champion_version}) |
 
-| metric (held-out test split) | value |
-|---|---|
+| metric (held-out test split) | network | baseline (same split) |
+|---|---|---|
 {metrics}
 """

@@ -42,6 +42,7 @@ from mlops.registry.client import (
 )
 
 if TYPE_CHECKING:
+    import onnx
     from mlflow import MlflowClient
     from mlflow.models import ModelSignature
     from mlflow.models.model import ModelInfo
@@ -71,13 +72,22 @@ def _experiment_id(client: MlflowClient, name: str, artifacts_dir: Path) -> str:
     return client.create_experiment(name, artifact_location=location)
 
 
-def _signature(n_features: int) -> ModelSignature:
+def _signature(model: onnx.ModelProto) -> ModelSignature:
+    """The graph's inputs as tensors: ``features`` (float32), and ``categories`` (strings)
+    for a model that encodes raw categorical values itself."""
     import numpy as np
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
+    from onnx import TensorProto
 
+    inputs = []
+    for value in model.graph.input:
+        tensor = value.type.tensor_type
+        dtype = np.dtype(object) if tensor.elem_type == TensorProto.STRING else np.dtype(
+            "float32")
+        inputs.append(TensorSpec(dtype, (-1, tensor.shape.dim[1].dim_value), value.name))
     return ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype("float32"), (-1, n_features), "features")]),
+        inputs=Schema(inputs),
         outputs=Schema([TensorSpec(np.dtype("float32"), (-1,), "prediction")]),
     )
 
@@ -180,7 +190,6 @@ def _log_and_create(client: MlflowClient, experiment_id: str, run_id: str | None
     import onnx
 
     model = onnx.load(onnx_path)
-    n_features = model.graph.input[0].type.tensor_type.shape.dim[1].dim_value
     with mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment_id) as run:
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         mlflow.log_metrics(metrics)
@@ -190,7 +199,7 @@ def _log_and_create(client: MlflowClient, experiment_id: str, run_id: str | None
             mlflow.set_tag(KEY_TAG, key)
         try:
             info = mlflow.onnx.log_model(
-                model, name="model", signature=_signature(n_features),
+                model, name="model", signature=_signature(model),
                 save_as_external_data=False, pip_requirements=_serving_requirements())
         except Exception as exc:  # the upload's error type depends on the artifact store
             if refusal(exc, name, None, "") is not None:

@@ -60,6 +60,7 @@ from mlops.serving.metrics import ServiceMetrics
 from mlops.serving.middleware import ObservabilityMiddleware
 from mlops.serving.model_manager import ModelManager, SwapResult
 from mlops.serving.predictor import OnnxPredictor
+from mlops.serving.raw_features import entity_rows, records_matrix, tensors_matrix
 from mlops.serving.v1_payloads import (
     EntityRequest,
     PredictRequest,
@@ -342,7 +343,9 @@ def _v2_routes(app: FastAPI, manager: ModelManager, runner: InferenceRunner,
         params = request.path_params
         predictor = served(manager, request, params["name"], params.get("version"))
         wanted = v2.selected_outputs(body, predictor.task)
-        matrix = v2.to_matrix(body, predictor.feature_names, config.max_batch, binary)
+        matrix = (v2.to_matrix(body, predictor.feature_names, config.max_batch, binary)
+                  if predictor.encoding is None
+                  else tensors_matrix(body.inputs, predictor.encoding, config.max_batch))
         scores = await runner.predict(predictor, matrix, request.scope)
         labels = scores_to_labels(scores, predictor.task) if "label" in wanted else None
         as_binary = v2.binary_outputs(body)
@@ -379,7 +382,9 @@ def _v1_routes(app: FastAPI, manager: ModelManager, runner: InferenceRunner,
         body = await parse_body(request, PredictRequest)
         predictor = served(manager, request)
         check_rows(len(body.records), config.max_batch, "records")
-        matrix = records_to_matrix(body.records, predictor.feature_names)
+        matrix = (records_to_matrix(body.records, predictor.feature_names)
+                  if predictor.encoding is None
+                  else records_matrix(body.records, predictor.encoding))
         return v1_response(predictor, await runner.predict(predictor, matrix, request.scope))
 
     app.router.add_api_route(
@@ -399,7 +404,9 @@ def _v1_routes(app: FastAPI, manager: ModelManager, runner: InferenceRunner,
         check_rows(len(body.entity_ids), config.max_batch, "ids")
         ids = list(body.entity_ids)
         values = await lookups(lookup.matrix, ids)
-        matrix = entity_matrix(values, ids, lookup.spec.features, predictor.feature_names)
+        matrix = (entity_matrix(values, ids, lookup.spec.features, predictor.feature_names)
+                  if predictor.encoding is None
+                  else entity_rows(values, ids, predictor.encoding))
         scores = await runner.predict(predictor, matrix)
         return v1_response(predictor, scores, entity_ids=body.entity_ids)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import pandas as pd
 
 from mlops.config import DatasetSpec
 from mlops.data.loading import load_dataset
@@ -30,5 +31,8 @@ def predict_entities(url: str, entity_ids: list[object], timeout: float = 10.0) 
 
 
 def _plain(value: object) -> object:
-    """numpy scalars to JSON-friendly Python numbers."""
-    return value.item() if hasattr(value, "item") else value
+    """numpy scalars to JSON-friendly Python numbers; a null (NaN, NA, None) to None."""
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+        return None
+    plain = value.item() if hasattr(value, "item") else value
+    return None if isinstance(plain, float) and plain != plain else plain

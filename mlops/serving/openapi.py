@@ -27,6 +27,7 @@ from fastapi import FastAPI, Request, Security
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel
 
+from mlops.data.encoding import FeatureEncoding
 from mlops.serving import v2_protocol as v2
 from mlops.serving.model_manager import ModelManager, SwapResult
 from mlops.serving.predictor import OnnxPredictor
@@ -112,7 +113,7 @@ def document(base: dict[str, Any], predictor: OnnxPredictor | None,
     _limit_rows(schemas, max_batch)
     if predictor is not None:
         schemas["PredictRequest"]["properties"]["records"]["items"] = _record(
-            predictor.feature_names)
+            predictor.feature_names, predictor.encoding)
         schemas.update(infer_schemas(predictor.feature_names, predictor.task, max_batch))
         schemas.pop("RequestInput", None)
         _pin_path_parameters(doc, predictor)
@@ -126,11 +127,25 @@ def _limit_rows(schemas: dict[str, Schema], max_batch: int) -> None:
         schemas[model]["properties"][field].update(minItems=1, maxItems=max_batch)
 
 
-def _record(features: list[str]) -> Schema:
+def _record(features: list[str], encoding: FeatureEncoding | None = None) -> Schema:
+    if encoding is None:
+        return {"type": "object", "additionalProperties": False, "required": list(features),
+                "properties": {name: _float32() for name in features},
+                "description": "One row: every feature of the model, each a finite float32 "
+                               "number, and nothing else."}
     return {"type": "object", "additionalProperties": False, "required": list(features),
-            "properties": {name: _float32() for name in features},
-            "description": "One row: every feature of the model, each a finite float32 "
-                           "number, and nothing else."}
+            "properties": {name: _raw_value(name, encoding) for name in features},
+            "description": "One row: every feature of the model and nothing else; a category "
+                           "as a string or an integer code (an unseen one is no error), a "
+                           "number as a finite float32, null where the feature is nullable."}
+
+
+def _raw_value(name: str, encoding: FeatureEncoding) -> Schema:
+    kinds: list[Schema] = ([{"type": "string"}, {"type": "integer"}]
+                           if name in encoding.categorical else [_float32()])
+    if name in encoding.nullable:
+        kinds.append({"type": "null"})
+    return {"anyOf": kinds}
 
 
 def _float32() -> Schema:

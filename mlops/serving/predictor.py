@@ -3,7 +3,9 @@
 Loading hashes the bytes, compares them with the registry's sha256, builds the session
 from those same bytes, checks the contract (input ``features`` [batch, n] float32, output
 ``prediction``, metadata naming the features and the task) and warms it up; only a
-predictor that passed all of that is ever served.
+predictor that passed all of that is ever served. A model whose metadata holds an
+``encoding`` (categorical or nullable features) takes raw values instead: its numbers as
+``features`` and its categories as strings, ``categories`` (``mlops.data.encoding``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+
+from mlops.data.encoding import CATEGORIES, NUMBERS, FeatureEncoding, raw_inputs
 
 log = logging.getLogger(__name__)
 INPUT, OUTPUT = "features", "prediction"
@@ -49,30 +53,59 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     return options
 
 
-def read_contract(session: ort.InferenceSession) -> tuple[list[str], str, dict[str, str]]:
-    """Feature names, task and metadata, checked against the export contract."""
+def read_encoding(session: ort.InferenceSession, meta: dict[str, str]
+                  ) -> FeatureEncoding | None:
+    """The model's encoding, checked against its raw inputs; None for a model of numbers."""
+    if "encoding" not in meta:
+        return None
+    try:
+        encoding = FeatureEncoding.model_validate_json(meta["encoding"])
+    except ValueError as exc:
+        raise ModelContractError(f"metadata 'encoding' is not a feature encoding: "
+                                 f"{str(exc)[:200]}") from None
+    expected = [(NUMBERS, "tensor(float)", len(encoding.numeric)),
+                (CATEGORIES, "tensor(string)", len(encoding.categorical))]
+    expected = [entry for entry in expected if entry[2]]
+    found = [(i.name, i.type, i.shape[1] if len(i.shape) == 2 else None)
+             for i in session.get_inputs()]
+    if found != expected:
+        raise ModelContractError(f"model inputs {found} do not match its encoding's {expected}")
+    return encoding
+
+
+def read_contract(session: ort.InferenceSession
+                  ) -> tuple[list[str], str, dict[str, str], FeatureEncoding | None]:
+    """Feature names, task, metadata and encoding, checked against the export contract."""
     inputs, outputs = session.get_inputs(), session.get_outputs()
-    if [i.name for i in inputs] != [INPUT] or len(inputs[0].shape) != 2:
-        raise ModelContractError(f"model must have one 2-d input {INPUT!r}, has "
-                                 f"{[(i.name, i.shape) for i in inputs]}")
-    if inputs[0].type != "tensor(float)":
-        raise ModelContractError(f"input {INPUT!r} must be float32, is {inputs[0].type}")
+    meta = dict(session.get_modelmeta().custom_metadata_map)
+    encoding = read_encoding(session, meta)
+    if encoding is None:
+        _check_plain_input(inputs)
     if OUTPUT not in [o.name for o in outputs]:
         raise ModelContractError(f"model has no output {OUTPUT!r}: {[o.name for o in outputs]}")
-    meta = dict(session.get_modelmeta().custom_metadata_map)
     try:
         names = json.loads(meta["feature_names"])
     except (KeyError, json.JSONDecodeError):
         raise ModelContractError("metadata 'feature_names' must be a JSON list") from None
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise ModelContractError(f"metadata 'feature_names' must list strings: {names!r}")
+    if encoding is not None and encoding.features != names:
+        raise ModelContractError(f"encoding features {encoding.features} != {names}")
     width = inputs[0].shape[1]
-    if isinstance(width, int) and width != len(names):
+    if encoding is None and isinstance(width, int) and width != len(names):
         raise ModelContractError(f"input width {width} != {len(names)} feature names")
     task = meta.get("task")
     if task not in ("classification", "regression"):
         raise ModelContractError(f"metadata 'task' must be classification or regression: {task!r}")
-    return names, task, meta
+    return names, task, meta, encoding
+
+
+def _check_plain_input(inputs: list[Any]) -> None:
+    if [i.name for i in inputs] != [INPUT] or len(inputs[0].shape) != 2:
+        raise ModelContractError(f"model must have one 2-d input {INPUT!r}, has "
+                                 f"{[(i.name, i.shape) for i in inputs]}")
+    if inputs[0].type != "tensor(float)":
+        raise ModelContractError(f"input {INPUT!r} must be float32, is {inputs[0].type}")
 
 
 class OnnxPredictor:
@@ -81,7 +114,7 @@ class OnnxPredictor:
     def __init__(self, session: ort.InferenceSession, name: str, version: str,
                  sha256: str) -> None:
         self.session, self.name, self.version, self.sha256 = session, name, version, sha256
-        self.feature_names, self.task, self.metadata = read_contract(session)
+        self.feature_names, self.task, self.metadata, self.encoding = read_contract(session)
         self.warm_seconds: dict[int, float] = {}  # batch size -> seconds of one call
 
     @classmethod
@@ -140,7 +173,13 @@ class OnnxPredictor:
                     if seconds <= budget_s), default=0)
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
-        """One prediction per row of a [batch, n_features] matrix in feature_names order."""
+        """One prediction per row of a [batch, n_features] matrix in feature_names order
+        (raw values, an object matrix, for a model with an encoding)."""
+        if self.encoding is not None:
+            if matrix.ndim != 2 or matrix.shape[1] != len(self.feature_names):
+                raise ValueError(f"expected shape [batch, {len(self.feature_names)}], "
+                                 f"got {list(matrix.shape)}")
+            return self.session.run([OUTPUT], raw_inputs(matrix, self.encoding))[0].reshape(-1)
         features = np.ascontiguousarray(matrix, dtype=np.float32)
         if features.ndim != 2 or features.shape[1] != len(self.feature_names):
             raise ValueError(f"expected shape [batch, {len(self.feature_names)}], "
@@ -150,7 +189,10 @@ class OnnxPredictor:
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "task": self.task,
                 "feature_names": self.feature_names, "sha256": self.sha256,
-                "label": self.metadata.get("label"), "dataset": self.metadata.get("dataset")}
+                "label": self.metadata.get("label"), "dataset": self.metadata.get("dataset"),
+                **({} if self.encoding is None else {
+                    "categorical": self.encoding.categorical,
+                    "nullable": self.encoding.nullable})}
 
 
 def _seconds(call: Any, *args: Any) -> float:

@@ -3,8 +3,11 @@
 The contract serving relies on: one input "features" (float32, [batch, n_features] in the
 spec's feature order, dynamic batch), one output "prediction" (float32, [batch]: the
 probability of class 1 or the regression value), and metadata_props naming the features,
-task, label, dataset and opset. torch is imported inside the functions, so importing this
-module stays cheap.
+task, label, dataset and opset. A dataset with categorical or nullable features gives a
+graph that takes raw values instead: "features" (its numbers, NaN for a null) and
+"categories" (strings), encoded inside the graph (``encoding_graph``); its metadata holds
+the encoding, and parity covers it (ONNX Runtime on raw values, torch on encoded ones).
+torch is imported inside the functions, so importing this module stays cheap.
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ import numpy as np
 from pydantic import BaseModel
 
 from mlops.atomic_files import sha256_file
+from mlops.training.encoding_graph import ENCODED, prepend_encoding
 
 if TYPE_CHECKING:
     import onnx
+    import pandas as pd
     from torch import nn
 
     from mlops.training.model import ModelArch
@@ -69,7 +74,8 @@ def export_onnx(model_path: str, test_path: str, out_dir: Path,
     if not tolerance >= 0:
         raise ExportError(f"tolerance must be >= 0, got {tolerance}")
     mlp, arch = load_model(model_path)
-    features = read_test_features(test_path, arch.feature_names)
+    frame = read_test_frame(test_path, arch.feature_names)
+    features, raw = network_inputs(frame, arch)
     predictor = TorchPredictor(mlp, arch.task).eval()
     started = time.perf_counter()
     proto = to_onnx(predictor, features, arch)
@@ -79,7 +85,7 @@ def export_onnx(model_path: str, test_path: str, out_dir: Path,
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         _save_onnx(proto, tmp)
-        diff = check_parity(tmp, predictor, features, tolerance)
+        diff = check_parity(tmp, predictor, features, tolerance, raw)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
@@ -94,6 +100,22 @@ def export_onnx(model_path: str, test_path: str, out_dir: Path,
 def read_test_features(test_path: str, feature_names: list[str]) -> np.ndarray:
     """The test split's features as float32 in the model's order (a local path or an
     object-store URL)."""
+    return read_test_frame(test_path, feature_names)[feature_names].to_numpy(dtype=np.float32)
+
+
+def network_inputs(frame: pd.DataFrame, arch: ModelArch
+                   ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The network's float32 input for the rows, and the exported graph's raw inputs."""
+    if arch.encoding is None:
+        features = frame[arch.feature_names].to_numpy(dtype=np.float32)
+        return features, {INPUT_NAME: features}
+    from mlops.data.encoding import encode, raw_inputs
+
+    return encode(frame, arch.encoding), raw_inputs(frame, arch.encoding)
+
+
+def read_test_frame(test_path: str, feature_names: list[str]) -> pd.DataFrame:
+    """The test split (a local path or an object-store URL), checked for the features."""
     from mlops.data import storage
 
     if not storage.exists(test_path):
@@ -104,7 +126,7 @@ def read_test_features(test_path: str, feature_names: list[str]) -> np.ndarray:
         raise ExportError(f"{test_path}: test split lacks feature columns {missing}")
     if len(frame) == 0:
         raise ExportError(f"{test_path}: test split has no rows to check parity on")
-    return frame[feature_names].to_numpy(dtype=np.float32)
+    return frame
 
 
 def to_onnx(predictor: nn.Module, features: np.ndarray, arch: ModelArch) -> onnx.ModelProto:
@@ -116,13 +138,17 @@ def to_onnx(predictor: nn.Module, features: np.ndarray, arch: ModelArch) -> onnx
 
     example = torch.as_tensor(features[:8] if len(features) >= 2 else np.repeat(features, 2, 0))
     program = torch.onnx.export(
-        predictor, (example,), dynamo=True, opset_version=OPSET, input_names=[INPUT_NAME],
+        predictor, (example,), dynamo=True, opset_version=OPSET,
+        input_names=[INPUT_NAME if arch.encoding is None else ENCODED],
         output_names=[OUTPUT_NAME], dynamic_shapes=({0: torch.export.Dim("batch")},),
         external_data=False, verbose=False,
     )
     proto = program.model_proto
     metadata = {"feature_names": json.dumps(arch.feature_names), "task": str(arch.task),
                 "label": arch.label, "dataset": arch.dataset, "opset": str(OPSET)}
+    if arch.encoding is not None:
+        proto = prepend_encoding(proto, arch.encoding)
+        metadata["encoding"] = arch.encoding.model_dump_json()
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
@@ -137,13 +163,17 @@ def _save_onnx(proto: onnx.ModelProto, path: Path) -> None:
 
 
 def check_parity(onnx_path: str | Path, predictor: nn.Module, features: np.ndarray,
-                 tolerance: float) -> float:
-    """Max abs difference between ONNX Runtime and torch eager; ParityError above tolerance."""
+                 tolerance: float, raw: dict[str, np.ndarray] | None = None) -> float:
+    """Max abs difference between ONNX Runtime and torch eager; ParityError above tolerance.
+
+    ``raw``: the graph's inputs when it encodes raw values itself (``features`` is then the
+    encoded matrix torch sees), so the encoding is inside what parity compares.
+    """
     import onnxruntime as ort
     import torch
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    got = session.run([OUTPUT_NAME], {INPUT_NAME: features})[0]
+    got = session.run([OUTPUT_NAME], raw or {INPUT_NAME: features})[0]
     with torch.no_grad():
         expected = predictor(torch.as_tensor(features)).numpy()
     if got.shape != expected.shape:

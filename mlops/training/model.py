@@ -18,6 +18,7 @@ from torch import nn
 
 from mlops.atomic_files import write_atomic
 from mlops.config import TaskType
+from mlops.data.encoding import FeatureEncoding
 
 log = logging.getLogger(__name__)
 MODEL_FORMAT = 1
@@ -33,13 +34,15 @@ class ModelArch(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    n_features: int
+    n_features: int  # columns of the network's input (the encoded width)
     hidden: list[int]
     dropout: float
     task: TaskType
     feature_names: list[str]
     label: str
     dataset: str
+    # How raw features become the network's input; None: numbers only, taken as they are.
+    encoding: FeatureEncoding | None = None
 
 
 class MLP(nn.Module):

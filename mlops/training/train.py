@@ -13,6 +13,7 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,7 @@ from pydantic import BaseModel
 
 from mlops.config import DatasetSpec, ModelSettings, TaskType
 from mlops.data import storage
+from mlops.data.encoding import EncodingError, FeatureEncoding, encode, fit_encoding
 from mlops.training.loop import (
     CHECKPOINT_FORMAT,
     LoopState,
@@ -45,6 +47,9 @@ from mlops.training.model import (
 from mlops.training.model import save_model as save_model_file
 from mlops.training.preemption import DEFAULT_GRACE_S, TrainingInterrupted, preemptible
 
+if TYPE_CHECKING:
+    from mlops.training.baseline import BaselineResult
+
 log = logging.getLogger(__name__)
 
 
@@ -67,6 +72,7 @@ class TrainResult(BaseModel):
     val_rows: int
     test_rows: int
     samples_per_second: float
+    baseline_model: str  # fitted on the same split; its metrics are the baseline_* ones
 
 
 def primary_metric(task: TaskType) -> tuple[str, bool]:
@@ -115,18 +121,22 @@ def _split_points(counts: np.ndarray, val_fraction: float,
 
 # --- input checks -------------------------------------------------------------------------
 
-def frame_to_arrays(frame: pd.DataFrame, spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray]:
-    """Features (float32, spec order) and label (float32); bad values raise TrainingError."""
+def frame_to_arrays(frame: pd.DataFrame, spec: DatasetSpec,
+                    encoding: FeatureEncoding | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The network's features (float32: the spec's numbers as they are, or ``encoding``'s
+    columns) and the label (float32); bad values raise TrainingError."""
     missing = [c for c in [*spec.features, spec.label] if c not in frame.columns]
     if missing:
         raise TrainingError(f"training set lacks columns {missing}")
     try:
-        x = frame[spec.features].to_numpy(dtype=np.float32)
+        x = (frame[spec.features].to_numpy(dtype=np.float32) if encoding is None
+             else encode(frame, encoding))
         y = frame[spec.label].to_numpy(dtype=np.float32)
     except (TypeError, ValueError) as exc:
         raise TrainingError(f"features and label must be numeric: {exc}") from None
     if not np.isfinite(x).all():
-        bad = [c for c, ok in zip(spec.features, np.isfinite(x).all(axis=0), strict=True) if not ok]
+        names = spec.features if encoding is None else encoding.columns
+        bad = [c for c, ok in zip(names, np.isfinite(x).all(axis=0), strict=True) if not ok]
         raise TrainingError(f"features hold NaN or infinite values: {bad}")
     if not np.isfinite(y).all():
         raise TrainingError(f"label {spec.label!r} holds NaN or infinite values")
@@ -175,7 +185,9 @@ def train_model(training_path: str, spec: DatasetSpec, settings: ModelSettings,
     """
     frame = read_training_set(training_path, spec)
     splits = split_by_time(frame, spec, settings)
-    (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = (frame_to_arrays(s, spec) for s in splits)
+    encoding = None if spec.plain else learn_encoding(splits[0], spec)
+    (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = (frame_to_arrays(s, spec, encoding)
+                                                for s in splits)
     check_train_labels(y_tr, spec.task)
     check_test_labels(y_te, spec.task)
     device = resolve_device(settings)
@@ -183,11 +195,11 @@ def train_model(training_path: str, spec: DatasetSpec, settings: ModelSettings,
     key = run_key(training_path, spec, settings)
     root = str(out_dir)
     checkpoint = storage.join(root, "checkpoints", key, "last.pt")
-    arch = ModelArch(n_features=len(spec.features), hidden=settings.hidden,
+    arch = ModelArch(n_features=x_tr.shape[1], hidden=settings.hidden,
                      dropout=settings.dropout, task=spec.task, feature_names=spec.features,
-                     label=spec.label, dataset=spec.name)
+                     label=spec.label, dataset=spec.name, encoding=encoding)
     if device.type == "cpu":
-        torch.set_num_threads(cpu_threads(settings, len(spec.features)))
+        torch.set_num_threads(cpu_threads(settings, x_tr.shape[1]))
     seed_everything(settings.seed)
     state = new_loop_state(_initial_mlp(arch, x_tr, y_tr), settings, device, precision)
     resumed = resume_checkpoint(checkpoint, state, key)
@@ -205,6 +217,8 @@ def train_model(training_path: str, spec: DatasetSpec, settings: ModelSettings,
         if not state.finished:  # stopped on SIGTERM, between batches
             raise TrainingInterrupted(state.epoch, checkpoint)
     metrics = _split_metrics(state, spec.task, (x_va, y_va), (x_te, y_te))
+    baseline = _baseline(spec.task, (x_tr, y_tr), (x_te, y_te), settings.seed)
+    metrics |= baseline.metrics
     model_path = storage.join(root, "models", key, "model.pt")
     test_path = storage.join(root, "models", key, "test.parquet")
     save_model_file(model_path, state.mlp, arch)
@@ -215,7 +229,7 @@ def train_model(training_path: str, spec: DatasetSpec, settings: ModelSettings,
         model_path=model_path, test_path=test_path, checkpoint_path=checkpoint, run_key=key,
         metrics=metrics, primary_metric=name, higher_is_better=higher, device=str(device),
         precision=precision, epochs_run=state.epoch, best_epoch=state.best_epoch,
-        resumed_from_epoch=resumed,
+        resumed_from_epoch=resumed, baseline_model=baseline.model,
         train_rows=len(x_tr), val_rows=len(x_va), test_rows=len(x_te),
         samples_per_second=sum(h["samples"] for h in state.history) / max(seconds, 1e-9))
 
@@ -233,8 +247,11 @@ def read_training_set(path: str, spec: DatasetSpec) -> pd.DataFrame:
     missing = [c for c in spec.columns if c not in frame.columns]
     if missing:
         raise TrainingError(f"{path}: training set lacks columns {missing}")
-    # A label older than every feature value of its entity has no point-in-time features.
-    unmatched = frame[spec.features].isna().any(axis=1)
+    # A label older than every feature value of its entity has no point-in-time features:
+    # all null, where a validated row nulls nullable features only.
+    required = [c for c in spec.features if c not in spec.nullable]
+    unmatched = (frame[required].isna().any(axis=1) if required
+                 else frame[spec.features].isna().all(axis=1))
     if unmatched.any():
         log.warning("%s: dropping %d label rows with no feature values at or before their "
                     "timestamp", path, int(unmatched.sum()))
@@ -244,6 +261,14 @@ def read_training_set(path: str, spec: DatasetSpec) -> pd.DataFrame:
     if not isinstance(frame[spec.timestamp].dtype, pd.DatetimeTZDtype):
         frame[spec.timestamp] = pd.to_datetime(frame[spec.timestamp], utc=True)
     return frame
+
+
+def learn_encoding(train: pd.DataFrame, spec: DatasetSpec) -> FeatureEncoding:
+    """The train split's encoding of categorical and nullable features."""
+    try:
+        return fit_encoding(train, spec)
+    except EncodingError as exc:
+        raise TrainingError(str(exc)) from None
 
 
 def _initial_mlp(arch: ModelArch, x: np.ndarray, y: np.ndarray) -> MLP:
@@ -264,6 +289,18 @@ def _tensors(mlp: MLP, x: np.ndarray, y: np.ndarray,
     target = (y - float(mlp.target_mean)) / float(mlp.target_std)
     return (torch.as_tensor(x, device=device),
             torch.as_tensor(target.astype(np.float32), device=device))
+
+
+def _baseline(task: TaskType, train: tuple[np.ndarray, np.ndarray],
+              test: tuple[np.ndarray, np.ndarray], seed: int) -> BaselineResult:
+    """A simple model on the same split and features, so the network's metrics have a
+    reference: ``baseline_test_*`` beside ``test_*``."""
+    # scikit-learn is imported here: the GPU check, with torch only, never gets this far
+    from mlops.training.baseline import fit_baseline
+
+    result = fit_baseline(task, *train, *test, seed=seed)
+    log.info("baseline %s: %s in %.1f s", result.model, result.metrics, result.fit_seconds)
+    return result
 
 
 def _split_metrics(state: LoopState, task: TaskType, val: tuple[np.ndarray, np.ndarray],

@@ -1,0 +1,70 @@
+"""A dataset with a string category, an integer-coded one, a nullable number and plain
+numbers, by configuration alone: the training pipeline on a real Prefect server, Feast,
+MLflow and the service, to predictions from raw string values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from benchmarks.synthetic import generate_mixed_panel, mixed_spec
+from mlops.config import ModelSettings, Settings, TaskType
+from mlops.pipeline.stages import PipelineParams
+from mlops.serving.deploy import stop_service
+
+pytestmark = pytest.mark.slow
+RECORD = {"continent": "South America", "occupation": 4, "hours": None, "f0": 0.3, "f1": -0.2}
+
+
+@pytest.fixture
+def platform(tmp_path: Path, port: int, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("MLOPS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("MLOPS_SERVE_PORT", str(port))
+    settings = Settings()
+    yield settings
+    stop_service(settings)
+
+
+@pytest.mark.parametrize("task", [TaskType.classification, TaskType.regression])
+def test_raw_categories_and_nulls_from_data_to_a_served_prediction(
+        prefect_server: None, platform: Settings, tmp_path: Path, task: TaskType) -> None:
+    from flows.training_pipeline import training_pipeline
+
+    path = tmp_path / "people.parquet"
+    frame = generate_mixed_panel(n_entities=120, n_periods=6, task=task, seed=2)
+    frame.to_parquet(path, index=False)
+    spec = mixed_spec(str(path), task, name="people")
+    params = PipelineParams(spec=spec, team="alpha", model=ModelSettings(
+        epochs=15, hidden=[16], batch_size=32, learning_rate=0.01))
+    state = training_pipeline(params, return_state=True)
+    assert state.is_completed(), state.message
+    summary = state.result()
+    if task == TaskType.classification:
+        assert summary.metrics["test_auc"] > 0.8
+    else:
+        assert summary.metrics["test_rmse"] < frame["label"].std()
+
+    records = [RECORD, {**RECORD, "continent": "Atlantis", "occupation": None}]
+    answer = httpx.post(f"{summary.endpoint}/v1/predict", json={"records": records})
+    assert answer.status_code == 200, answer.text
+    first, unseen = answer.json()["predictions"]
+    assert first != unseen  # South America is known; Atlantis takes the unknown bucket
+
+    continent = {"name": "continent", "datatype": "BYTES", "shape": [1],
+                 "data": [RECORD["continent"]]}
+    numbers = [{"name": name, "datatype": "FP32", "shape": [1], "data": [RECORD[name]]}
+               for name in ("occupation", "hours", "f0", "f1")]
+    infer = httpx.post(f"{summary.endpoint}/v2/models/{summary.model_name}/infer",
+                       json={"inputs": [continent, *numbers]})
+    assert infer.status_code == 200, infer.text
+    assert infer.json()["outputs"][0]["data"][0] == pytest.approx(first, abs=1e-6)
+
+    # The online store keeps the strings, and the entity route serves them.
+    latest = frame.sort_values("event_timestamp").groupby("entity_id").tail(1)
+    with_null = int(latest.loc[latest["hours"].isna(), "entity_id"].iloc[0])
+    by_entity = httpx.post(f"{summary.endpoint}/v1/predict/entity",
+                           json={"entity_ids": [1, with_null]})
+    assert by_entity.status_code == 200, by_entity.text
+    assert len(by_entity.json()["predictions"]) == 2
