@@ -102,10 +102,23 @@ def generate_mixed_panel(n_entities: int = 100, n_periods: int = 8,
         "occupation": pd.array(occupation, dtype="Int64"),
         "hours": np.where(rng.random(rows) < 0.1, np.nan, hours),
         "f0": numbers[:, 0], "f1": numbers[:, 1],
-        "label": (signal > 0).astype("int64") if task == TaskType.classification else signal,
+        "label": _label(signal, task),
     })
     frame.loc[rng.random(rows) < 0.05, "occupation"] = pd.NA
     return frame
+
+
+GRADES = ["low", "middle", "high"]  # generate_mixed_panel's multiclass label
+
+
+def _label(signal: np.ndarray, task: TaskType) -> np.ndarray:
+    """0/1 for classification, a grade by tercile of the signal for multiclass, else it."""
+    if task == TaskType.classification:
+        return (signal > 0).astype("int64")
+    if task == TaskType.multiclass:
+        cuts = np.quantile(signal, [1 / 3, 2 / 3])
+        return np.asarray(GRADES, dtype=object)[np.digitize(signal, cuts)]
+    return signal
 
 
 class PartitionedPanel(BaseModel):

@@ -57,7 +57,8 @@ class ConfigError(ValueError):
 
 
 class TaskType(StrEnum):
-    classification = "classification"
+    classification = "classification"  # a 0/1 label
+    multiclass = "multiclass"  # a label of two or more classes: integer codes or strings
     regression = "regression"
 
 
@@ -100,7 +101,8 @@ class DatasetSpec(BaseModel):
                                 "a number takes the train split's median, a category the "
                                 "unknown bucket, inside the exported model.")
     label: str = Field(description="Label column.")
-    task: TaskType = Field(description="classification (binary label) or regression.")
+    task: TaskType = Field(description="classification (a 0/1 label), multiclass (classes as "
+                           "integer codes or strings) or regression.")
     rules: list[ColumnRule] = Field(default_factory=list, description="Extra validation rules.")
     regions: list[str] | None = Field(
         None, min_length=1, description="Data residency: the regions this dataset's data may "

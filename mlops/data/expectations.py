@@ -54,8 +54,8 @@ def build_expectations(spec: DatasetSpec, now: datetime | None = None) -> list[E
         gxe.ExpectColumnMinToBeBetween(column=spec.timestamp, min_value=EARLIEST),
         gxe.ExpectColumnMaxToBeBetween(column=spec.timestamp, max_value=now),
     ]
-    numeric = list(spec.numeric_features) if spec.task == TaskType.classification else [
-        *spec.numeric_features, spec.label]
+    numeric = ([*spec.numeric_features, spec.label] if spec.task == TaskType.regression
+               else list(spec.numeric_features))
     suite += [gxe.ExpectColumnValuesToBeInTypeList(column=c, type_list=CATEGORY_TYPES)
               for c in spec.categorical]
     for column in numeric:
@@ -65,10 +65,13 @@ def build_expectations(spec: DatasetSpec, now: datetime | None = None) -> list[E
                                               max_value=FLOAT_MAX),
         ]
     if spec.task == TaskType.classification:
-        suite += [
-            gxe.ExpectColumnValuesToBeInSet(column=spec.label, value_set=[0, 1]),
-            gxe.ExpectColumnUniqueValueCountToBeBetween(column=spec.label, min_value=2),
-        ]
+        suite.append(gxe.ExpectColumnValuesToBeInSet(column=spec.label, value_set=[0, 1]))
+    if spec.task == TaskType.multiclass:  # classes: integer codes or strings
+        suite.append(gxe.ExpectColumnValuesToBeInTypeList(column=spec.label,
+                                                          type_list=CATEGORY_TYPES))
+    if spec.task != TaskType.regression:
+        suite.append(gxe.ExpectColumnUniqueValueCountToBeBetween(column=spec.label,
+                                                                 min_value=2))
     return suite + _rule_expectations(spec)
 
 

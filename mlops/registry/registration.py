@@ -86,9 +86,12 @@ def _signature(model: onnx.ModelProto) -> ModelSignature:
         dtype = np.dtype(object) if tensor.elem_type == TensorProto.STRING else np.dtype(
             "float32")
         inputs.append(TensorSpec(dtype, (-1, tensor.shape.dim[1].dim_value), value.name))
+    output = next(value for value in model.graph.output if value.name == "prediction")
+    dims = output.type.tensor_type.shape.dim  # [batch], or [batch, classes] (multiclass)
+    shape = (-1,) if len(dims) == 1 else (-1, dims[1].dim_value)
     return ModelSignature(
         inputs=Schema(inputs),
-        outputs=Schema([TensorSpec(np.dtype("float32"), (-1,), "prediction")]),
+        outputs=Schema([TensorSpec(np.dtype("float32"), shape, "prediction")]),
     )
 
 

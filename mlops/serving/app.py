@@ -218,7 +218,8 @@ def check_admin(config: ServingConfig, authorization: str | None) -> None:
 
 def v1_response(predictor: OnnxPredictor, scores: np.ndarray, **extra: Any) -> Response:
     body = PredictResponse(model=predictor.name, version=predictor.version, predictions=[],
-                           labels=scores_to_labels(scores, predictor.task),
+                           labels=scores_to_labels(scores, predictor.task,
+                                                   classes=predictor.classes),
                            **extra).model_dump(exclude_none=True)
     body["predictions"] = scores
     return _json(body)
@@ -332,7 +333,8 @@ def _v2_routes(app: FastAPI, manager: ModelManager, runner: InferenceRunner,
                config: ServingConfig) -> None:
     async def model_metadata(name: str, request: Request) -> v2.ModelMetadata:
         p = served(manager, request, name, request.path_params.get("version"))
-        return v2.model_metadata(p.name, p.version, p.feature_names, p.task, p.sha256)
+        return v2.model_metadata(p.name, p.version, p.feature_names, p.task, p.sha256,
+                                 p.classes)
 
     async def model_ready(name: str, request: Request) -> v2.ModelReady:
         predictor = served(manager, request, name, request.path_params.get("version"))
@@ -347,7 +349,8 @@ def _v2_routes(app: FastAPI, manager: ModelManager, runner: InferenceRunner,
                   if predictor.encoding is None
                   else tensors_matrix(body.inputs, predictor.encoding, config.max_batch))
         scores = await runner.predict(predictor, matrix, request.scope)
-        labels = scores_to_labels(scores, predictor.task) if "label" in wanted else None
+        labels = (scores_to_labels(scores, predictor.task, classes=predictor.classes)
+                  if "label" in wanted else None)
         as_binary = v2.binary_outputs(body)
         if not as_binary:
             return _json(v2.infer_response(predictor.name, predictor.version, body.id, wanted,

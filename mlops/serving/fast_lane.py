@@ -105,9 +105,9 @@ class FastLane:
         answer it (nothing has been written then). ``json_length``: the binary tensor data
         extension's header, the length of the JSON before the binary data."""
         predictor = self.manager.current
-        if predictor is None or predictor.encoding is not None or (
+        if predictor is None or predictor.encoding is not None or predictor.classes or (
                 json_length is not None and json_length > len(body)):
-            return False  # raw values (categories, nulls) are the app's to check
+            return False  # raw values and class names are the app's to check and answer
         params = route[1]
         if params["name"] != predictor.name or params.get("version") not in (
                 None, predictor.version):

@@ -24,6 +24,7 @@ from mlops.data.encoding import CATEGORIES, NUMBERS, FeatureEncoding, raw_inputs
 
 log = logging.getLogger(__name__)
 INPUT, OUTPUT = "features", "prediction"
+TASKS = ("classification", "multiclass", "regression")
 WARM_UP_BATCHES = (1, 8, 64, 256)
 
 
@@ -95,9 +96,25 @@ def read_contract(session: ort.InferenceSession
     if encoding is None and isinstance(width, int) and width != len(names):
         raise ModelContractError(f"input width {width} != {len(names)} feature names")
     task = meta.get("task")
-    if task not in ("classification", "regression"):
-        raise ModelContractError(f"metadata 'task' must be classification or regression: {task!r}")
+    if task not in TASKS:
+        raise ModelContractError(f"metadata 'task' must be one of {', '.join(TASKS)}: {task!r}")
     return names, task, meta, encoding
+
+
+def read_classes(task: str, meta: dict[str, str]) -> list[int | str] | None:
+    """A multiclass model's classes, in the order of its prediction's columns."""
+    if task != "multiclass":
+        return None
+    try:
+        classes = json.loads(meta["classes"])
+    except (KeyError, json.JSONDecodeError):
+        raise ModelContractError("a multiclass model's metadata 'classes' must be a JSON "
+                                 "list") from None
+    if (not isinstance(classes, list) or len(classes) < 2 or len(set(map(str, classes)))
+            != len(classes) or not all(type(c) in (int, str) for c in classes)):
+        raise ModelContractError(f"metadata 'classes' must list two or more distinct integers "
+                                 f"or strings: {classes!r}")
+    return classes
 
 
 def _check_plain_input(inputs: list[Any]) -> None:
@@ -115,6 +132,7 @@ class OnnxPredictor:
                  sha256: str) -> None:
         self.session, self.name, self.version, self.sha256 = session, name, version, sha256
         self.feature_names, self.task, self.metadata, self.encoding = read_contract(session)
+        self.classes = read_classes(self.task, self.metadata)
         self.warm_seconds: dict[int, float] = {}  # batch size -> seconds of one call
 
     @classmethod
@@ -162,7 +180,7 @@ class OnnxPredictor:
         for rows in batches:
             matrix = np.zeros((rows, width), dtype=np.float32)
             scores = self.predict(matrix)
-            if scores.shape != (rows,):
+            if scores.shape != ((rows,) if self.classes is None else (rows, len(self.classes))):
                 raise ModelContractError(f"model returned {list(scores.shape)} predictions "
                                          f"for {rows} rows")
             self.warm_seconds[rows] = min(_seconds(self.predict, matrix) for _ in range(3))
@@ -179,17 +197,22 @@ class OnnxPredictor:
             if matrix.ndim != 2 or matrix.shape[1] != len(self.feature_names):
                 raise ValueError(f"expected shape [batch, {len(self.feature_names)}], "
                                  f"got {list(matrix.shape)}")
-            return self.session.run([OUTPUT], raw_inputs(matrix, self.encoding))[0].reshape(-1)
+            return self._scores(self.session.run([OUTPUT], raw_inputs(matrix, self.encoding))[0])
         features = np.ascontiguousarray(matrix, dtype=np.float32)
         if features.ndim != 2 or features.shape[1] != len(self.feature_names):
             raise ValueError(f"expected shape [batch, {len(self.feature_names)}], "
                              f"got {list(features.shape)}")
-        return self.session.run([OUTPUT], {INPUT: features})[0].reshape(-1)
+        return self._scores(self.session.run([OUTPUT], {INPUT: features})[0])
+
+    def _scores(self, output: np.ndarray) -> np.ndarray:
+        """[batch] scores, or [batch, classes] probabilities of a multiclass model."""
+        return output.reshape(-1) if self.classes is None else output
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "task": self.task,
                 "feature_names": self.feature_names, "sha256": self.sha256,
                 "label": self.metadata.get("label"), "dataset": self.metadata.get("dataset"),
+                **({} if self.classes is None else {"classes": self.classes}),
                 **({} if self.encoding is None else {
                     "categorical": self.encoding.categorical,
                     "nullable": self.encoding.nullable})}

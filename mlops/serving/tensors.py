@@ -148,7 +148,22 @@ def _check_batch(rows: int, max_batch: int) -> None:
 
 
 def output_names(task: str) -> list[str]:
-    return ["prediction", "label"] if task == "classification" else ["prediction"]
+    return ["prediction"] if task == "regression" else ["prediction", "label"]
+
+
+def label_datatype(labels: Sequence[int | str] | np.ndarray | None) -> str:
+    """INT64 for 0/1 labels and integer classes, BYTES for a multiclass model's names."""
+    return "BYTES" if labels is not None and len(labels) and isinstance(labels[0], str) \
+        else "INT64"
+
+
+def tensor_bytes(datatype: str, values: np.ndarray) -> bytes:
+    """A tensor's raw bytes: little-endian values, or for BYTES each element's UTF-8 after
+    its 4-byte little-endian length (the binary tensor data extension's layout)."""
+    if datatype != "BYTES":
+        return values.tobytes()
+    encoded = [str(value).encode() for value in values.reshape(-1)]
+    return b"".join(len(item).to_bytes(4, "little") + item for item in encoded)
 
 
 def select_outputs(requested: Sequence[str] | None, task: str) -> list[str]:
@@ -165,6 +180,8 @@ def select_outputs(requested: Sequence[str] | None, task: str) -> list[str]:
 def output_arrays(wanted: Sequence[str], scores: np.ndarray,
                   labels: Sequence[int] | np.ndarray | None) -> list[tuple[str, str, np.ndarray]]:
     """(name, datatype, values) of each wanted output, as arrays of that datatype."""
+    label_type = label_datatype(labels)
     arrays = {"prediction": lambda: np.asarray(scores, dtype=DTYPES["FP32"]),
-              "label": lambda: np.asarray(labels, dtype=DTYPES["INT64"])}
-    return [(name, OUTPUT_DTYPES[name], arrays[name]()) for name in wanted]
+              "label": lambda: np.asarray(labels, dtype=DTYPES.get(label_type, object))}
+    types = {**OUTPUT_DTYPES, "label": label_type}
+    return [(name, types[name], arrays[name]()) for name in wanted]

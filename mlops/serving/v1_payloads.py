@@ -32,8 +32,11 @@ class EntityRequest(BaseModel):
 class PredictResponse(BaseModel):
     model: str
     version: str
-    predictions: list[float]
-    labels: list[int] | None = Field(None, description="Classification only: score >= 0.5.")
+    predictions: list[float] | list[list[float]] = Field(description=(
+        "Per row: the probability of class 1, the value (regression), or the probability "
+        "of each class (multiclass, in the order of the model's classes)."))
+    labels: list[int] | list[str] | None = Field(None, description=(
+        "Classification: score >= 0.5; multiclass: the most probable class."))
     entity_ids: list[StrictInt | StrictStr] | None = None
 
 
@@ -89,11 +92,16 @@ def entity_matrix(values: np.ndarray, ids: Sequence[Any], columns: Sequence[str]
     return values.astype(np.float32)
 
 
-def label_array(scores: np.ndarray, task: str, threshold: float = 0.5) -> np.ndarray | None:
-    """Classification labels as int64 (orjson writes them as ``scores_to_labels``' list)."""
+def label_array(scores: np.ndarray, task: str, threshold: float = 0.5,
+                classes: Sequence[int | str] | None = None) -> np.ndarray | None:
+    """Classification labels as int64 (orjson writes them as ``scores_to_labels``' list);
+    a multiclass model's most probable class (``classes`` in the order of its columns)."""
+    if task == "multiclass" and classes is not None:
+        return np.asarray(classes, dtype=object)[np.argmax(scores, axis=1)]
     return (scores >= threshold).astype(np.int64) if task == "classification" else None
 
 
-def scores_to_labels(scores: np.ndarray, task: str, threshold: float = 0.5) -> list[int] | None:
-    labels = label_array(scores, task, threshold)
+def scores_to_labels(scores: np.ndarray, task: str, threshold: float = 0.5,
+                     classes: Sequence[int | str] | None = None) -> list[int | str] | None:
+    labels = label_array(scores, task, threshold, classes)
     return None if labels is None else labels.tolist()

@@ -30,10 +30,12 @@ from mlops.serving.tensors import (
     dtype_of,
     finite32,
     in_range,
+    label_datatype,
     output_arrays,
     output_names,
     raw_values,
     select_outputs,
+    tensor_bytes,
 )
 
 _NUMBERS = {int, float}
@@ -72,7 +74,7 @@ class TensorMetadata(BaseModel):
 
 class ResponseOutput(TensorMetadata):
     parameters: dict[str, Any] | None = None
-    data: list[float | int] | None = None
+    data: list[float | int | str] | list[list[float]] | None = None
 
 
 class InferResponse(BaseModel):
@@ -103,16 +105,23 @@ class ModelReady(BaseModel):
 
 
 def model_metadata(name: str, version: str, feature_names: list[str],
-                   task: str, sha256: str) -> ModelMetadata:
-    outputs = [TensorMetadata(name="prediction", datatype="FP32", shape=[-1])]
-    if task == "classification":
-        outputs.append(TensorMetadata(name="label", datatype="INT64", shape=[-1]))
+                   task: str, sha256: str,
+                   classes: list[int | str] | None = None) -> ModelMetadata:
+    """A multiclass model's prediction is [batch, classes] and its label a class name."""
+    shape = [-1] if classes is None else [-1, len(classes)]
+    outputs = [TensorMetadata(name="prediction", datatype="FP32", shape=shape)]
+    if task != "regression":
+        outputs.append(TensorMetadata(name="label", datatype=label_datatype(classes),
+                                      shape=[-1]))
+    parameters: dict[str, Any] = {"feature_names": feature_names, "task": task,
+                                  "sha256": sha256}
+    if classes is not None:
+        parameters["classes"] = classes
     return ModelMetadata(
         name=name, versions=[version], platform="onnxruntime_onnx",
         inputs=[TensorMetadata(name="features", datatype="FP32",
                                shape=[-1, len(feature_names)])],
-        outputs=outputs, parameters={"feature_names": feature_names, "task": task,
-                                     "sha256": sha256})
+        outputs=outputs, parameters=parameters)
 
 
 def _json_values(index: int, tensor: RequestInput) -> np.ndarray:
@@ -245,8 +254,9 @@ def binary_outputs(request: InferRequest) -> set[str]:
 def infer_response(name: str, version: str, request_id: str | None, wanted: list[str],
                    scores: np.ndarray, labels: Sequence[int] | np.ndarray | None) -> dict[str, Any]:
     """The JSON response body as plain data (serialised by orjson; numpy passes through)."""
-    tensors = {"prediction": ("FP32", scores), "label": ("INT64", labels)}
-    outputs = [{"name": out, "datatype": tensors[out][0], "shape": [len(scores)],
+    tensors = {"prediction": ("FP32", scores), "label": (label_datatype(labels), labels)}
+    shapes = {"prediction": list(np.shape(scores)), "label": [len(scores)]}
+    outputs = [{"name": out, "datatype": tensors[out][0], "shape": shapes[out],
                 "data": tensors[out][1]} for out in wanted]
     body: dict[str, Any] = {"model_name": name, "model_version": version, "outputs": outputs}
     if request_id is not None:
@@ -260,12 +270,13 @@ def binary_response(name: str, version: str, request_id: str | None, wanted: lis
     """The body with the binary tensor data extension and its JSON header's length."""
     outputs, chunks = [], []
     for out, datatype, values in output_arrays(wanted, scores, labels):
-        tensor: dict[str, Any] = {"name": out, "datatype": datatype, "shape": [len(values)]}
+        tensor: dict[str, Any] = {"name": out, "datatype": datatype,
+                                  "shape": list(values.shape)}
         if out in binary:
-            chunks.append(values.tobytes())
+            chunks.append(tensor_bytes(datatype, values))
             tensor["parameters"] = {"binary_data_size": len(chunks[-1])}
         else:
-            tensor["data"] = values
+            tensor["data"] = values.tolist() if datatype == "BYTES" else values
         outputs.append(tensor)
     body: dict[str, Any] = {"model_name": name, "model_version": version, "outputs": outputs}
     if request_id is not None:

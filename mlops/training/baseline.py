@@ -26,7 +26,6 @@ import time
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
-from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
 
 from mlops.config import TaskType
@@ -60,12 +59,12 @@ def fit_baseline(task: TaskType, x_train: np.ndarray, y_train: np.ndarray,
                  classes: int = 2, *, threads: int = 1) -> BaselineResult:
     """Fit the baseline on the train split and score it on the test split.
 
-    Metric names are the network's test metrics prefixed ``baseline_``: for a binary
-    classifier (labels 0 and 1) ``quality_metrics`` itself computes them from the
-    probability of class 1. With ``classes`` > 2 the labels are integer codes
-    0..classes-1 and the metrics are accuracy and the macro one-vs-rest ROC AUC
-    (``baseline_test_auc_ovr``, only when every class occurs in the test split), which
-    ``quality_metrics`` does not cover. ``classes`` is ignored for regression. ``threads``
+    Metric names are the network's test metrics prefixed ``baseline_``, computed by the
+    network's own ``quality_metrics``: from the probability of class 1 for a binary
+    classifier (labels 0 and 1); with ``classes`` > 2 (or a multiclass task) the labels
+    are integer codes 0..classes-1 and the metrics are accuracy and the macro one-vs-rest
+    ROC AUC (``baseline_test_auc_ovr``, only when every class occurs in the test split).
+    ``classes`` is ignored for regression. ``threads``
     caps scikit-learn's OpenMP threads for the fit and the scoring.
     """
     check_split(task, x_train, y_train, x_test, y_test, classes)
@@ -101,9 +100,9 @@ def score_baseline(task: TaskType, estimator: Estimator, x_test: np.ndarray,
     if task == TaskType.regression:
         return quality_metrics(task, y_test, estimator.predict(x_test), BASELINE_PREFIX)
     proba = class_probabilities(estimator, x_test, classes)
-    if classes == 2:
+    if task == TaskType.classification and classes == 2:
         return quality_metrics(task, y_test, proba[:, 1], BASELINE_PREFIX)
-    return multiclass_metrics(y_test.astype(np.int64), proba, BASELINE_PREFIX)
+    return quality_metrics(TaskType.multiclass, y_test, proba, BASELINE_PREFIX)
 
 
 def class_probabilities(estimator: HistGradientBoostingClassifier, x: np.ndarray,
@@ -112,17 +111,6 @@ def class_probabilities(estimator: HistGradientBoostingClassifier, x: np.ndarray
     proba = np.zeros((len(x), classes), dtype=np.float64)
     proba[:, estimator.classes_.astype(np.int64)] = estimator.predict_proba(x)
     return proba
-
-
-def multiclass_metrics(y_true: np.ndarray, proba: np.ndarray, prefix: str) -> dict[str, float]:
-    """Accuracy of the most probable class, and the macro one-vs-rest ROC AUC when every
-    class occurs among the labels (it is undefined for a class that does not, and a
-    macro average over fewer classes would not compare across runs)."""
-    metrics = {f"{prefix}_accuracy": float(np.mean(proba.argmax(axis=1) == y_true))}
-    if len(np.unique(y_true)) == proba.shape[1]:
-        metrics[f"{prefix}_auc_ovr"] = float(
-            roc_auc_score(y_true, proba, multi_class="ovr", average="macro"))
-    return metrics
 
 
 def check_split(task: TaskType, x_train: np.ndarray, y_train: np.ndarray,
@@ -143,7 +131,7 @@ def check_split(task: TaskType, x_train: np.ndarray, y_train: np.ndarray,
     if x_train.shape[1] != x_test.shape[1]:
         raise ValueError(f"train split has {x_train.shape[1]} feature columns but test "
                          f"split has {x_test.shape[1]}")
-    if task == TaskType.classification:
+    if task != TaskType.regression:
         check_labels(y_train, y_test, classes)
 
 

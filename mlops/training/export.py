@@ -2,11 +2,13 @@
 
 The contract serving relies on: one input "features" (float32, [batch, n_features] in the
 spec's feature order, dynamic batch), one output "prediction" (float32, [batch]: the
-probability of class 1 or the regression value), and metadata_props naming the features,
-task, label, dataset and opset. A dataset with categorical or nullable features gives a
-graph that takes raw values instead: "features" (its numbers, NaN for a null) and
-"categories" (strings), encoded inside the graph (``encoding_graph``); its metadata holds
-the encoding, and parity covers it (ONNX Runtime on raw values, torch on encoded ones).
+probability of class 1 or the regression value; [batch, classes] of probabilities for a
+multiclass label, whose classes the metadata lists in that order), and metadata_props
+naming the features, task, label, dataset and opset. A dataset with categorical or
+nullable features gives a graph that takes raw values instead: "features" (its numbers,
+NaN for a null) and "categories" (strings), encoded inside the graph (``encoding_graph``);
+its metadata holds the encoding, and parity covers it (ONNX Runtime on raw values, torch on
+encoded ones).
 torch is imported inside the functions, so importing this module stays cheap.
 """
 
@@ -146,6 +148,8 @@ def to_onnx(predictor: nn.Module, features: np.ndarray, arch: ModelArch) -> onnx
     proto = program.model_proto
     metadata = {"feature_names": json.dumps(arch.feature_names), "task": str(arch.task),
                 "label": arch.label, "dataset": arch.dataset, "opset": str(OPSET)}
+    if arch.classes is not None:  # the order of the prediction's columns
+        metadata["classes"] = json.dumps(arch.classes)
     if arch.encoding is not None:
         proto = prepend_encoding(proto, arch.encoding)
         metadata["encoding"] = arch.encoding.model_dump_json()

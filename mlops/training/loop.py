@@ -110,8 +110,13 @@ def new_loop_state(mlp: MLP, settings: ModelSettings, device: torch.device,
 
 
 def loss_function(task: TaskType, reduction: str = "mean") -> nn.Module:
-    return nn.BCEWithLogitsLoss(reduction=reduction) if task == TaskType.classification \
-        else nn.MSELoss(reduction=reduction)
+    """Binary cross-entropy on the logit, cross-entropy on the class logits (targets are
+    class indices), or squared error on the standardised value."""
+    if task == TaskType.classification:
+        return nn.BCEWithLogitsLoss(reduction=reduction)
+    if task == TaskType.multiclass:
+        return nn.CrossEntropyLoss(reduction=reduction)
+    return nn.MSELoss(reduction=reduction)
 
 
 def _autocast(device: torch.device, precision: str) -> torch.autocast:

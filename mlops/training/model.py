@@ -43,24 +43,33 @@ class ModelArch(BaseModel):
     dataset: str
     # How raw features become the network's input; None: numbers only, taken as they are.
     encoding: FeatureEncoding | None = None
+    # multiclass: the label's classes, in the order of the network's outputs.
+    classes: list[int | str] | None = None
+
+    @property
+    def outputs(self) -> int:
+        return len(self.classes) if self.task == TaskType.multiclass else 1
 
 
 class MLP(nn.Module):
-    """Standardise, then Linear-ReLU-Dropout blocks, then one output unit.
+    """Standardise, then Linear-ReLU-Dropout blocks, then one output unit (one per class
+    for a multiclass label).
 
     ``forward`` returns the raw output (a logit, or the standardised regression value) of
-    shape [batch]: that is what the training loss sees.
+    shape [batch], or the logits [batch, classes]: that is what the training loss sees.
     """
 
-    def __init__(self, n_features: int, hidden: list[int], dropout: float) -> None:
+    def __init__(self, n_features: int, hidden: list[int], dropout: float,
+                 outputs: int = 1) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         width = n_features
         for size in hidden:
             layers += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(dropout)]
             width = size
-        layers.append(nn.Linear(width, 1))
+        layers.append(nn.Linear(width, outputs))
         self.net = nn.Sequential(*layers)
+        self.outputs = outputs
         self.register_buffer("feature_mean", torch.zeros(n_features))
         self.register_buffer("feature_std", torch.ones(n_features))
         self.register_buffer("target_mean", torch.zeros(()))
@@ -68,7 +77,8 @@ class MLP(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         scaled = (features - self.feature_mean) / self.feature_std
-        return self.net(scaled).squeeze(-1)
+        out = self.net(scaled)
+        return out.squeeze(-1) if self.outputs == 1 else out
 
     def set_normalisation(self, mean: np.ndarray, std: np.ndarray,
                           target_mean: float = 0.0, target_std: float = 1.0) -> None:
@@ -81,17 +91,20 @@ class MLP(nn.Module):
 
 
 class TorchPredictor(nn.Module):
-    """Inference and export view: probability of class 1, or the value in original units."""
+    """Inference and export view: probability of class 1, the probability of each class
+    [batch, classes], or the value in original units."""
 
     def __init__(self, mlp: MLP, task: TaskType) -> None:
         super().__init__()
         self.mlp = mlp
-        self.classification = task == TaskType.classification
+        self.task = task
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         raw = self.mlp(features)
-        if self.classification:
+        if self.task == TaskType.classification:
             return torch.sigmoid(raw)
+        if self.task == TaskType.multiclass:
+            return torch.softmax(raw, dim=-1)
         return raw * self.mlp.target_std + self.mlp.target_mean
 
 
@@ -105,7 +118,7 @@ def column_stats(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def build_mlp(arch: ModelArch) -> MLP:
     """A fresh network for this architecture (weights from torch's current RNG)."""
-    return MLP(arch.n_features, arch.hidden, arch.dropout)
+    return MLP(arch.n_features, arch.hidden, arch.dropout, arch.outputs)
 
 
 def save_model(path: str | Path, mlp: MLP, arch: ModelArch) -> None:
@@ -180,12 +193,15 @@ def load_torch(data: bytes) -> Any:
 
 @torch.no_grad()
 def predict(mlp: MLP, task: TaskType, features: np.ndarray, batch: int = 8192) -> np.ndarray:
-    """Predictions in fp32 on the model's device: probability of class 1, or the value."""
+    """Predictions in fp32 on the model's device: probability of class 1, of each class,
+    or the value."""
     predictor = TorchPredictor(mlp, task).eval()
     device = next(mlp.parameters()).device
     parts = [predictor(torch.as_tensor(features[i:i + batch], device=device)).cpu().numpy()
              for i in range(0, len(features), batch)]
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+    if not parts:
+        return np.zeros((0, mlp.outputs) if mlp.outputs > 1 else (0,), dtype=np.float32)
+    return np.concatenate(parts)
 
 
 def roc_auc(y_true: np.ndarray, scores: np.ndarray) -> float:
@@ -205,11 +221,30 @@ def roc_auc(y_true: np.ndarray, scores: np.ndarray) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def macro_auc_ovr(y_true: np.ndarray, proba: np.ndarray) -> float:
+    """Each class's ROC AUC against the rest, averaged: defined when every class occurs
+    among the labels (a macro average over fewer classes would not compare across runs)."""
+    classes = proba.shape[1]
+    present = np.unique(y_true)
+    if len(present) != classes:
+        missing = sorted(set(range(classes)) - set(present.astype(int).tolist()))
+        raise ValueError(f"ROC AUC one-vs-rest needs every class among the labels; "
+                         f"missing class indices {missing}")
+    return float(np.mean([roc_auc(y_true == k, proba[:, k]) for k in range(classes)]))
+
+
 def quality_metrics(task: TaskType, y_true: np.ndarray, y_pred: np.ndarray,
                     prefix: str) -> dict[str, float]:
-    """auc (when both classes occur) and accuracy at 0.5, or rmse and mae."""
+    """auc (when both classes occur) and accuracy at 0.5; accuracy of the most probable
+    class and auc_ovr (when every class occurs) for class indices and [rows, classes]
+    probabilities; or rmse and mae."""
     y_true = np.asarray(y_true, dtype=np.float64)
     y_pred = np.asarray(y_pred, dtype=np.float64)
+    if task == TaskType.multiclass:
+        metrics = {f"{prefix}_accuracy": float(np.mean(y_pred.argmax(axis=1) == y_true))}
+        if len(np.unique(y_true)) == y_pred.shape[1]:
+            metrics[f"{prefix}_auc_ovr"] = macro_auc_ovr(y_true, y_pred)
+        return metrics
     if task == TaskType.regression:
         error = y_pred - y_true
         return {f"{prefix}_rmse": float(np.sqrt(np.mean(error**2))),

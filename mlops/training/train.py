@@ -77,7 +77,8 @@ class TrainResult(BaseModel):
 
 def primary_metric(task: TaskType) -> tuple[str, bool]:
     """The metric that ranks models of this task, and whether higher is better."""
-    return ("test_auc", True) if task == TaskType.classification else ("test_rmse", False)
+    return {TaskType.classification: ("test_auc", True),
+            TaskType.multiclass: ("test_auc_ovr", True)}.get(task, ("test_rmse", False))
 
 
 # --- split --------------------------------------------------------------------------------
@@ -121,17 +122,51 @@ def _split_points(counts: np.ndarray, val_fraction: float,
 
 # --- input checks -------------------------------------------------------------------------
 
+def label_classes(frame: pd.DataFrame, spec: DatasetSpec) -> list[int | str] | None:
+    """A multiclass label's classes, sorted: integer codes (3 and 3.0 are one) or strings,
+    never a mix; None for other tasks. Taken from every split, so a class seen only late is
+    still an output of the network (its rows teach it nothing until it is retrained)."""
+    if spec.task != TaskType.multiclass:
+        return None
+    values = frame[spec.label]
+    if values.isna().any():
+        raise TrainingError(f"label {spec.label!r} has {int(values.isna().sum())} null(s)")
+    distinct = pd.unique(values).tolist()
+    if all(isinstance(v, str) for v in distinct):
+        classes: list[int | str] = sorted(distinct)
+    elif all(isinstance(v, int | float) and not isinstance(v, bool) and float(v).is_integer()
+             for v in distinct):
+        classes = sorted({int(v) for v in distinct})
+    else:
+        shown = sorted({type(v).__name__ for v in distinct})
+        raise TrainingError(f"multiclass label {spec.label!r} must hold integer codes or "
+                            f"strings, not {', '.join(shown)}")
+    if len(classes) < 2:
+        raise TrainingError(f"multiclass label {spec.label!r} has a single class {classes}")
+    return classes
+
+
+def class_indices(values: pd.Series, classes: list[int | str]) -> np.ndarray:
+    """Each label's position in ``classes``, as float32 (the loss takes them as int64)."""
+    position = {str(c): i for i, c in enumerate(classes)}
+    texts = [str(int(v)) if isinstance(v, float) else str(v) for v in values.tolist()]
+    return np.array([position[t] for t in texts], dtype=np.float32)
+
+
 def frame_to_arrays(frame: pd.DataFrame, spec: DatasetSpec,
-                    encoding: FeatureEncoding | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    encoding: FeatureEncoding | None = None,
+                    classes: list[int | str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The network's features (float32: the spec's numbers as they are, or ``encoding``'s
-    columns) and the label (float32); bad values raise TrainingError."""
+    columns) and the label (float32; a multiclass label's index in ``classes``); bad values
+    raise TrainingError."""
     missing = [c for c in [*spec.features, spec.label] if c not in frame.columns]
     if missing:
         raise TrainingError(f"training set lacks columns {missing}")
     try:
         x = (frame[spec.features].to_numpy(dtype=np.float32) if encoding is None
              else encode(frame, encoding))
-        y = frame[spec.label].to_numpy(dtype=np.float32)
+        y = (frame[spec.label].to_numpy(dtype=np.float32) if classes is None
+             else class_indices(frame[spec.label], classes))
     except (TypeError, ValueError) as exc:
         raise TrainingError(f"features and label must be numeric: {exc}") from None
     if not np.isfinite(x).all():
@@ -147,21 +182,28 @@ def frame_to_arrays(frame: pd.DataFrame, spec: DatasetSpec,
 
 
 def check_train_labels(y: np.ndarray, task: TaskType) -> None:
-    """A classifier needs both classes in its train split."""
-    if task == TaskType.classification and len(np.unique(y)) < 2:
+    """A classifier needs two classes or more in its train split."""
+    if task != TaskType.regression and len(np.unique(y)) < 2:
         raise TrainingError(f"train split has a single class ({np.unique(y).tolist()}); "
-                            "a classifier needs both 0 and 1")
+                            "a classifier needs at least two")
 
 
-def check_test_labels(y: np.ndarray, task: TaskType) -> None:
-    """A classifier's test split needs both classes: ROC AUC, the metric that ranks it
-    against the champion, is undefined on one. Checked before training, not after it."""
-    if task == TaskType.classification and len(np.unique(y)) < 2:
+def check_test_labels(y: np.ndarray, task: TaskType,
+                      classes: list[int | str] | None = None) -> None:
+    """A classifier's test split needs every class: ROC AUC (one-vs-rest for multiclass),
+    the metric that ranks it against the champion, is undefined without. Checked before
+    training, not after it."""
+    if task == TaskType.regression:
+        return
+    expected = len(classes) if classes is not None else 2
+    if len(np.unique(y)) < expected:
         metric, _ = primary_metric(task)
+        names = classes if classes is not None else [0, 1]
+        missing = [c for i, c in enumerate(names) if i not in set(np.unique(y).astype(int))]
         raise TrainingError(
-            f"test split has a single class ({np.unique(y).tolist()} in its {len(y)} rows): "
-            f"{metric} would be undefined; the test split is the latest timestamps, so add "
-            "later rows of the other class or raise test_fraction")
+            f"test split lacks class(es) {missing} in its {len(y)} rows: {metric} would be "
+            "undefined; the test split is the latest timestamps, so add later rows of those "
+            "classes or raise test_fraction")
 
 
 def run_key(training_path: str, spec: DatasetSpec, settings: ModelSettings) -> str:
@@ -186,10 +228,11 @@ def train_model(training_path: str, spec: DatasetSpec, settings: ModelSettings,
     frame = read_training_set(training_path, spec)
     splits = split_by_time(frame, spec, settings)
     encoding = None if spec.plain else learn_encoding(splits[0], spec)
-    (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = (frame_to_arrays(s, spec, encoding)
+    classes = label_classes(frame, spec)
+    (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = (frame_to_arrays(s, spec, encoding, classes)
                                                 for s in splits)
     check_train_labels(y_tr, spec.task)
-    check_test_labels(y_te, spec.task)
+    check_test_labels(y_te, spec.task, classes)
     device = resolve_device(settings)
     precision = choose_precision(device)
     key = run_key(training_path, spec, settings)
@@ -197,7 +240,8 @@ def train_model(training_path: str, spec: DatasetSpec, settings: ModelSettings,
     checkpoint = storage.join(root, "checkpoints", key, "last.pt")
     arch = ModelArch(n_features=x_tr.shape[1], hidden=settings.hidden,
                      dropout=settings.dropout, task=spec.task, feature_names=spec.features,
-                     label=spec.label, dataset=spec.name, encoding=encoding)
+                     label=spec.label, dataset=spec.name, encoding=encoding,
+                     classes=classes)
     if device.type == "cpu":
         torch.set_num_threads(cpu_threads(settings, x_tr.shape[1]))
     seed_everything(settings.seed)
@@ -217,7 +261,7 @@ def train_model(training_path: str, spec: DatasetSpec, settings: ModelSettings,
         if not state.finished:  # stopped on SIGTERM, between batches
             raise TrainingInterrupted(state.epoch, checkpoint)
     metrics = _split_metrics(state, spec.task, (x_va, y_va), (x_te, y_te))
-    baseline = _baseline(spec.task, (x_tr, y_tr), (x_te, y_te), settings.seed)
+    baseline = _baseline(arch, (x_tr, y_tr), (x_te, y_te), settings.seed)
     metrics |= baseline.metrics
     model_path = storage.join(root, "models", key, "model.pt")
     test_path = storage.join(root, "models", key, "test.parquet")
@@ -286,19 +330,23 @@ def _initial_mlp(arch: ModelArch, x: np.ndarray, y: np.ndarray) -> MLP:
 def _tensors(mlp: MLP, x: np.ndarray, y: np.ndarray,
              device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Device tensors; a regression target is standardised as the loss expects."""
+    if mlp.outputs > 1:  # class indices, as cross-entropy takes them
+        return (torch.as_tensor(x, device=device),
+                torch.as_tensor(y.astype(np.int64), device=device))
     target = (y - float(mlp.target_mean)) / float(mlp.target_std)
     return (torch.as_tensor(x, device=device),
             torch.as_tensor(target.astype(np.float32), device=device))
 
 
-def _baseline(task: TaskType, train: tuple[np.ndarray, np.ndarray],
+def _baseline(arch: ModelArch, train: tuple[np.ndarray, np.ndarray],
               test: tuple[np.ndarray, np.ndarray], seed: int) -> BaselineResult:
     """A simple model on the same split and features, so the network's metrics have a
     reference: ``baseline_test_*`` beside ``test_*``."""
     # scikit-learn is imported here: the GPU check, with torch only, never gets this far
     from mlops.training.baseline import fit_baseline
 
-    result = fit_baseline(task, *train, *test, seed=seed)
+    result = fit_baseline(arch.task, *train, *test, seed=seed,
+                          classes=len(arch.classes) if arch.classes else 2)
     log.info("baseline %s: %s in %.1f s", result.model, result.metrics, result.fit_seconds)
     return result
 

@@ -279,8 +279,8 @@ def test_a_single_class_test_split_fails_before_training(tmp_path):
     frame.loc[last, "label"] = 0
     path = tmp_path / "train.parquet"
     frame.to_parquet(path)
-    with pytest.raises(TrainingError, match=r"test split has a single class \(\[0.0\] in its "
-                       r"\d+ rows\): test_auc would be undefined"):
+    with pytest.raises(TrainingError, match=r"test split lacks class\(es\) \[1\] in its "
+                       r"\d+ rows: test_auc would be undefined"):
         train_model(str(path), synthetic_spec(str(path)), FAST, tmp_path / "out")
     assert not (tmp_path / "out" / "checkpoints").exists(), "refused before any epoch"
 

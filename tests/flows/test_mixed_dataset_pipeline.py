@@ -8,11 +8,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from mlflow import MlflowClient
 
-from benchmarks.synthetic import generate_mixed_panel, mixed_spec
+from benchmarks.synthetic import GRADES, generate_mixed_panel, mixed_spec
 from mlops.config import ModelSettings, Settings, TaskType
 from mlops.pipeline.stages import PipelineParams
 from mlops.serving.deploy import stop_service
+from mlops.training.train import primary_metric
 
 pytestmark = pytest.mark.slow
 RECORD = {"continent": "South America", "occupation": 4, "hours": None, "f0": 0.3, "f1": -0.2}
@@ -27,7 +29,8 @@ def platform(tmp_path: Path, port: int, monkeypatch: pytest.MonkeyPatch) -> Sett
     stop_service(settings)
 
 
-@pytest.mark.parametrize("task", [TaskType.classification, TaskType.regression])
+@pytest.mark.parametrize("task", [TaskType.classification, TaskType.regression,
+                                  TaskType.multiclass])
 def test_raw_categories_and_nulls_from_data_to_a_served_prediction(
         prefect_server: None, platform: Settings, tmp_path: Path, task: TaskType) -> None:
     from flows.training_pipeline import training_pipeline
@@ -43,14 +46,25 @@ def test_raw_categories_and_nulls_from_data_to_a_served_prediction(
     summary = state.result()
     if task == TaskType.classification:
         assert summary.metrics["test_auc"] > 0.8
+    elif task == TaskType.multiclass:
+        assert summary.metrics["test_auc_ovr"] > 0.75
     else:
         assert summary.metrics["test_rmse"] < frame["label"].std()
+    # The baseline's metrics are logged to MLflow beside the network's.
+    client = MlflowClient(tracking_uri=platform.tracking, registry_uri=platform.tracking)
+    version = client.get_model_version(summary.model_name, summary.model_version)
+    logged = client.get_run(version.run_id).data
+    metric, _ = primary_metric(task)
+    assert {metric, f"baseline_{metric}"} <= set(logged.metrics)
+    assert logged.params["baseline_model"] == "hist_gradient_boosting"
 
     records = [RECORD, {**RECORD, "continent": "Atlantis", "occupation": None}]
     answer = httpx.post(f"{summary.endpoint}/v1/predict", json={"records": records})
     assert answer.status_code == 200, answer.text
     first, unseen = answer.json()["predictions"]
     assert first != unseen  # South America is known; Atlantis takes the unknown bucket
+    if task == TaskType.multiclass:
+        assert answer.json()["labels"][0] in GRADES
 
     continent = {"name": "continent", "datatype": "BYTES", "shape": [1],
                  "data": [RECORD["continent"]]}
@@ -68,3 +82,24 @@ def test_raw_categories_and_nulls_from_data_to_a_served_prediction(
                            json={"entity_ids": [1, with_null]})
     assert by_entity.status_code == 200, by_entity.text
     assert len(by_entity.json()["predictions"]) == 2
+
+
+def test_the_champion_gate_ranks_multiclass_models_by_macro_auc(
+        prefect_server: None, platform: Settings, tmp_path: Path) -> None:
+    """A second version becomes champion exactly when its test_auc_ovr beats the first's."""
+    from flows.training_pipeline import training_pipeline
+
+    path = tmp_path / "grades.parquet"
+    generate_mixed_panel(n_entities=120, n_periods=6, task=TaskType.multiclass,
+                         seed=3).to_parquet(path, index=False)
+    spec = mixed_spec(str(path), TaskType.multiclass, name="grades")
+    runs = []
+    for epochs in (15, 1):
+        params = PipelineParams(spec=spec, team="alpha", deploy=False, model=ModelSettings(
+            epochs=epochs, hidden=[16], batch_size=32, learning_rate=0.01))
+        runs.append(training_pipeline(params))
+    first, second = runs
+    assert first.aliases == ["challenger", "champion"] and second.model_version == "2"
+    wins = second.metrics["test_auc_ovr"] > first.metrics["test_auc_ovr"]
+    assert ("champion" in second.aliases) == wins
+    assert second.champion_version == ("2" if wins else "1")

@@ -39,9 +39,11 @@ def make_split(task: TaskType, rows: int = 2_000, classes: int = 2, seed: int = 
     return x[:cut], y[:cut], x[cut:], y[cut:]
 
 
-def network_metric_names(task: TaskType, y_test: np.ndarray) -> set[str]:
+def network_metric_names(task: TaskType, y_test: np.ndarray, classes: int = 2) -> set[str]:
     """The test metric names the network gets from quality_metrics for this split."""
-    y_pred = y_test if task == TaskType.regression else np.full(len(y_test), 0.5)
+    y_pred = (y_test if task == TaskType.regression
+              else np.full((len(y_test), classes), 1 / classes) if task == TaskType.multiclass
+              else np.full(len(y_test), 0.5))
     return set(quality_metrics(task, y_test, y_pred, "test"))
 
 
@@ -63,12 +65,14 @@ def test_regressor_error_is_well_below_the_label_spread() -> None:
     assert result.metrics["baseline_test_mae"] <= result.metrics["baseline_test_rmse"]
 
 
-@pytest.mark.parametrize("task", list(TaskType))
-def test_metric_names_are_the_networks_with_the_baseline_prefix(task: TaskType) -> None:
-    split = make_split(task)
-    result = fit_baseline(task, *split, seed=1)
+@pytest.mark.parametrize(("task", "classes"), [
+    (TaskType.classification, 2), (TaskType.regression, 2), (TaskType.multiclass, 3)])
+def test_metric_names_are_the_networks_with_the_baseline_prefix(task: TaskType,
+                                                               classes: int) -> None:
+    split = make_split(task, classes=classes)
+    result = fit_baseline(task, *split, seed=1, classes=classes)
     assert set(result.metrics) == {f"baseline_{name}" for name in
-                                   network_metric_names(task, split[3])}
+                                   network_metric_names(task, split[3], classes)}
     assert all(np.isfinite(value) for value in result.metrics.values())
 
 

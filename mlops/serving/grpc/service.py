@@ -99,7 +99,8 @@ class InferenceService:
     async def ModelMetadata(self, request: pb.ModelMetadataRequest
                             ) -> pb.ModelMetadataResponse:
         p = served(self.parts.manager, request.name, request.version)
-        meta = v2.model_metadata(p.name, p.version, p.feature_names, p.task, p.sha256)
+        meta = v2.model_metadata(p.name, p.version, p.feature_names, p.task, p.sha256,
+                                 p.classes)
         tensors = lambda ts: [t.model_dump() for t in ts]  # noqa: E731
         return pb.ModelMetadataResponse(name=meta.name, versions=meta.versions,
                                         platform=meta.platform, inputs=tensors(meta.inputs),
@@ -107,6 +108,9 @@ class InferenceService:
 
     async def ModelInfer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
         predictor = served(self.parts.manager, request.model_name, request.model_version)
+        if predictor.classes is not None:
+            raise BadInput("a multiclass model answers over REST (/v2/models/{name}/infer); "
+                           "its class names are not carried over gRPC yet")
         wanted = select_outputs([o.name for o in request.outputs], predictor.task)
         matrix = request_matrix(request, predictor.feature_names, self.parts.config.max_batch)
         scores = await self.parts.runner.predict(predictor, matrix)
