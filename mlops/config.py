@@ -11,7 +11,7 @@ import os
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import quote
 
 import yaml
@@ -80,6 +80,19 @@ class ColumnRule(BaseModel):
         return self
 
 
+class CustomModel(BaseModel):
+    """A team's own network instead of the default MLP (``mlops.training.factory``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    factory: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", description=(
+        "module:function called with the model's inputs (width, outputs, task, names, "
+        "options); returns a torch.nn.Module from standardised inputs to raw outputs."))
+    loss: str | None = Field(None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", description=(
+        "module:function returning a loss of (outputs, targets); default: the task's."))
+    options: dict[str, Any] = Field(default_factory=dict, description="Passed to the factory.")
+
+
 class DatasetSpec(BaseModel):
     """Where a dataset is and what its columns mean."""
 
@@ -104,6 +117,8 @@ class DatasetSpec(BaseModel):
     task: TaskType = Field(description="classification (a 0/1 label), multiclass (classes as "
                            "integer codes or strings) or regression.")
     rules: list[ColumnRule] = Field(default_factory=list, description="Extra validation rules.")
+    model: CustomModel | None = Field(None, description="Your own network (factory, loss, "
+                                      "options); default: the MLP of the model settings.")
     regions: list[str] | None = Field(
         None, min_length=1, description="Data residency: the regions this dataset's data may "
         "live in; it narrows the team's and the platform's policy, never widens it.")

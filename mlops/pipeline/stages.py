@@ -202,7 +202,9 @@ def register_stage(params: PipelineParams, data: ValidatedData, features: Featur
                     "parity_max_abs_diff": exported.max_abs_diff,
                     # A retry that resumed from a checkpoint says so in its lineage.
                     "resumed_from_epoch": trained.resumed_from_epoch,
-                    "baseline_model": trained.baseline_model}
+                    "baseline_model": trained.baseline_model,
+                    "model_factory": (params.spec.model.factory if params.spec.model
+                                      else "mlp")}
     approval = needs_approval(platform_governance(settings), params.team)
     # The run's team's MLflow user: params.team is the deployment's (the gateway refuses a
     # run whose team differs), so a run can only write its own team's models.

@@ -1,6 +1,7 @@
-"""Training: the torch model and its file format, the training loop (device, precision,
-checkpoints), the train stage (split, metrics) and the ONNX export with its parity check.
+"""Training: the torch model and its file format, a team's own network (factory) and the
+shipped architectures, the training loop (device, precision, checkpoints), the train stage
+(split, metrics, baseline) and the ONNX export with its parity check and encoding graph.
 
-May import ``mlops.config``, ``mlops.atomic_files`` and ``mlops.data.storage``; the GPU
-check imports it on a machine that has only torch.
+May import ``mlops.config``, ``mlops.atomic_files``, ``mlops.data.storage`` and
+``mlops.data.encoding``; the GPU check imports it on a machine that has only torch.
 """

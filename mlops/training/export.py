@@ -133,19 +133,8 @@ def read_test_frame(test_path: str, feature_names: list[str]) -> pd.DataFrame:
 
 def to_onnx(predictor: nn.Module, features: np.ndarray, arch: ModelArch) -> onnx.ModelProto:
     """The torch.export-based (dynamo) exporter with a dynamic batch axis, plus metadata."""
-    import torch
-
-    # The exporter logs one warning per optional op library it skips (torchvision, ...).
-    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
-
-    example = torch.as_tensor(features[:8] if len(features) >= 2 else np.repeat(features, 2, 0))
-    program = torch.onnx.export(
-        predictor, (example,), dynamo=True, opset_version=OPSET,
-        input_names=[INPUT_NAME if arch.encoding is None else ENCODED],
-        output_names=[OUTPUT_NAME], dynamic_shapes=({0: torch.export.Dim("batch")},),
-        external_data=False, verbose=False,
-    )
-    proto = program.model_proto
+    proto = export_program(predictor, features,
+                           INPUT_NAME if arch.encoding is None else ENCODED)
     metadata = {"feature_names": json.dumps(arch.feature_names), "task": str(arch.task),
                 "label": arch.label, "dataset": arch.dataset, "opset": str(OPSET)}
     if arch.classes is not None:  # the order of the prediction's columns
@@ -157,6 +146,23 @@ def to_onnx(predictor: nn.Module, features: np.ndarray, arch: ModelArch) -> onnx
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     return proto
+
+
+def export_program(predictor: nn.Module, features: np.ndarray, input_name: str
+                   ) -> onnx.ModelProto:
+    """The torch.export-based (dynamo) exporter's graph of ``predictor``, batch dynamic."""
+    import torch
+
+    # The exporter logs one warning per optional op library it skips (torchvision, ...).
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+
+    example = torch.as_tensor(features[:8] if len(features) >= 2 else np.repeat(features, 2, 0))
+    program = torch.onnx.export(
+        predictor, (example,), dynamo=True, opset_version=OPSET, input_names=[input_name],
+        output_names=[OUTPUT_NAME], dynamic_shapes=({0: torch.export.Dim("batch")},),
+        external_data=False, verbose=False,
+    )
+    return program.model_proto
 
 
 def _save_onnx(proto: onnx.ModelProto, path: Path) -> None:

@@ -31,6 +31,9 @@ _EVAL_BATCH = 8192
 _THREADED_MACS = 20_000_000  # multiply-adds per batch above which CPU threads pay off
 
 
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
 class TrainingError(ValueError):
     """Training input or settings that cannot be used; the message names the problem."""
 
@@ -129,7 +132,7 @@ def _never() -> bool:
 
 
 def train_epoch(state: LoopState, x: torch.Tensor, y: torch.Tensor, batch_size: int,
-                loss_fn: nn.Module, precision: str,
+                loss_fn: Loss, precision: str,
                 stop: Callable[[], bool] = _never) -> float | None:
     """One pass over the train tensors (already on the device), or the rest of an
     interrupted one; returns the mean loss. When ``stop()`` says so before a batch, returns
@@ -157,29 +160,33 @@ def train_epoch(state: LoopState, x: torch.Tensor, y: torch.Tensor, batch_size: 
 
 @torch.no_grad()
 def evaluate_loss(mlp: MLP, x: torch.Tensor, y: torch.Tensor, task: TaskType,
-                  precision: str) -> float:
-    """Mean loss over tensors on the model's device, in eval mode."""
+                  precision: str, loss: Loss | None = None) -> float:
+    """Mean loss over tensors on the model's device, in eval mode (``loss``: a spec's own,
+    which returns each chunk's mean)."""
     mlp.eval()
     loss_fn, total = loss_function(task, "sum"), 0.0
     for start in range(0, len(x), _EVAL_BATCH):
         with _autocast(x.device, precision):
             out = mlp(x[start:start + _EVAL_BATCH]).float()
-        total += float(loss_fn(out, y[start:start + _EVAL_BATCH]))
+        target = y[start:start + _EVAL_BATCH]
+        total += (float(loss_fn(out, target)) if loss is None
+                  else float(loss(out, target)) * len(target))
     return total / len(x)
 
 
 def fit(state: LoopState, train: tuple[torch.Tensor, torch.Tensor],
         val: tuple[torch.Tensor, torch.Tensor], settings: ModelSettings, task: TaskType,
         precision: str, on_epoch_end: Callable[[LoopState], None] | None = None,
-        stop: Callable[[], bool] = _never) -> LoopState:
+        stop: Callable[[], bool] = _never, loss: Loss | None = None) -> LoopState:
     """Train from ``state.epoch`` (and ``state.progress``) until max epochs or ``patience``
     epochs without gain, or until ``stop()`` asks before a batch.
 
     ``on_epoch_end`` runs after each epoch (the runner checkpoints there). At the end the
     best weights are loaded back and the state is marked finished; a stopped run returns
-    unfinished, with ``state.progress`` set, for the runner to checkpoint.
+    unfinished, with ``state.progress`` set, for the runner to checkpoint. ``loss``: the
+    spec's own (outputs, targets) -> batch mean, instead of the task's.
     """
-    loss_fn = loss_function(task)
+    loss_fn = loss or loss_function(task)
     while not state.finished and state.epoch < settings.epochs \
             and state.bad_epochs < settings.patience:
         started = time.perf_counter() - (state.progress.seconds if state.progress else 0.0)
@@ -187,7 +194,7 @@ def fit(state: LoopState, train: tuple[torch.Tensor, torch.Tensor],
         seconds = time.perf_counter() - started
         if train_loss is None:  # stopped between batches
             return _stopped(state, seconds)
-        val_loss = evaluate_loss(state.mlp, *val, task, precision)
+        val_loss = evaluate_loss(state.mlp, *val, task, precision, loss)
         state.epoch += 1
         _update_best(state, val_loss)
         state.history.append({"epoch": state.epoch, "train_loss": train_loss,

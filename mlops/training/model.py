@@ -19,6 +19,7 @@ from torch import nn
 from mlops.atomic_files import write_atomic
 from mlops.config import TaskType
 from mlops.data.encoding import FeatureEncoding
+from mlops.training.factory import ModelInputs, build_body
 
 log = logging.getLogger(__name__)
 MODEL_FORMAT = 1
@@ -45,6 +46,16 @@ class ModelArch(BaseModel):
     encoding: FeatureEncoding | None = None
     # multiclass: the label's classes, in the order of the network's outputs.
     classes: list[int | str] | None = None
+    # A team's own network (module:function) and its options; None: the MLP of ``hidden``.
+    factory: str | None = None
+    options: dict[str, Any] = {}
+
+    def inputs(self) -> ModelInputs:
+        """What a factory is told about the network to build."""
+        columns = self.encoding.columns if self.encoding else list(self.feature_names)
+        return ModelInputs(n_inputs=self.n_features, n_outputs=self.outputs, task=self.task,
+                           feature_names=self.feature_names, input_columns=columns,
+                           classes=self.classes, options=self.options)
 
     @property
     def outputs(self) -> int:
@@ -52,23 +63,24 @@ class ModelArch(BaseModel):
 
 
 class MLP(nn.Module):
-    """Standardise, then Linear-ReLU-Dropout blocks, then one output unit (one per class
-    for a multiclass label).
+    """The network: standardise, then Linear-ReLU-Dropout blocks, then one output unit (one
+    per class for a multiclass label); or, given a ``body`` (a team's own network from its
+    factory), standardise and then that body.
 
     ``forward`` returns the raw output (a logit, or the standardised regression value) of
     shape [batch], or the logits [batch, classes]: that is what the training loss sees.
     """
 
     def __init__(self, n_features: int, hidden: list[int], dropout: float,
-                 outputs: int = 1) -> None:
+                 outputs: int = 1, body: nn.Module | None = None) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         width = n_features
-        for size in hidden:
+        for size in hidden if body is None else []:
             layers += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(dropout)]
             width = size
-        layers.append(nn.Linear(width, outputs))
-        self.net = nn.Sequential(*layers)
+        self.net = body if body is not None else nn.Sequential(*layers,
+                                                                nn.Linear(width, outputs))
         self.outputs = outputs
         self.register_buffer("feature_mean", torch.zeros(n_features))
         self.register_buffer("feature_std", torch.ones(n_features))
@@ -78,7 +90,7 @@ class MLP(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         scaled = (features - self.feature_mean) / self.feature_std
         out = self.net(scaled)
-        return out.squeeze(-1) if self.outputs == 1 else out
+        return out.reshape(-1) if self.outputs == 1 else out  # [batch, 1] -> [batch]
 
     def set_normalisation(self, mean: np.ndarray, std: np.ndarray,
                           target_mean: float = 0.0, target_std: float = 1.0) -> None:
@@ -118,7 +130,8 @@ def column_stats(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def build_mlp(arch: ModelArch) -> MLP:
     """A fresh network for this architecture (weights from torch's current RNG)."""
-    return MLP(arch.n_features, arch.hidden, arch.dropout, arch.outputs)
+    body = None if arch.factory is None else build_body(arch.factory, arch.inputs())
+    return MLP(arch.n_features, arch.hidden, arch.dropout, arch.outputs, body)
 
 
 def save_model(path: str | Path, mlp: MLP, arch: ModelArch) -> None:

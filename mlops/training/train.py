@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from mlops.config import DatasetSpec, ModelSettings, TaskType
 from mlops.data import storage
 from mlops.data.encoding import EncodingError, FeatureEncoding, encode, fit_encoding
+from mlops.training.factory import build_loss, check_network
 from mlops.training.loop import (
     CHECKPOINT_FORMAT,
     LoopState,
@@ -39,6 +40,7 @@ from mlops.training.loop import (
 from mlops.training.model import (
     MLP,
     ModelArch,
+    TorchPredictor,
     build_mlp,
     column_stats,
     predict,
@@ -241,11 +243,17 @@ def train_model(training_path: str, spec: DatasetSpec, settings: ModelSettings,
     arch = ModelArch(n_features=x_tr.shape[1], hidden=settings.hidden,
                      dropout=settings.dropout, task=spec.task, feature_names=spec.features,
                      label=spec.label, dataset=spec.name, encoding=encoding,
-                     classes=classes)
+                     classes=classes, factory=spec.model.factory if spec.model else None,
+                     options=spec.model.options if spec.model else {})
+    loss = build_loss(spec.model.loss) if spec.model and spec.model.loss else None
     if device.type == "cpu":
         torch.set_num_threads(cpu_threads(settings, x_tr.shape[1]))
     seed_everything(settings.seed)
-    state = new_loop_state(_initial_mlp(arch, x_tr, y_tr), settings, device, precision)
+    mlp = _initial_mlp(arch, x_tr, y_tr)
+    if arch.factory is not None:  # refused now, not after training, if it cannot serve
+        check_network(arch.factory, TorchPredictor(mlp, arch.task), arch.n_features,
+                      arch.outputs)
+    state = new_loop_state(mlp, settings, device, precision)
     resumed = resume_checkpoint(checkpoint, state, key)
 
     def after_epoch(current: LoopState) -> None:
@@ -256,7 +264,7 @@ def train_model(training_path: str, spec: DatasetSpec, settings: ModelSettings,
     with preemptible(grace_s) as request:
         fit(state, _tensors(state.mlp, x_tr, y_tr, device),
             _tensors(state.mlp, x_va, y_va, device), settings, spec.task, precision,
-            after_epoch, stop=request.requested)
+            after_epoch, stop=request.requested, loss=loss)
         save_checkpoint(checkpoint, state, key)
         if not state.finished:  # stopped on SIGTERM, between batches
             raise TrainingInterrupted(state.epoch, checkpoint)

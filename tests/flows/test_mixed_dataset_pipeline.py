@@ -11,7 +11,7 @@ import pytest
 from mlflow import MlflowClient
 
 from benchmarks.synthetic import GRADES, generate_mixed_panel, mixed_spec
-from mlops.config import ModelSettings, Settings, TaskType
+from mlops.config import CustomModel, ModelSettings, Settings, TaskType
 from mlops.pipeline.stages import PipelineParams
 from mlops.serving.deploy import stop_service
 from mlops.training.train import primary_metric
@@ -103,3 +103,23 @@ def test_the_champion_gate_ranks_multiclass_models_by_macro_auc(
     wins = second.metrics["test_auc_ovr"] > first.metrics["test_auc_ovr"]
     assert ("champion" in second.aliases) == wins
     assert second.champion_version == ("2" if wins else "1")
+
+
+def test_a_teams_own_network_from_the_spec_to_a_served_prediction(
+        prefect_server: None, platform: Settings, tmp_path: Path) -> None:
+    from flows.training_pipeline import training_pipeline
+
+    path = tmp_path / "people.parquet"
+    generate_mixed_panel(n_entities=120, n_periods=6, seed=4).to_parquet(path, index=False)
+    spec = mixed_spec(str(path), TaskType.classification, name="people").model_copy(update={
+        "model": CustomModel(factory="mlops.training.architectures:residual_mlp",
+                             options={"width": 32, "blocks": 2})})
+    params = PipelineParams(spec=spec, team="alpha", model=ModelSettings(
+        epochs=10, batch_size=32, learning_rate=0.01))
+    summary = training_pipeline(params)
+    assert summary.metrics["test_auc"] > 0.8
+    client = MlflowClient(tracking_uri=platform.tracking, registry_uri=platform.tracking)
+    run = client.get_run(client.get_model_version(summary.model_name, "1").run_id)
+    assert run.data.params["model_factory"] == "mlops.training.architectures:residual_mlp"
+    answer = httpx.post(f"{summary.endpoint}/v1/predict", json={"records": [RECORD]})
+    assert answer.status_code == 200 and 0 <= answer.json()["predictions"][0] <= 1
