@@ -19,7 +19,7 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 export DO_NOT_TRACK := true
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv tools run stop test test-fast bench bench-serving bench-fairshare bench-scale bench-governance bench-platform bench-chaos gpu-check lint clean up down status provision deploy feast-ui
+.PHONY: venv tools run stop test test-fast bench bench-serving bench-fairshare bench-scale bench-batch bench-governance bench-platform bench-chaos gpu-check lint clean up down status provision deploy feast-ui
 
 venv: $(VENV)/.installed
 	@mkdir -p $(PREFECT_HOME)
@@ -94,6 +94,11 @@ bench-fairshare: venv
 bench-scale: venv
 	$(PY) -m benchmarks.bench_scale $(BENCH_ARGS)
 	$(PY) -m benchmarks.bench_online_lookup $(filter --quick,$(BENCH_ARGS))
+
+# Batch scoring: the Dask scorer vs one pandas + ONNX Runtime process (same datasets as
+# bench-scale, cached under data/bench/scale/).
+bench-batch: venv
+	$(PY) -m benchmarks.bench_batch $(BENCH_ARGS)
 
 # The audit trail: append throughput (local file, the machine's PostgreSQL) and verify.
 bench-governance: venv

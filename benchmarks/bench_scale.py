@@ -20,14 +20,11 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
-import psutil
-
+from benchmarks.process_tree import run_measured
 from benchmarks.synthetic import (
     PartitionedPanel,
     synthetic_spec,
@@ -114,32 +111,11 @@ def measure(case: str, root: Path, args: argparse.Namespace) -> Result:
     out.mkdir(parents=True)
     command = [sys.executable, "-m", "benchmarks.bench_scale", "--case", case, "--root", str(root),
                "--data-dir", str(out), "--workers", str(args.workers)]
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    peak = [0]
-    sampler = threading.Thread(target=_sample, args=(child.pid, peak), daemon=True)
-    sampler.start()
-    stdout, _ = child.communicate()
-    sampler.join()
+    returncode, stdout, peak = run_measured(command)
     shutil.rmtree(out, ignore_errors=True)
-    if child.returncode:
-        raise SystemExit(f"case {case} on {root} failed with exit code {child.returncode}")
-    return {**json.loads(stdout.strip().splitlines()[-1]), "peak_gb": peak[0] / 1e9}
-
-
-def _sample(pid: int, peak: list[int]) -> None:
-    try:
-        parent = psutil.Process(pid)
-        while parent.is_running() and parent.status() != psutil.STATUS_ZOMBIE:
-            total = 0
-            for proc in [parent, *parent.children(recursive=True)]:
-                try:
-                    total += proc.memory_info().rss
-                except psutil.NoSuchProcess:
-                    pass
-            peak[0] = max(peak[0], total)
-            time.sleep(0.2)
-    except psutil.NoSuchProcess:
-        return
+    if returncode:
+        raise SystemExit(f"case {case} on {root} failed with exit code {returncode}")
+    return {**json.loads(stdout.strip().splitlines()[-1]), "peak_gb": peak / 1e9}
 
 
 def run_cases(args: argparse.Namespace) -> list[tuple[str, Result]]:

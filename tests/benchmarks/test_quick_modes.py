@@ -136,6 +136,15 @@ def test_scale_quick_validates_in_memory_and_on_dask(run_benchmark, tmp_path: Pa
 
 
 @pytest.mark.slow
+def test_batch_quick_scores_every_row_beside_the_baseline(run_benchmark, tmp_path: Path):
+    out = ran_quick(run_benchmark("bench_batch", "--quick", "--data-dir", str(tmp_path)))
+    cases = markdown_rows(out, "pandas + ONNX Runtime, one process (baseline)") + \
+        markdown_rows(out, "Dask scorer")
+    assert [row[1] for row in cases] == ["3,000", "3,000", "6,000"]
+    assert all(number(row[3]) > 0 and number(row[4]) > 0 for row in cases)  # rows/s, RSS
+
+
+@pytest.mark.slow
 def test_online_lookup_quick_reads_redis_and_sqlite(run_benchmark, tmp_path: Path):
     out = ran_quick(run_benchmark("bench_online_lookup", "--quick", "--out", str(tmp_path)))
     rows = markdown_rows(out, "SQLite (local)") + markdown_rows(out, "Redis (production)")

@@ -1,0 +1,195 @@
+"""Batch scoring of a partitioned dataset on Dask: one ONNX Runtime session per worker, one
+task per partition, resumable.
+
+Each task reads its partition's entity, timestamp and feature columns, scores them in
+chunks and writes, beside the others, ``<out>/<partition>.parquet``: the entity, the
+timestamp, the prediction (and label), the model version and the sha256 of the partition
+file it scored (the input hash), so every score says what produced it. A small marker
+``<out>/<partition>.done.json`` is written after it; a rerun skips a partition whose
+marker names the same model and the same input hash (a crash costs the partitions in
+flight only), and a changed input or model is scored again. ``_SUCCESS.json`` is written
+last, once every partition is done. Writes go through ``mlops.data.storage``: atomic
+locally, one object per file on S3 (with the platform's server-side encryption).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel
+
+from mlops.data import storage
+from mlops.data.encoding import FeatureEncoding, raw_inputs
+from mlops.partitioned.partitions import list_partitions, read_partition
+from mlops.partitioned.worker_memory import release_memory
+
+log = logging.getLogger(__name__)
+SUCCESS = "_SUCCESS.json"
+CHUNK_ROWS = 65_536  # rows per ONNX Runtime call: big enough to amortise, small in memory
+_SESSIONS: dict[str, Any] = {}  # sha256 -> session, one per worker process
+
+
+class ScoringModel(BaseModel):
+    """What a task needs to know of the model (its bytes travel to each worker once)."""
+
+    name: str
+    version: str
+    sha256: str
+    feature_names: list[str]
+    task: str
+    classes: list[int | str] | None = None
+    encoding: FeatureEncoding | None = None
+
+
+class PartitionScore(BaseModel):
+    """One partition's outcome."""
+
+    partition: str
+    output: str
+    rows: int
+    input_sha256: str
+    skipped: bool
+    seconds: float
+
+
+class ScoreResult(BaseModel):
+    """What a batch-scoring run hands over."""
+
+    output: str
+    model_name: str
+    model_version: str
+    partitions: int
+    scored: int
+    skipped: int
+    rows: int
+    seconds: float
+    rows_per_second: float
+
+
+def describe_model(data: bytes, name: str, version: str, sha256: str) -> ScoringModel:
+    """Read the exported model's contract (features, task, classes, encoding)."""
+    import onnxruntime as ort
+
+    meta = dict(_session(data, sha256, ort).get_modelmeta().custom_metadata_map)
+    encoding = (FeatureEncoding.model_validate_json(meta["encoding"]) if "encoding" in meta
+                else None)
+    return ScoringModel(name=name, version=version, sha256=sha256,
+                        feature_names=json.loads(meta["feature_names"]), task=meta["task"],
+                        classes=json.loads(meta["classes"]) if "classes" in meta else None,
+                        encoding=encoding)
+
+
+def output_name(partition: str) -> str:
+    """``part-00003.parquet`` -> ``part-00003``: the partition's name in the output."""
+    return partition.rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
+
+
+def score_frame(session: Any, frame: pd.DataFrame, model: ScoringModel) -> dict[str, Any]:
+    """Prediction columns for a partition's rows: scores (one per class for multiclass)
+    and, for a classifier, the label."""
+    parts = []
+    for start in range(0, len(frame), CHUNK_ROWS):
+        chunk = frame.iloc[start:start + CHUNK_ROWS]
+        feeds = (raw_inputs(chunk, model.encoding) if model.encoding is not None else
+                 {"features": chunk[model.feature_names].to_numpy(dtype=np.float32)})
+        parts.append(session.run(["prediction"], feeds)[0])
+    scores = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+    if model.classes is not None:
+        scores = scores.reshape(len(frame), len(model.classes))
+        columns = {f"prediction_{c}": scores[:, i] for i, c in enumerate(model.classes)}
+        return {**columns, "label": np.asarray(model.classes, dtype=object)[
+            scores.argmax(axis=1)] if len(frame) else np.zeros(0, dtype=object)}
+    scores = scores.reshape(-1)
+    if model.task == "classification":
+        return {"prediction": scores, "label": (scores >= 0.5).astype(np.int64)}
+    return {"prediction": scores}
+
+
+def score_partition(partition: str, out_root: str, model: ScoringModel, data: bytes,
+                    entity: str, timestamp: str) -> PartitionScore:
+    """Score one partition unless its marker says it was, for this model and this input."""
+    import onnxruntime as ort
+
+    started = time.perf_counter()
+    name = output_name(partition)
+    output = storage.join(out_root, f"{name}.parquet")
+    marker = storage.join(out_root, f"{name}.done.json")
+    input_sha = storage.sha256(partition)
+    done = _read_marker(marker)
+    if done and done.get("model_sha256") == model.sha256 and done.get("input_sha256") == (
+            input_sha):
+        return PartitionScore(partition=partition, output=output, rows=done["rows"],
+                              input_sha256=input_sha, skipped=True,
+                              seconds=time.perf_counter() - started)
+    frame = read_partition(partition, [entity, timestamp, *model.feature_names])
+    scored = pd.DataFrame({entity: frame[entity].to_numpy(),
+                           timestamp: frame[timestamp].to_numpy(),
+                           **score_frame(_session(data, model.sha256, ort), frame, model)})
+    scored["model_version"] = pd.Categorical([model.version] * len(frame))
+    scored["input_sha256"] = pd.Categorical([input_sha] * len(frame))
+    storage.write_parquet(output, scored)
+    rows = len(frame)
+    del frame, scored
+    storage.write_bytes(marker, json.dumps({
+        "partition": partition, "rows": rows, "input_sha256": input_sha,
+        "model": model.name, "model_version": model.version,
+        "model_sha256": model.sha256}).encode())
+    release_memory()
+    return PartitionScore(partition=partition, output=output, rows=rows,
+                          input_sha256=input_sha, skipped=False,
+                          seconds=time.perf_counter() - started)
+
+
+def score_dataset(client: Any, source: str, out_root: str, data: bytes, model: ScoringModel,
+                  entity: str, timestamp: str) -> ScoreResult:
+    """Every partition of ``source`` on the cluster (the model's bytes sent to each worker
+    once), then the success marker."""
+    started = time.perf_counter()
+    partitions = list_partitions(source)
+    storage.remove(storage.join(out_root, SUCCESS))
+    shared = client.scatter(data, broadcast=True)
+    futures = client.map(score_partition, partitions, out_root=out_root, model=model,
+                         data=shared, entity=entity, timestamp=timestamp, pure=False)
+    results: list[PartitionScore] = client.gather(futures)
+    seconds = time.perf_counter() - started
+    rows = sum(r.rows for r in results)
+    result = ScoreResult(
+        output=out_root, model_name=model.name, model_version=model.version,
+        partitions=len(results), scored=sum(not r.skipped for r in results),
+        skipped=sum(r.skipped for r in results), rows=rows, seconds=seconds,
+        rows_per_second=rows / max(seconds, 1e-9))
+    storage.write_bytes(storage.join(out_root, SUCCESS), json.dumps({
+        **result.model_dump(), "model_sha256": model.sha256,
+        "partition_files": [r.output for r in results]}).encode())
+    log.info("scored %d rows of %s with %s v%s: %d partitions scored, %d skipped, "
+             "%.0f rows/s", rows, source, model.name, model.version, result.scored,
+             result.skipped, result.rows_per_second)
+    return result
+
+
+def _read_marker(path: str) -> dict[str, Any] | None:
+    if not storage.exists(path):
+        return None
+    try:
+        return json.loads(storage.read_bytes(path))
+    except ValueError:  # a marker that is not JSON names nothing: score again
+        return None
+
+
+def _session(data: bytes, sha256: str, ort: Any) -> Any:
+    """This process's session of the model: one per worker, with one thread (the workers
+    are the parallelism)."""
+    if sha256 not in _SESSIONS:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        _SESSIONS.clear()  # a new model: the old session's memory goes back
+        _SESSIONS[sha256] = ort.InferenceSession(data, sess_options=options,
+                                                 providers=["CPUExecutionProvider"])
+    return _SESSIONS[sha256]
