@@ -16,15 +16,19 @@ from typing import Any
 
 import boto3
 import fsspec
+import numpy as np
 import pytest
 from distributed import Client
 
 from benchmarks.synthetic import generate_panel, synthetic_spec, write_partitioned_panel
 from mlops.config import Settings
+from mlops.data import storage
 from mlops.partitioned.cluster import DaskUnavailable, cluster_client
+from mlops.partitioned.scoring import describe_model, score_dataset
 from mlops.pipeline.stages import validate_stage
 from tests.conftest import free_port
 from tests.e2e.production_services import AWS, audited_tenant, moto_s3
+from tests.serving.onnx_models import write_model
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -130,3 +134,33 @@ def test_an_unreachable_scheduler_is_named(tmp_path: Path) -> None:
         with cluster_client(Settings(data_dir=tmp_path, dask_scheduler=address)):
             pass
     assert time.monotonic() - started < 60
+
+
+def test_batch_scores_of_partitions_in_s3_are_written_encrypted_by_the_teams_cluster(
+        scheduler: str, team_s3: tuple[Any, Settings], tmp_path: Path) -> None:
+    s3, settings = team_s3
+    write_partitioned_panel(tmp_path / "raw", rows=2_000, partition_rows=1_000, seed=4)
+    for part in sorted((tmp_path / "raw").glob("part-*.parquet")):
+        s3.upload_file(str(part), BUCKET, f"score-in/{part.name}")
+    path, sha = write_model(tmp_path / "model.onnx", features=[f"f{i}" for i in range(4)],
+                            weights=np.array([0.5, -0.5, 1.0, 0.0]))
+    data = path.read_bytes()
+    model = describe_model(data, "alpha.panel", "7", sha)
+    out = f"s3://{BUCKET}/scores/alpha.panel/v7/panel"
+    storage.use_object_store(settings)
+    with storage.object_store(settings, "scoring"), cluster_client(settings) as client:
+        result = score_dataset(client, f"s3://{BUCKET}/score-in/", out, data, model,
+                               "entity_id", "event_timestamp")
+    assert (result.scored, result.rows) == (2, 2_000)
+    keys = [item["Key"] for item in s3.list_objects_v2(Bucket=BUCKET, Prefix="scores/")[
+        "Contents"]]
+    assert sorted(key.rsplit("/", 1)[-1] for key in keys) == [
+        "_SUCCESS.json", "part-00000.done.json", "part-00000.parquet",
+        "part-00001.done.json", "part-00001.parquet"]
+    for key in keys:
+        head = s3.head_object(Bucket=BUCKET, Key=key)
+        assert head.get("ServerSideEncryption") == "AES256", (key, head)
+    with Client(scheduler) as client:  # the work ran on the team's worker
+        prefixes = client.run_on_scheduler(lambda dask_scheduler: list(
+            dask_scheduler.task_prefixes))
+    assert "score_partition" in prefixes
