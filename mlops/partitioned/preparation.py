@@ -12,7 +12,7 @@ import fsspec
 import pandas as pd
 from pydantic import BaseModel
 
-from mlops.config import DatasetSpec
+from mlops.config import DatasetSpec, TaskType
 from mlops.partitioned.cluster import dask_client
 from mlops.partitioned.partitions import list_partitions, read_partition
 from mlops.partitioned.worker_memory import freeze_long_lived, release_memory
@@ -36,13 +36,17 @@ class PreparedDataset(BaseModel):
 def prepare_frame(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
     """The training columns of one partition, as training reads them.
 
-    Spec columns only; rows without a label or with a missing feature dropped (training
-    rejects NaN); features and label as float32 (what the model consumes); the event
-    timestamp as UTC datetimes. Pure: the input frame is not changed.
+    Spec columns only; rows without a label or missing a feature that is not nullable
+    dropped (training rejects them); numeric features and a numeric label as float32 (what
+    the model consumes), categories and class names as they are (the model's encoding reads
+    them raw); the event timestamp as UTC datetimes. Pure: the input frame is not changed.
     """
-    numeric = [*spec.features, spec.label]
-    kept = frame[spec.columns].dropna(subset=numeric)
-    return kept.astype({c: "float32" for c in numeric}).assign(**{
+    numbers = [*spec.numeric_features]
+    if spec.task != TaskType.multiclass:
+        numbers.append(spec.label)
+    required = [c for c in spec.features if c not in spec.nullable] + [spec.label]
+    kept = frame[spec.columns].dropna(subset=required)
+    return kept.astype({c: "float32" for c in numbers}).assign(**{
         spec.timestamp: pd.to_datetime(kept[spec.timestamp], utc=True)}).reset_index(drop=True)
 
 

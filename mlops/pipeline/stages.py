@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from pydantic import BaseModel, Field
 
-from mlops.config import ConfigError, DatasetSpec, ModelSettings, Settings, TaskType
+from mlops.config import DatasetSpec, ModelSettings, Settings
 from mlops.data import storage
 from mlops.data.snapshot import ValidatedData
 from mlops.data.validation import ValidationFailed
@@ -104,12 +104,6 @@ def validate_stage(spec: DatasetSpec, settings: Settings,
 def _validate(spec: DatasetSpec, settings: Settings) -> ValidatedData:
     """Out of core on Dask, or in memory (see ``_on_dask``)."""
     if _on_dask(spec.path, settings):
-        if not spec.plain or spec.task == TaskType.multiclass:
-            raise ConfigError(
-                f"dataset {spec.name!r}: categorical and nullable features and multiclass "
-                "labels are taken from one in-memory file for now, not from partitioned "
-                "parquet (or any parquet on the production profile); give one parquet or CSV "
-                f"file on the local profile (path: {spec.path})")
         from mlops.partitioned.snapshot import validate_partitioned
 
         return validate_partitioned(spec, settings)
