@@ -1,6 +1,6 @@
 """Serving a multiclass model: a probability per class and the most probable class's name,
-over v1 and v2 (JSON and the binary extension, BYTES labels), its metadata naming the
-classes; gRPC says it does not carry class names yet."""
+over v1, v2 (JSON and the binary extension, BYTES labels) and gRPC, its metadata naming
+the classes."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import json
 import struct
 from pathlib import Path
 
-import grpc
 import numpy as np
 import pytest
+import tritonclient.grpc as triton
 from fastapi.testclient import TestClient
-from grpc_serving import grpc_serving, infer_request, stub, tensor
+from grpc_serving import grpc_serving
 from serving_setup import serving_manager
 
 from benchmarks.synthetic import GRADES, generate_mixed_panel, mixed_spec
@@ -101,12 +101,29 @@ def test_v2_metadata_names_the_classes(client) -> None:
         "multiclass")
 
 
-def test_grpc_says_it_does_not_carry_class_names_yet(multiclass_model) -> None:
+def test_grpc_answers_probabilities_and_class_names(multiclass_model) -> None:
+    """tritonclient.grpc with its defaults: raw BYTES in, raw outputs back."""
     manager = serving_manager(*multiclass_model, name="grades")
-    with grpc_serving(multiclass_model, manager=manager) as served, stub(served.target) as s:
-        request = infer_request(tensor("features", "FP32", [1, 5], fp32_contents=[0.0] * 5),
-                                model="grades")
-        with pytest.raises(grpc.RpcError) as raised:
-            s.ModelInfer(request)
-    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "a multiclass model answers over REST" in raised.value.details()
+    with grpc_serving(multiclass_model, manager=manager) as served, \
+            triton.InferenceServerClient(served.target) as client:
+        inputs = []
+        for name in ("continent", "occupation", "hours", "f0", "f1"):
+            values = [r[name] for r in RECORDS]
+            if name == "continent":
+                tensor = triton.InferInput(name, [2], "BYTES")
+                tensor.set_data_from_numpy(np.array(values, dtype=object))
+            else:
+                tensor = triton.InferInput(name, [2], "FP32")
+                tensor.set_data_from_numpy(np.array(
+                    [np.nan if v is None else v for v in values], dtype=np.float32))
+            inputs.append(tensor)
+        result = client.infer("grades", inputs)
+    probabilities = result.as_numpy("prediction")
+    assert probabilities.shape == (2, 3)
+    labels = [label.decode() for label in result.as_numpy("label")]
+    assert labels == [CLASSES[i] for i in probabilities.argmax(axis=1)]
+    rest = TestClient(create_app(serving_manager(*multiclass_model, name="grades"), None,
+                                 ServingConfig(max_batch=100)))
+    np.testing.assert_allclose(
+        probabilities, rest.post("/v1/predict", json={"records": RECORDS}).json()[
+            "predictions"], atol=1e-6)

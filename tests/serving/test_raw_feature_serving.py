@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import grpc
 import numpy as np
 import onnxruntime as ort
 import pytest
 from fastapi.testclient import TestClient
+from grpc_serving import grpc_serving, infer_request, stub, tensor
 from serving_setup import serving_manager
 
 from benchmarks.synthetic import generate_mixed_panel, mixed_spec
@@ -142,3 +144,34 @@ def test_the_openapi_document_describes_raw_records(client) -> None:
     assert kinds == {"continent": ["string", "integer"],
                      "occupation": ["string", "integer", "null"],
                      "hours": ["number", "null"], "f0": ["number"], "f1": ["number"]}
+
+
+@pytest.mark.parametrize("raw", [True, False], ids=["raw contents", "typed contents"])
+def test_grpc_takes_bytes_categories_and_nan_as_null(mixed_model, raw: bool) -> None:
+    """A NaN is the only null a numeric gRPC tensor can carry: null where nullable."""
+    inputs = []
+    for name in ("continent", "occupation", "hours", "f0", "f1"):
+        values = [r[name] for r in RECORDS]
+        if name == "continent":
+            contents = {"bytes_contents": [v.encode() for v in values]}
+            data = b"".join(len(v.encode()).to_bytes(4, "little") + v.encode() for v in values)
+            inputs.append((tensor(name, "BYTES", [3], **({} if raw else contents)), data))
+        else:
+            numbers = np.array([np.nan if v is None else float(v) for v in values],
+                               dtype=np.float32)
+            typed = {} if raw else {"fp32_contents": numbers.tolist()}
+            inputs.append((tensor(name, "FP32", [3], **typed), numbers.tobytes()))
+    request = infer_request(*(t for t, _ in inputs), model="mixed",
+                            raw=[d for _, d in inputs] if raw else None)
+    with grpc_serving(mixed_model, manager=serving_manager(*mixed_model, name="mixed")) as \
+            served, stub(served.target) as grpc_stub:
+        response = grpc_stub.ModelInfer(request)
+        bad = infer_request(*(t for t, _ in inputs[:2]), model="mixed",
+                            raw=[d for _, d in inputs[:2]] if raw else None)
+        with pytest.raises(grpc.RpcError) as refused:
+            grpc_stub.ModelInfer(bad)
+    prediction = (np.frombuffer(response.raw_output_contents[0], dtype="<f4") if raw
+                  else np.array(response.outputs[0].contents.fp32_contents))
+    np.testing.assert_allclose(prediction, _direct(mixed_model, RECORDS), atol=1e-6)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "this model takes one input per feature" in refused.value.details()

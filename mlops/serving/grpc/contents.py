@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from functools import partial
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -29,6 +30,7 @@ from mlops.serving.tensors import (
     checked_values,
     dtype_of,
     raw_values,
+    tensor_bytes,
 )
 
 # The InferTensorContents field of each datatype and the numpy type its values arrive in.
@@ -100,9 +102,80 @@ def infer_response(name: str, version: str, request_id: str, outputs: Sequence[O
     response = pb.ModelInferResponse(model_name=name, model_version=version, id=request_id)
     for output_name, datatype, values in outputs:
         tensor = response.outputs.add(name=output_name, datatype=datatype,
-                                      shape=[len(values)])
+                                      shape=list(values.shape))
         if raw:
-            response.raw_output_contents.append(values.tobytes())
+            response.raw_output_contents.append(tensor_bytes(datatype, values))
+        elif datatype == "BYTES":  # a multiclass model's class names
+            tensor.contents.bytes_contents.extend(str(v).encode() for v in values.tolist())
         else:
-            getattr(tensor.contents, TYPED_FIELDS[datatype][0]).extend(values.tolist())
+            getattr(tensor.contents, TYPED_FIELDS[datatype][0]).extend(
+                values.reshape(-1).tolist())
     return response
+
+
+class RawInput(NamedTuple):
+    """A gRPC input as ``raw_features.tensors_matrix`` reads a JSON one: its values as a
+    list (strings for BYTES; None for a NaN, the only null a numeric tensor can carry)."""
+
+    name: str
+    shape: list[int]
+    datatype: str
+    data: list[Any]
+    parameters: None = None
+
+
+def raw_feature_inputs(request: pb.ModelInferRequest) -> list[RawInput]:
+    """The inputs of a request to a model that encodes raw values (categories, nulls)."""
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise BadInput(f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} "
+                       "inputs; send one per input, in the order of inputs")
+    inputs = []
+    for index, tensor in enumerate(request.inputs):
+        where = _where(index, tensor)
+        if tensor.datatype == "BYTES":
+            values = (_raw_strings(where, raw[index]) if raw else
+                      [_text(where, b) for b in tensor.contents.bytes_contents])
+        else:
+            numbers = _numbers(where, tensor, raw[index] if raw else None)
+            values = [None if v != v else v for v in numbers.tolist()]
+        inputs.append(RawInput(tensor.name, list(tensor.shape), tensor.datatype, values))
+    return inputs
+
+
+def _numbers(where: str, tensor: pb.ModelInferRequest.InferInputTensor,
+             raw: bytes | None) -> np.ndarray:
+    """A numeric input's values as sent, NaN kept (it is a null here): each is checked
+    against its feature by ``raw_features``, as a JSON value is."""
+    dtype = dtype_of(where, tensor.datatype)
+    if raw is not None:
+        if len(raw) % dtype.itemsize:
+            raise BadInput(f"{where}: {len(raw)} bytes are no whole {tensor.datatype} values")
+        return np.frombuffer(raw, dtype=dtype)
+    field, numpy_type = TYPED_FIELDS.get(tensor.datatype, (None, None))
+    if field is None:
+        raise BadInput(f"{where}: {tensor.datatype} values have no contents field; send "
+                       "them in raw_input_contents")
+    return np.array(getattr(tensor.contents, field), dtype=numpy_type)
+
+
+def _raw_strings(where: str, data: bytes) -> list[str]:
+    """BYTES elements as the binary layout carries them: a 4-byte little-endian length,
+    then that many bytes."""
+    values, offset = [], 0
+    while offset < len(data):
+        if offset + 4 > len(data):
+            raise BadInput(f"{where}: BYTES data ends inside an element's length")
+        size = int.from_bytes(data[offset:offset + 4], "little")
+        if offset + 4 + size > len(data):
+            raise BadInput(f"{where}: a BYTES element of {size} bytes runs past the data")
+        values.append(_text(where, data[offset + 4:offset + 4 + size]))
+        offset += 4 + size
+    return values
+
+
+def _text(where: str, value: bytes) -> str:
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        raise BadInput(f"{where}: a BYTES element is not UTF-8 text") from None

@@ -30,10 +30,11 @@ from mlops.serving.app import ServingConfig
 from mlops.serving.batching import InferenceRunner, Overloaded
 from mlops.serving.errors import BadInput, BatchTooLarge, NotReady, UnknownModel
 from mlops.serving.grpc import grpc_predict_v2_pb2 as pb
-from mlops.serving.grpc.contents import infer_response, request_matrix
+from mlops.serving.grpc.contents import infer_response, raw_feature_inputs, request_matrix
 from mlops.serving.metrics import ServiceMetrics
 from mlops.serving.model_manager import ModelManager
 from mlops.serving.predictor import OnnxPredictor
+from mlops.serving.raw_features import tensors_matrix
 from mlops.serving.tensors import output_arrays, select_outputs
 from mlops.serving.v1_payloads import scores_to_labels
 
@@ -108,13 +109,14 @@ class InferenceService:
 
     async def ModelInfer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
         predictor = served(self.parts.manager, request.model_name, request.model_version)
-        if predictor.classes is not None:
-            raise BadInput("a multiclass model answers over REST (/v2/models/{name}/infer); "
-                           "its class names are not carried over gRPC yet")
         wanted = select_outputs([o.name for o in request.outputs], predictor.task)
-        matrix = request_matrix(request, predictor.feature_names, self.parts.config.max_batch)
+        max_batch = self.parts.config.max_batch
+        matrix = (request_matrix(request, predictor.feature_names, max_batch)
+                  if predictor.encoding is None else
+                  tensors_matrix(raw_feature_inputs(request), predictor.encoding, max_batch))
         scores = await self.parts.runner.predict(predictor, matrix)
-        labels = scores_to_labels(scores, predictor.task) if "label" in wanted else None
+        labels = (scores_to_labels(scores, predictor.task, classes=predictor.classes)
+                  if "label" in wanted else None)
         return infer_response(predictor.name, predictor.version, request.id,
                               output_arrays(wanted, scores, labels),
                               raw=len(request.raw_input_contents) > 0)
