@@ -114,7 +114,8 @@ def document(base: dict[str, Any], predictor: OnnxPredictor | None,
     if predictor is not None:
         schemas["PredictRequest"]["properties"]["records"]["items"] = _record(
             predictor.feature_names, predictor.encoding)
-        schemas.update(infer_schemas(predictor.feature_names, predictor.task, max_batch))
+        schemas.update(infer_schemas(predictor.feature_names, predictor.task, max_batch,
+                                     predictor.encoding))
         schemas.pop("RequestInput", None)
         _pin_path_parameters(doc, predictor)
     _binary_responses(doc)
@@ -202,8 +203,10 @@ def _rows(max_batch: int) -> Schema:
     return {"type": "integer", "minimum": 1, "maximum": max_batch}
 
 
-def infer_schemas(features: list[str], task: str, max_batch: int) -> dict[str, Schema]:
-    """InferRequest and its parts for a model of ``features`` and ``task``."""
+def infer_schemas(features: list[str], task: str, max_batch: int,
+                  encoding: FeatureEncoding | None = None) -> dict[str, Schema]:
+    """InferRequest and its parts for a model of ``features`` and ``task`` (one that
+    encodes raw values takes one tensor per feature, a category's as BYTES)."""
     output = {"type": "object", "additionalProperties": False, "required": ["name"],
               "properties": {"name": {"enum": output_names(task)},
                              "parameters": _parameters({"binary_data": {
@@ -214,12 +217,42 @@ def infer_schemas(features: list[str], task: str, max_batch: int) -> dict[str, S
                    "id": {"anyOf": [{"type": "string"}, {"type": "null"}]},
                    "parameters": _parameters({"binary_data_output": {
                        "description": _BINARY_OUTPUT}}),
-                   "inputs": _inputs(features),
+                   "inputs": (_inputs(features) if encoding is None
+                              else _raw_inputs(features)),
                    "outputs": {"anyOf": [{"type": "array", "items": {
                        "$ref": f"{_REF}RequestOutput"}}, {"type": "null"}],
                        "description": "The outputs to answer (all when none is named)."}}}
-    return {"InferRequest": request, "RequestOutput": output,
-            **_tensors(features, max_batch)}
+    tensors = (_tensors(features, max_batch) if encoding is None
+               else {"RawFeatureTensor": _raw_tensor(encoding, max_batch)})
+    return {"InferRequest": request, "RequestOutput": output, **tensors}
+
+
+def _raw_inputs(features: list[str]) -> Schema:
+    return {"type": "array", "minItems": len(features), "maxItems": len(features),
+            "items": {"$ref": f"{_REF}RawFeatureTensor"},
+            "allOf": [{"contains": {"properties": {"name": {"const": name}}}}
+                      for name in features],
+            "description": "One tensor per feature, each feature once, in any order."}
+
+
+def _raw_tensor(encoding: FeatureEncoding, max_batch: int) -> Schema:
+    """One feature's raw values: JSON data only (a category's strings as BYTES), null
+    where the feature is nullable."""
+    value = {"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "null"}]}
+    return {"type": "object", "additionalProperties": False,
+            "required": ["name", "shape", "datatype", "data"],
+            "description": f"One feature: shape [batch] or [batch, 1]; categories "
+                           f"{encoding.categorical} as BYTES (strings) or integer codes, "
+                           f"numbers finite, null only for {encoding.nullable}.",
+            "properties": {
+                "name": {"enum": list(encoding.features)},
+                "shape": {"type": "array", "prefixItems": [_rows(max_batch), {"const": 1}],
+                          "minItems": 1, "maxItems": 2},
+                "datatype": {"enum": ["BYTES", *DTYPES]},
+                "parameters": _parameters({}),
+                "data": {"type": "array", "minItems": 1, "maxItems": max_batch,
+                         "items": {"anyOf": [value, {"type": "array", "items": value,
+                                                     "minItems": 1, "maxItems": 1}]}}}}
 
 
 def _inputs(features: list[str]) -> Schema:

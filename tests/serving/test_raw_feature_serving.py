@@ -175,3 +175,19 @@ def test_grpc_takes_bytes_categories_and_nan_as_null(mixed_model, raw: bool) -> 
     np.testing.assert_allclose(prediction, _direct(mixed_model, RECORDS), atol=1e-6)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "this model takes one input per feature" in refused.value.details()
+
+
+def test_the_openapi_document_asks_one_tensor_per_feature(client) -> None:
+    from jsonschema import Draft202012Validator
+    from openapi_spec_validator import validate
+
+    doc = client.get("/openapi.json").json()
+    validate(doc)
+    schema = {"$ref": "#/components/schemas/InferRequest", "components": doc["components"]}
+    good = [{"name": name, "datatype": "BYTES" if name == "continent" else "FP32",
+             "shape": [1], "data": [RECORDS[1][name]]}
+            for name in ("continent", "occupation", "hours", "f0", "f1")]
+    assert Draft202012Validator(schema).is_valid({"inputs": good})
+    features = {"name": "features", "shape": [1, 5], "datatype": "FP32", "data": [1] * 5}
+    assert not Draft202012Validator(schema).is_valid({"inputs": [features]})
+    assert not Draft202012Validator(schema).is_valid({"inputs": good[:4]})
