@@ -20,6 +20,7 @@ import numpy as np
 
 from mlops.data.encoding import FeatureEncoding
 from mlops.serving.errors import BadInput, IncompleteFeatures, check_rows
+from mlops.serving.v1_payloads import check_record
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _NUMERIC_DATATYPES = {"BOOL", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32",
@@ -61,14 +62,7 @@ def records_matrix(records: Sequence[Any], encoding: FeatureEncoding) -> np.ndar
     expected = set(names)
     matrix = np.empty((len(records), len(names)), dtype=object)
     for row, record in enumerate(records):
-        if not isinstance(record, dict):
-            raise BadInput(f"records[{row}] must be an object of feature values")
-        missing = [name for name in names if name not in record]
-        if missing:
-            raise BadInput(f"records[{row}]: missing feature(s) {missing}")
-        extra = sorted(set(record) - expected)
-        if extra:
-            raise BadInput(f"records[{row}]: unknown field(s) {extra}")
+        check_record(row, record, names, expected)
         matrix[row] = [raw_value(record[name], f"records[{row}].{name}", name, encoding)
                        for name in names]
     return matrix

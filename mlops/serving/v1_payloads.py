@@ -63,16 +63,22 @@ def records_to_matrix(records: Sequence[Any], feature_names: Sequence[str]) -> n
     expected = set(feature_names)
     matrix = np.empty((len(records), len(feature_names)), dtype=np.float32)
     for row, record in enumerate(records):
-        if not isinstance(record, dict):
-            raise BadInput(f"records[{row}] must be an object of feature values")
-        missing = [name for name in feature_names if name not in record]
-        if missing:
-            raise BadInput(f"records[{row}]: missing feature(s) {missing}")
-        extra = sorted(set(record) - expected)
-        if extra:
-            raise BadInput(f"records[{row}]: unknown field(s) {extra}")
+        check_record(row, record, feature_names, expected)
         matrix[row] = [_number(record[name], row, name) for name in feature_names]
     return matrix
+
+
+def check_record(row: int, record: Any, feature_names: Sequence[str],
+                 expected: set[str]) -> None:
+    """A record is an object of exactly the model's features (``expected``: their set)."""
+    if not isinstance(record, dict):
+        raise BadInput(f"records[{row}] must be an object of feature values")
+    missing = [name for name in feature_names if name not in record]
+    if missing:
+        raise BadInput(f"records[{row}]: missing feature(s) {missing}")
+    extra = sorted(set(record) - expected)
+    if extra:
+        raise BadInput(f"records[{row}]: unknown field(s) {extra}")
 
 
 def entity_matrix(values: np.ndarray, ids: Sequence[Any], columns: Sequence[str],

@@ -72,12 +72,18 @@ def typed_values(where: str, tensor: pb.ModelInferRequest.InferInputTensor) -> n
     return checked_values(where, datatype, values)
 
 
-def request_tensors(request: pb.ModelInferRequest) -> list[Tensor]:
-    """The request's inputs, each decoded once its shape has been checked."""
+def raw_contents(request: pb.ModelInferRequest) -> Sequence[bytes]:
+    """The request's raw contents: none, or one entry per input."""
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise BadInput(f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} "
                        "inputs; send one per input, in the order of inputs")
+    return raw
+
+
+def request_tensors(request: pb.ModelInferRequest) -> list[Tensor]:
+    """The request's inputs, each decoded once its shape has been checked."""
+    raw = raw_contents(request)
     tensors = []
     for index, tensor in enumerate(request.inputs):
         where = _where(index, tensor)
@@ -126,10 +132,7 @@ class RawInput(NamedTuple):
 
 def raw_feature_inputs(request: pb.ModelInferRequest) -> list[RawInput]:
     """The inputs of a request to a model that encodes raw values (categories, nulls)."""
-    raw = request.raw_input_contents
-    if raw and len(raw) != len(request.inputs):
-        raise BadInput(f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} "
-                       "inputs; send one per input, in the order of inputs")
+    raw = raw_contents(request)
     inputs = []
     for index, tensor in enumerate(request.inputs):
         where = _where(index, tensor)
