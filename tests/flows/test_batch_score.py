@@ -75,7 +75,7 @@ def test_every_partition_is_scored_with_its_lineage_then_only_what_is_undone(
     changed["f0"] += 1.0
     changed.to_parquet(source / "part-00002.parquet", index=False)
     untouched = (out / "part-00000.parquet").stat().st_mtime_ns
-    again = batch_score(_params(source))
+    again = batch_score(_params(source, alias=None, version="1"))  # the same model, by number
     assert (again.scored, again.skipped, again.rows) == (2, 1, 3000)
     assert (out / "part-00000.parquet").stat().st_mtime_ns == untouched
     assert set(pd.read_parquet(out / "part-00002.parquet")["input_sha256"]) == {
