@@ -21,6 +21,7 @@ from typing import Any
 
 import fsspec
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mlops.atomic_files import sha256_stream, write_atomic
@@ -153,15 +154,22 @@ def read_parquet(path: str, columns: list[str] | None = None) -> pd.DataFrame:
     return pq.read_table(stripped, columns=columns, filesystem=fs).to_pandas()
 
 
-def write_parquet(path: str, frame: pd.DataFrame) -> None:
-    """Write ``frame`` so that no reader sees it half-written: a local temp file renamed, or
-    one S3 PUT (an object appears whole or not at all)."""
+def write_parquet(path: str, frame: pd.DataFrame | pa.Table) -> None:
+    """Write ``frame`` (pandas, or an arrow table as it is) so that no reader sees it
+    half-written: a local temp file renamed, or one S3 PUT (an object appears whole or not
+    at all)."""
+    def write(target: Any) -> None:
+        if isinstance(frame, pa.Table):
+            pq.write_table(frame, target)
+        else:
+            frame.to_parquet(target, index=False)
+
     if not is_remote(path):
-        write_atomic(Path(path), lambda tmp: frame.to_parquet(tmp, index=False))
+        write_atomic(Path(path), write)
         return
     fs, stripped = fsspec.core.url_to_fs(path)
     with fs.open(stripped, "wb") as handle:
-        frame.to_parquet(handle, index=False)
+        write(handle)
 
 
 def write_bytes(path: str, data: bytes) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fsspec
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mlops.data.loading import DataError
@@ -31,9 +32,14 @@ def list_partitions(root: str) -> list[str]:
 
 def read_partition(url: str, columns: list[str] | None = None) -> pd.DataFrame:
     """One partition file as pandas; an unreadable file raises DataError naming it."""
+    return read_partition_table(url, columns).to_pandas()
+
+
+def read_partition_table(url: str, columns: list[str] | None = None) -> pa.Table:
+    """One partition file as an arrow table; an unreadable file raises DataError naming it."""
     fs, path = fsspec.core.url_to_fs(url)
     try:
-        return pq.read_table(path, columns=columns, filesystem=fs).to_pandas()
+        return pq.read_table(path, columns=columns, filesystem=fs)
     except unavailable_errors():
         raise  # the object store is down, the file may be fine: the stage says so, retries
     except Exception as exc:  # pyarrow raises several types for bytes that are not parquet

@@ -1,8 +1,9 @@
 """Batch scoring of a partitioned dataset on Dask: one ONNX Runtime session per worker, one
 task per partition, resumable.
 
-Each task reads its partition's entity, timestamp and feature columns, scores them in
-chunks and writes, beside the others, ``<out>/<partition>.parquet``: the entity, the
+Each task reads its partition's entity, timestamp and feature columns (as arrow columns,
+copied to pandas only for a model that encodes raw values), scores them in chunks and
+writes, beside the others, ``<out>/<partition>.parquet``: the entity, the
 timestamp, the prediction (and label), the model version and the sha256 of the partition
 file it scored (the input hash), so every score says what produced it. A small marker
 ``<out>/<partition>.done.json`` is written after it; a rerun skips a partition whose
@@ -20,13 +21,13 @@ import time
 from typing import Any
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 from pydantic import BaseModel
 
 from mlops.data import storage
 from mlops.data.encoding import FeatureEncoding, raw_inputs
-from mlops.partitioned.partitions import list_partitions, read_partition
-from mlops.partitioned.worker_memory import release_memory
+from mlops.partitioned.partitions import list_partitions, read_partition_table
+from mlops.partitioned.worker_memory import freeze_long_lived, release_memory
 
 log = logging.getLogger(__name__)
 SUCCESS = "_SUCCESS.json"
@@ -89,21 +90,31 @@ def output_name(partition: str) -> str:
     return partition.rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
 
 
-def score_frame(session: Any, frame: pd.DataFrame, model: ScoringModel) -> dict[str, Any]:
+def constant(value: str, rows: int) -> pa.DictionaryArray:
+    """A column of one value: one dictionary entry, a code per row."""
+    return pa.DictionaryArray.from_arrays(np.zeros(rows, dtype=np.int8), [value])
+
+
+def score_table(session: Any, table: pa.Table, model: ScoringModel) -> dict[str, np.ndarray]:
     """Prediction columns for a partition's rows: scores (one per class for multiclass)
-    and, for a classifier, the label."""
-    parts = []
-    for start in range(0, len(frame), CHUNK_ROWS):
-        chunk = frame.iloc[start:start + CHUNK_ROWS]
-        feeds = (raw_inputs(chunk, model.encoding) if model.encoding is not None else
-                 {"features": chunk[model.feature_names].to_numpy(dtype=np.float32)})
-        parts.append(session.run(["prediction"], feeds)[0])
+    and, for a classifier, the label. A model of numbers reads the arrow columns as they
+    are; one that encodes raw values (categories, nulls) gets them through pandas."""
+    rows = table.num_rows
+    if model.encoding is not None:
+        feeds = raw_inputs(table.select(model.feature_names).to_pandas(), model.encoding)
+    else:
+        feeds = {"features": np.column_stack(
+            [table[name].to_numpy().astype(np.float32, copy=False)
+             for name in model.feature_names]).reshape(rows, len(model.feature_names))}
+    parts = [session.run(["prediction"], {name: values[start:start + CHUNK_ROWS]
+                                          for name, values in feeds.items()})[0]
+             for start in range(0, rows, CHUNK_ROWS)]
     scores = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
     if model.classes is not None:
-        scores = scores.reshape(len(frame), len(model.classes))
+        scores = scores.reshape(rows, len(model.classes))
         columns = {f"prediction_{c}": scores[:, i] for i, c in enumerate(model.classes)}
         return {**columns, "label": np.asarray(model.classes, dtype=object)[
-            scores.argmax(axis=1)] if len(frame) else np.zeros(0, dtype=object)}
+            scores.argmax(axis=1)] if rows else np.zeros(0, dtype=object)}
     scores = scores.reshape(-1)
     if model.task == "classification":
         return {"prediction": scores, "label": (scores >= 0.5).astype(np.int64)}
@@ -115,6 +126,7 @@ def score_partition(partition: str, out_root: str, model: ScoringModel, data: by
     """Score one partition unless its marker says it was, for this model and this input."""
     import onnxruntime as ort
 
+    freeze_long_lived()  # the full collection after the partition then scans only its own
     started = time.perf_counter()
     name = output_name(partition)
     output = storage.join(out_root, f"{name}.parquet")
@@ -126,15 +138,15 @@ def score_partition(partition: str, out_root: str, model: ScoringModel, data: by
         return PartitionScore(partition=partition, output=output, rows=done["rows"],
                               input_sha256=input_sha, skipped=True,
                               seconds=time.perf_counter() - started)
-    frame = read_partition(partition, [entity, timestamp, *model.feature_names])
-    scored = pd.DataFrame({entity: frame[entity].to_numpy(),
-                           timestamp: frame[timestamp].to_numpy(),
-                           **score_frame(_session(data, model.sha256, ort), frame, model)})
-    scored["model_version"] = pd.Categorical([model.version] * len(frame))
-    scored["input_sha256"] = pd.Categorical([input_sha] * len(frame))
+    table = read_partition_table(partition, [entity, timestamp, *model.feature_names])
+    rows = table.num_rows
+    scores = score_table(_session(data, model.sha256, ort), table, model)
+    scored = pa.table({entity: table[entity], timestamp: table[timestamp],
+                       **{name: pa.array(values) for name, values in scores.items()},
+                       "model_version": constant(model.version, rows),
+                       "input_sha256": constant(input_sha, rows)})
     storage.write_parquet(output, scored)
-    rows = len(frame)
-    del frame, scored
+    del table, scored, scores
     storage.write_bytes(marker, json.dumps({
         "partition": partition, "rows": rows, "input_sha256": input_sha,
         "model": model.name, "model_version": model.version,

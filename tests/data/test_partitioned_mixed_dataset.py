@@ -14,6 +14,7 @@ from benchmarks.synthetic import GRADES, generate_mixed_panel, mixed_spec
 from mlops.config import ModelSettings, Settings, TaskType
 from mlops.data.spec_fit import SpecMismatch
 from mlops.partitioned.preparation import prepare_frame
+from mlops.pipeline.batch_scoring import BatchScoreParams, batch_score
 from mlops.pipeline.stages import PipelineParams, run_stages, validate_stage
 
 pytestmark = pytest.mark.slow
@@ -38,6 +39,18 @@ def test_a_partitioned_mixed_dataset_trains_on_dask(tmp_path: Path,
     assert summary.rows == len(frame) and summary.training_rows == len(frame)
     assert summary.metrics["test_auc_ovr"] > 0.7
     assert summary.aliases == ["challenger", "champion"]
+    # The champion scores the partitions: raw categories in, a probability per class out.
+    scored = batch_score(BatchScoreParams(
+        source=str(source), model=summary.model_name, entity="entity_id",
+        timestamp="event_timestamp", team="alpha"), Settings())
+    assert (scored.partitions, scored.rows) == (3, len(frame))
+    scores = pd.read_parquet(Path(scored.output) / "part-00001.parquet")
+    assert [f"prediction_{grade}" for grade in sorted(GRADES)] == [
+        c for c in scores.columns if c.startswith("prediction_")]
+    probabilities = scores[[f"prediction_{g}" for g in sorted(GRADES)]].to_numpy()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert (scores["label"].to_numpy() == np.asarray(sorted(GRADES))[
+        probabilities.argmax(axis=1)]).all()
 
 
 def test_preparation_keeps_categories_nulls_and_class_names() -> None:
