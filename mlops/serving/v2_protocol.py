@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from mlops.serving.errors import BadInput
 from mlops.serving.tensors import (
+    DTYPES,
     Tensor,
     assemble,
     check_shape,
@@ -145,6 +146,12 @@ def _json_values(index: int, tensor: RequestInput) -> np.ndarray:
     except ValueError:
         raise BadInput(f"{where}: data is ragged; it must be flat or nested to the shape "
                        f"{tensor.shape}") from None
+    if values.dtype.kind in "fO" and tensor.datatype[0] in "IU" and _all_ints(data):
+        # numpy reads ints beyond int64 (UINT64's upper half) among others as floats
+        try:
+            values = np.array(data, dtype=DTYPES[tensor.datatype])
+        except OverflowError:
+            raise BadInput(f"{where}: a value is out of the range of {tensor.datatype}") from None
     if values.ndim > 1 and list(values.shape) != tensor.shape:
         raise BadInput(f"{where}: nested data has shape {list(values.shape)}, the declared "
                        f"shape is {tensor.shape}")
@@ -154,6 +161,11 @@ def _json_values(index: int, tensor: RequestInput) -> np.ndarray:
         raise BadInput(f"{where}: shape {tensor.shape} holds {expected} values, data has "
                        f"{values.size}")
     return checked_values(where, tensor.datatype, values)
+
+
+def _all_ints(data: list[Any]) -> bool:
+    """Every value, at any depth, a JSON integer (not a boolean)."""
+    return all(_all_ints(v) if isinstance(v, list) else type(v) is int for v in data)
 
 
 def _has_bool(data: list[Any]) -> bool:

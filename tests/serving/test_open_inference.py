@@ -71,6 +71,19 @@ def test_numeric_datatypes_are_cast_to_the_models_float32(client: TestClient,
                                expected_scores(ints), rtol=1e-5)
 
 
+def test_uint64_values_beyond_int64_are_integers_not_floats(client: TestClient) -> None:
+    """numpy reads [1, 2**64 - 2] as float64; the route keeps UINT64 values exact (the
+    OpenAPI fuzz found the refusal)."""
+    values = [30302331946, 6359385269, 1, 2**64 - 2]
+    response = client.post(INFER, json={"inputs": [tensor(values, [1, 4], "UINT64")]})
+    assert response.status_code == 200, response.text
+    np.testing.assert_allclose(outputs(response.json())["prediction"]["data"],
+                               expected_scores(np.array([values], dtype=np.float64)),
+                               rtol=1e-5)
+    beyond = client.post(INFER, json={"inputs": [tensor([1, 2, 3, 2**64], [1, 4], "UINT64")]})
+    assert beyond.status_code == 400 and "out of the range of UINT64" in beyond.text
+
+
 def test_bool_tensor_counts_as_zero_and_one(client: TestClient) -> None:
     flags = [True, False, True, True]
     response = client.post(INFER, json={"inputs": [tensor(flags, [1, 4], "BOOL")]})
