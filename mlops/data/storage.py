@@ -154,13 +154,15 @@ def read_parquet(path: str, columns: list[str] | None = None) -> pd.DataFrame:
     return pq.read_table(stripped, columns=columns, filesystem=fs).to_pandas()
 
 
-def write_parquet(path: str, frame: pd.DataFrame | pa.Table) -> None:
+def write_parquet(path: str, frame: pd.DataFrame | pa.Table,
+                  dictionary: list[str] | None = None) -> None:
     """Write ``frame`` (pandas, or an arrow table as it is) so that no reader sees it
     half-written: a local temp file renamed, or one S3 PUT (an object appears whole or not
-    at all)."""
+    at all). ``dictionary``: an arrow table's only dictionary-encoded columns (trying every
+    column costs the time of the write again when few repeat)."""
     def write(target: Any) -> None:
         if isinstance(frame, pa.Table):
-            pq.write_table(frame, target)
+            pq.write_table(frame, target, use_dictionary=dictionary or True)
         else:
             frame.to_parquet(target, index=False)
 

@@ -145,7 +145,7 @@ def score_partition(partition: str, out_root: str, model: ScoringModel, data: by
                        **{name: pa.array(values) for name, values in scores.items()},
                        "model_version": constant(model.version, rows),
                        "input_sha256": constant(input_sha, rows)})
-    storage.write_parquet(output, scored)
+    storage.write_parquet(output, scored, dictionary=["model_version", "input_sha256"])
     del table, scored, scores
     storage.write_bytes(marker, json.dumps({
         "partition": partition, "rows": rows, "input_sha256": input_sha,
