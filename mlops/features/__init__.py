@@ -2,6 +2,6 @@
 materialisation (the features stage), and online lookups (predict-by-entity).
 
 With ``feature_repo`` (which only declares the Feast objects), the only package that talks
-to Feast. May import ``mlops.config``, ``mlops.atomic_files``, ``mlops.data.storage`` and
-``feature_repo``.
+to Feast. May import ``mlops.config``, ``mlops.atomic_files``, ``mlops.locks``,
+``mlops.data.storage`` and ``feature_repo``.
 """

@@ -10,8 +10,8 @@ from __future__ import annotations
 import io
 import logging
 import time
-from collections.abc import Sequence
-from contextlib import redirect_stdout
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, redirect_stdout
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,6 +28,7 @@ from mlops.features.store import (
     offline_dir,
     store_for,
 )
+from mlops.locks import advisory_lock, file_lock
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -187,9 +188,35 @@ def materialize(store: FeatureStore, end: datetime, start: datetime | None = Non
 
 def prepare_features(frame: pd.DataFrame, spec: DatasetSpec, data_dir: str | Path,
                      settings: Settings | None = None) -> FeatureSetResult:
-    """The whole stage: source, apply, point-in-time training set, online store."""
+    """The whole stage: source, apply, point-in-time training set, online store; one run
+    of a dataset at a time (``features_lock``)."""
     settings = settings or Settings()
     storage.use_object_store(settings)
+    with features_lock(spec, data_dir, settings):
+        return _prepare_features(frame, spec, data_dir, settings)
+
+
+FEATURES_LOCK_TIMEOUT_S = 3600.0  # a big dataset's stage may hold it that long
+
+
+@contextmanager
+def features_lock(spec: DatasetSpec, data_dir: str | Path, settings: Settings
+                  ) -> Iterator[None]:
+    """Two runs of one dataset at once would apply to its Feast registry together, and one
+    could read the registry while the other rewrites it (the local file registry is one
+    file, rewritten whole): the second waits. On the production profile the lock is
+    PostgreSQL's (the Feast registry's database), so it holds across workers."""
+    if settings.profile == "production":
+        with advisory_lock(settings.database_url("feast"), f"mlops.features:{spec.name}",
+                           timeout_s=FEATURES_LOCK_TIMEOUT_S):
+            yield
+    else:
+        with file_lock(feature_dir(spec, data_dir) / ".stage.lock"):
+            yield
+
+
+def _prepare_features(frame: pd.DataFrame, spec: DatasetSpec, data_dir: str | Path,
+                      settings: Settings) -> FeatureSetResult:
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     source = write_source(frame, spec, data_dir, settings)
