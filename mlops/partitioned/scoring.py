@@ -105,7 +105,7 @@ def score_table(session: Any, table: pa.Table, model: ScoringModel) -> dict[str,
     else:
         feeds = {"features": np.column_stack(
             [table[name].to_numpy().astype(np.float32, copy=False)
-             for name in model.feature_names]).reshape(rows, len(model.feature_names))}
+             for name in model.feature_names])}
     parts = [session.run(["prediction"], {name: values[start:start + CHUNK_ROWS]
                                           for name, values in feeds.items()})[0]
              for start in range(0, rows, CHUNK_ROWS)]
@@ -113,8 +113,8 @@ def score_table(session: Any, table: pa.Table, model: ScoringModel) -> dict[str,
     if model.classes is not None:
         scores = scores.reshape(rows, len(model.classes))
         columns = {f"prediction_{c}": scores[:, i] for i, c in enumerate(model.classes)}
-        return {**columns, "label": np.asarray(model.classes, dtype=object)[
-            scores.argmax(axis=1)] if rows else np.zeros(0, dtype=object)}
+        return {**columns,
+                "label": np.asarray(model.classes, dtype=object)[scores.argmax(axis=1)]}
     scores = scores.reshape(-1)
     if model.task == "classification":
         return {"prediction": scores, "label": (scores >= 0.5).astype(np.int64)}
