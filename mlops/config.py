@@ -197,6 +197,9 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     serve_host: str = "127.0.0.1"
     serve_port: int = Field(default=8080, ge=1, le=65535)
+    # Deployed services record this share of scored rows for drift monitoring.
+    sample_rate: float = Field(default=0.1, ge=0, le=1)
+    sample_flush_s: float = Field(default=30.0, gt=0)
     tracking_uri: str | None = None
     # Platform mode (`make up`): the shared Prefect and MLflow servers on this machine.
     platform_host: str = "127.0.0.1"

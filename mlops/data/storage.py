@@ -135,6 +135,16 @@ def remove(path: str) -> None:
         fs.rm(stripped, recursive=True)
 
 
+def list_files(folder: str) -> list[str]:
+    """The files directly in a folder (or under an S3 prefix) as full paths, sorted by
+    name; none when it does not exist."""
+    fs, stripped = fsspec.core.url_to_fs(folder)
+    if not fs.exists(stripped):
+        return []
+    names = sorted(fs.ls(stripped, detail=False))
+    return [join(folder, name.rstrip("/").rsplit("/", 1)[-1]) for name in names]
+
+
 def sha256(path: str) -> str:
     """Hex sha256 of a file's bytes, local or remote."""
     with fsspec.open(path, "rb") as handle:

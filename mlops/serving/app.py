@@ -35,6 +35,7 @@ from mlops.serving.batching import (
     DirectRunner,
     InferenceRunner,
     MicroBatcher,
+    Observer,
     OffLoop,
     RowLimit,
 )
@@ -61,6 +62,7 @@ from mlops.serving.middleware import ObservabilityMiddleware
 from mlops.serving.model_manager import ModelManager, SwapResult
 from mlops.serving.predictor import OnnxPredictor
 from mlops.serving.raw_features import entity_rows, records_matrix, tensors_matrix
+from mlops.serving.sampling import RequestSampler
 from mlops.serving.v1_payloads import (
     EntityRequest,
     PredictRequest,
@@ -112,12 +114,20 @@ class ServingConfig(BaseModel):
     admin_token: SecretStr | None = None
     entity_lookup: bool = Field(False, description="A feature store will be attached.")
     access_log: bool = Field(True, description="One JSON line per request on stderr.")
+    sample_rate: float = Field(0.0, ge=0, le=1, description="Share of scored rows recorded "
+                               "for drift monitoring (0: none).")
+    sample_root: str | None = Field(None, description="Data root the sampled rows go to "
+                                    "(under monitoring/<model>/requests/).")
+    sample_flush_s: float = Field(30.0, gt=0, description="Seconds between sample writes.")
 
     @model_validator(mode="after")
     def _queue_holds_a_request(self) -> ServingConfig:
         if self.max_queued_rows < self.max_batch:
             raise ValueError(f"max_queued_rows ({self.max_queued_rows}) must hold one whole "
                              f"request (max_batch {self.max_batch})")
+        if self.sample_rate > 0 and not self.sample_root:
+            raise ValueError("sample_rate is set but sample_root is not: where would the "
+                             "sampled requests go?")
         return self
 
 
@@ -164,13 +174,33 @@ def _batched(path: str) -> bool:
     return path.endswith("/infer") or path == "/v1/predict"
 
 
-def make_runner(config: ServingConfig, metrics: ServiceMetrics) -> InferenceRunner:
+def make_runner(config: ServingConfig, metrics: ServiceMetrics,
+                sampler: RequestSampler | None = None) -> InferenceRunner:
     limit = RowLimit(config.max_queued_rows, config.retry_after_s)
     inline_s = config.inline_budget_us / 1e6
+    observe = observer(metrics, sampler)
     if config.batch_window_ms > 0:
-        return MicroBatcher(config.batch_window_ms, config.batch_max_rows,
-                            metrics.observe_inference, limit, inline_s)
-    return DirectRunner(config.inference_threads, metrics.observe_inference, limit, inline_s)
+        return MicroBatcher(config.batch_window_ms, config.batch_max_rows, observe, limit,
+                            inline_s)
+    return DirectRunner(config.inference_threads, observe, limit, inline_s)
+
+
+def observer(metrics: ServiceMetrics, sampler: RequestSampler | None) -> Observer:
+    """What each ONNX Runtime call tells: the metrics, and the request sample when on."""
+    def observe(predictor: OnnxPredictor, matrix: np.ndarray, scores: np.ndarray,
+                seconds: float) -> None:
+        metrics.observe_inference(len(matrix), seconds)
+        if sampler is not None:
+            sampler.offer(predictor, matrix, scores)
+
+    return observe
+
+
+def request_sampler(config: ServingConfig) -> RequestSampler | None:
+    if config.sample_rate <= 0 or not config.sample_root:
+        return None
+    return RequestSampler(config.sample_root, config.sample_rate,
+                          flush_s=config.sample_flush_s)
 
 
 def not_ready_reason(app: FastAPI) -> str | None:
@@ -237,15 +267,20 @@ def create_app(manager: ModelManager, lookup: FeatureLookup | None = None,
     if access_log is None:
         access_log = AccessLog.to_stderr() if config.access_log else AccessLog(None)
     metrics = ServiceMetrics()
-    runner = make_runner(config, metrics)
+    sampler = request_sampler(config)
+    runner = make_runner(config, metrics, sampler)
     lookups = OffLoop("feature-lookup")  # the store's reads are serialised by its lock
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         flusher = asyncio.create_task(access_log.flush_every(1.0))
+        if sampler is not None:
+            sampler.start()
         yield
         flusher.cancel()
         runner.close()
+        if sampler is not None:
+            sampler.close()
         lookups.close()
         access_log.flush()  # uvicorn re-raises SIGTERM once shut down: no exit hook runs
 
@@ -257,7 +292,7 @@ def create_app(manager: ModelManager, lookup: FeatureLookup | None = None,
                   description="Open Inference Protocol (KServe v2) REST; plain JSON predict "
                               "by features or by entity id; Prometheus metrics; admin.")
     app.state.manager, app.state.lookup, app.state.config = manager, lookup, config
-    app.state.metrics, app.state.runner = metrics, runner
+    app.state.metrics, app.state.runner, app.state.sampler = metrics, runner, sampler
     install_error_handlers(app)
     observed = partial(ObservabilityMiddleware, metrics=metrics, runner=runner,
                        access_log=access_log, max_body_bytes=config.max_body_bytes,

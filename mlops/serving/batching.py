@@ -40,7 +40,8 @@ import numpy as np
 from mlops.serving.predictor import OnnxPredictor
 
 ARRIVAL_KEY = "mlops.arrival"  # set in the ASGI scope while a request is on its way
-Observer = Callable[[int, float], None]  # (rows, seconds) of each ONNX Runtime call
+# Told of each ONNX Runtime call: (predictor, rows, scores, seconds).
+Observer = Callable[[OnnxPredictor, np.ndarray, np.ndarray, float], None]
 
 
 class Overloaded(RuntimeError):
@@ -70,6 +71,8 @@ class RowLimit:
 
 
 class InferenceRunner(Protocol):
+    observe: Observer
+
     def arrived(self, scope: MutableMapping[str, Any]) -> None: ...
     def left(self, scope: MutableMapping[str, Any]) -> None: ...
     async def predict(self, predictor: OnnxPredictor, matrix: np.ndarray,
@@ -83,7 +86,7 @@ def timed(observe: Observer, predictor: OnnxPredictor, *matrices: np.ndarray) ->
     start = time.perf_counter()
     matrix = matrices[0] if len(matrices) == 1 else np.concatenate(matrices)
     scores = predictor.predict(matrix)
-    observe(len(matrix), time.perf_counter() - start)
+    observe(predictor, matrix, scores, time.perf_counter() - start)
     return scores
 
 
@@ -109,7 +112,7 @@ class DirectRunner:
     def __init__(self, threads: int, observe: Observer, limit: RowLimit | None = None,
                  inline_budget_s: float = 0.0) -> None:
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="inference")
-        self._observe = observe
+        self.observe = observe
         self.limit = limit or RowLimit(1 << 62)
         self.inline = InlineRule(inline_budget_s)
 
@@ -124,9 +127,9 @@ class DirectRunner:
         self.limit.take(len(matrix))
         try:
             if len(matrix) <= self.inline.rows(predictor):
-                return timed(self._observe, predictor, matrix)
+                return timed(self.observe, predictor, matrix)
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._pool, timed, self._observe, predictor,
+            return await loop.run_in_executor(self._pool, timed, self.observe, predictor,
                                               matrix)
         finally:
             self.limit.give(len(matrix))
@@ -153,7 +156,7 @@ class MicroBatcher:
         if window_ms <= 0 or max_rows < 1:
             raise ValueError("a micro-batcher needs window_ms > 0 and max_rows >= 1")
         self.window_s, self.max_rows = window_ms / 1000.0, max_rows
-        self._observe = observe
+        self.observe = observe
         self.limit = limit or RowLimit(1 << 62)
         self.inline = InlineRule(inline_budget_s)
         self._worker = _Worker("micro-batch")
@@ -185,7 +188,7 @@ class MicroBatcher:
             raise
         if self._alone(predictor, len(matrix)):
             try:
-                return timed(self._observe, predictor, matrix)
+                return timed(self.observe, predictor, matrix)
             finally:
                 self.limit.give(len(matrix))
         future = asyncio.get_running_loop().create_future()
@@ -231,7 +234,7 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         for predictor in {id(w.predictor): w.predictor for w in batch}.values():
             group = [w for w in batch if w.predictor is predictor]
-            call = partial(timed, self._observe, predictor, *[w.matrix for w in group])
+            call = partial(timed, self.observe, predictor, *[w.matrix for w in group])
             if sum(len(w.matrix) for w in group) <= self.inline.rows(predictor):
                 _deliver(group, self.limit, *outcome(call))
             else:

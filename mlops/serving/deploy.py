@@ -95,7 +95,8 @@ def start_service(spec: DatasetSpec, settings: Settings, model: str,
     command = [sys.executable, "-m", "mlops.serving", "--model-uri", model_uri,
                "--tracking-uri", settings.tracking, "--spec", str(spec_path),
                "--data-dir", str(settings.data_dir), "--host", settings.serve_host,
-               "--port", str(port)]
+               "--port", str(port), "--sample-rate", str(settings.sample_rate),
+               "--sample-flush-s", str(settings.sample_flush_s)]
     log_path, pid_path = folder / "service.log", folder / "service.pid"
     env = _service_env(admin_token_path(settings, model), auth)
     process = start_supervised(command, log_path, pid_path, env)  # restarted when it dies

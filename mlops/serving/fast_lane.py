@@ -147,7 +147,7 @@ class FastLane:
         for group in self._groups(queued):
             predictor = group[0].predictor
             scores, error = outcome(lambda g=group, p=predictor: timed(
-                self.metrics.observe_inference, p, *[q.matrix for q in g]))
+                self.runner.observe, p, *[q.matrix for q in g]))
             self.runner.limit.give(sum(len(q.matrix) for q in group))
             if error is not None:  # what the app answers a failed call: logged, a bare 500
                 log.error("internal error on POST %s", group[0].scope["path"], exc_info=error)

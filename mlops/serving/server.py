@@ -41,6 +41,7 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from mlops.config import DatasetSpec, Settings, load_spec
+from mlops.data import storage
 from mlops.serving.app import AdminAudit, ServingConfig, create_app
 from mlops.serving.model_manager import (
     Check,
@@ -111,6 +112,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--ssl-keyfile", type=Path, help="PEM private key of --ssl-certfile")
     add("--ssl-ca-certs", type=Path, help="PEM CA of client certificates: mutual TLS, "
         "every client must present a certificate this CA signed")
+    add("--sample-rate", type=float, default=defaults.sample_rate,
+        help="share of scored rows recorded for drift monitoring, off the request path "
+             "(0: none; default %(default)s)")
+    add("--sample-root", default=None, help="data root the sampled rows go to, under "
+        "monitoring/<model>/requests/ (default: the platform's data root)")
+    add("--sample-flush-s", type=float, default=defaults.sample_flush_s,
+        help="seconds between writes of the sample (default %(default)s)")
     add("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     add("--no-access-log", action="store_true", help="no JSON line per request")
     return parser.parse_args(argv)
@@ -165,6 +173,13 @@ def admin_audit(source: ModelSource, data_dir: Path) -> AdminAudit:
         with open_audit_log(settings) as log:
             log.append(action, "service-admin-token", team, model, details)
     return audit
+
+
+def sample_root() -> str:
+    """The platform's data root, its object store's settings applied on production."""
+    settings = Settings()
+    storage.use_object_store(settings)
+    return storage.data_root(settings)
 
 
 def start_up(args: argparse.Namespace, spec: DatasetSpec | None, manager: ModelManager,
@@ -236,7 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             body_timeout_s=args.body_timeout_s, retry_after_s=args.retry_after_s,
             inline_budget_us=args.inline_budget_us,
             admin_token=admin_token(), entity_lookup=spec is not None,
-            access_log=not args.no_access_log)
+            access_log=not args.no_access_log, sample_rate=args.sample_rate,
+            sample_root=args.sample_root or sample_root(),
+            sample_flush_s=args.sample_flush_s)
         tls = tls_files(args.ssl_certfile, args.ssl_keyfile, args.ssl_ca_certs)
         manager = ModelManager(model_source(args), args.threads, not args.allow_unverified,
                                feature_check(spec))

@@ -25,10 +25,11 @@ ROWS = np.random.default_rng(1).normal(size=(16, 4)).astype(np.float32)
 
 
 class Calls(list):
-    """The (rows, seconds) of every ONNX Runtime call, as the metrics see them."""
+    """The rows of every ONNX Runtime call, as the metrics see them."""
 
-    def __call__(self, rows: int, seconds: float) -> None:
-        self.append(rows)
+    def __call__(self, predictor: OnnxPredictor, matrix: np.ndarray, scores: np.ndarray,
+                 seconds: float) -> None:
+        self.append(len(matrix))
 
 
 def arrivals(batcher: MicroBatcher, count: int) -> list[dict]:
@@ -168,7 +169,8 @@ def test_direct_runner_runs_each_request_alone(predictor: OnnxPredictor) -> None
 class Threads(list):
     """The thread of every ONNX Runtime call."""
 
-    def __call__(self, rows: int, seconds: float) -> None:
+    def __call__(self, predictor: OnnxPredictor, matrix: np.ndarray, scores: np.ndarray,
+                 seconds: float) -> None:
         self.append(threading.current_thread())
 
 
