@@ -111,6 +111,26 @@ def generate_mixed_panel(n_entities: int = 100, n_periods: int = 8,
 GRADES = ["low", "middle", "high"]  # generate_mixed_panel's multiclass label
 
 
+def shift_mixed_panel(frame: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """``generate_mixed_panel``'s rows as the world moved on: f0 and hours shifted up, and
+    most rows now from one continent (the drift a drift check must see)."""
+    rng = np.random.default_rng(seed)
+    shifted = frame.copy()
+    shifted["f0"] = shifted["f0"] + 2.0
+    shifted["hours"] = shifted["hours"] + 15.0
+    moved = rng.random(len(shifted)) < 0.7
+    shifted.loc[moved, "continent"] = CONTINENTS[-1]
+    return shifted
+
+
+def request_records(frame: pd.DataFrame, features: list[str]) -> list[dict]:
+    """Rows as v1 ``records`` a client sends: JSON values, null for a missing one."""
+    values = frame[features].astype(object).where(frame[features].notna(), None)
+    return [{name: (value.item() if hasattr(value, "item") else value)
+             for name, value in zip(features, row, strict=True)}
+            for row in values.itertuples(index=False)]
+
+
 def _label(signal: np.ndarray, task: TaskType) -> np.ndarray:
     """0/1 for classification, a grade by tercile of the signal for multiclass, else it."""
     if task == TaskType.classification:

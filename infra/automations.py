@@ -13,6 +13,11 @@ A run that dies before it starts (its worker or node lost while it was Pending) 
 no heartbeat yet, so the same watch applies to the Pending state: a run Pending for
 ``Settings.start_timeout_s`` without starting or ending is marked Crashed too. Either
 Crashed run is then requeued by the fair-share controller (``infra.crash_requeue``).
+
+Drift, then retraining: for each team whose drift policy names a retraining deployment
+(``mlops.monitoring.policy``), an automation runs the deployment a drift event names
+(``flows/drift_check.py`` adds it as a related resource), at most once per model per
+``cooldown_s``: a reactive trigger fires on its first event, then waits out its window.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from infra.worker_settings import HEARTBEAT_S
+from mlops.monitoring.policy import DRIFT_EVENT, RETRAINING_ROLE, DriftPolicy, model_resource
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
@@ -33,6 +39,7 @@ ZOMBIE_MESSAGE = (f"no heartbeat for {ZOMBIE_AFTER_S} s: the run's process or ma
 FINAL_EVENTS = ("Completed", "Failed", "Cancelled", "Crashed")
 UNSTARTED_AUTOMATION = "mlops: crash flow runs that never started"
 UNSTARTED_REASON = "its worker or machine died as it began (marked Crashed by the platform)"
+RETRAIN_PREFIX = "mlops: retrain on drift: team "
 
 
 def unstarted_message(start_timeout_s: float) -> str:
@@ -82,12 +89,46 @@ def _crash_when_silent(name: str, description: str, after: str, expect: str,
         actions=[ChangeFlowRunState(state=StateType.CRASHED, message=message)])
 
 
+def retrain_automation(team: str, policy: DriftPolicy) -> AutomationCore:
+    """The automation that starts the deployment a drift event of the team's names, once
+    per model per cool-down."""
+    from prefect.events.actions import RunDeployment
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    return AutomationCore(
+        name=f"{RETRAIN_PREFIX}{team}", enabled=True,
+        description=f"Runs {policy.retrain} when a model of team {team} drifts (the "
+                    f"drift-check flow's {DRIFT_EVENT} event), at most once per model every "
+                    f"{policy.cooldown_s:.0f} s.",
+        trigger=EventTrigger(
+            expect={DRIFT_EVENT},
+            match=ResourceSpecification({"prefect.resource.id": model_resource("*"),
+                                         "mlops.team": team}),
+            match_related=ResourceSpecification({"prefect.resource.role": RETRAINING_ROLE}),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Reactive,
+            threshold=1,
+            within=timedelta(seconds=policy.cooldown_s)),
+        actions=[RunDeployment(source="inferred")])
+
+
 async def ensure_automations(client: PrefectClient, start_timeout_s: float,
+                             drift: dict[str, DriftPolicy] | None = None,
                              dry_run: bool = False) -> list[str]:
-    """Create the platform's automations, or update those that differ; one line per change
-    (none when they already hold)."""
+    """Create the platform's automations, or update those that differ, and delete the
+    retraining automations of teams that no longer retrain; one line per change (none when
+    they already hold)."""
+    retraining = [retrain_automation(team, policy)
+                  for team, policy in sorted((drift or {}).items()) if policy.retrain]
     changes = []
-    for wanted in (zombie_automation(), unstarted_automation(start_timeout_s)):
+    wanted_names = {automation.name for automation in retraining}
+    for found in await client.read_automations():
+        if found.name.startswith(RETRAIN_PREFIX) and found.name not in wanted_names:
+            if not dry_run:
+                await client.delete_automation(found.id)
+            changes.append(f"delete automation {found.name!r}")
+    for wanted in (zombie_automation(), unstarted_automation(start_timeout_s), *retraining):
         found = await client.read_automations_by_name(wanted.name)
         if not found:
             if not dry_run:

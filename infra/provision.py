@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from infra.automations import ensure_automations
 from infra.credentials import local_auth
 from infra.prefect_api import PAGE, patch_queue, read_all
-from mlops.config import Settings
+from mlops.config import ConfigError, Settings
 from mlops.fairshare.plan import (
     Change,
     CurrentState,
@@ -55,6 +55,7 @@ from mlops.fairshare.teams import (
 from mlops.governance.audit.log import open_audit_log
 from mlops.governance.audit.records import Action, AuditUnavailable
 from mlops.governance.identities import Role
+from mlops.monitoring.policy import DriftPolicy, drift_policies
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
@@ -262,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = load_teams(args.file)
-    except TeamsConfigError as exc:
+        drift = drift_policies(args.file)
+    except (TeamsConfigError, ConfigError) as exc:
         print(f"error: {exc}\nnothing applied", file=sys.stderr)
         return 2
     try:
@@ -270,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         with credentials:
             result = asyncio.run(provision(config, dry_run=args.dry_run,
                                            record=teams_recorder(args.file, actor)))
-            automations = asyncio.run(install_automations(args.dry_run))
+            automations = asyncio.run(install_automations(drift, args.dry_run))
     except Exception as exc:  # the CLI reports any failure as one line
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
@@ -278,13 +280,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-async def install_automations(dry_run: bool = False) -> list[str]:
+async def install_automations(drift: dict[str, DriftPolicy],
+                              dry_run: bool = False) -> list[str]:
     """The platform's automations (``infra.automations``: zombie runs, runs that never
-    started, after MLOPS_START_TIMEOUT_S)."""
+    started, after MLOPS_START_TIMEOUT_S; retraining on drift per the teams file)."""
     from prefect.client.orchestration import get_client
 
     async with get_client() as client:
-        return await ensure_automations(client, Settings().start_timeout_s, dry_run)
+        return await ensure_automations(client, Settings().start_timeout_s,
+                                        drift, dry_run)
 
 
 if __name__ == "__main__":

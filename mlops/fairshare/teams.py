@@ -45,6 +45,9 @@ _TOP_KEYS = ("pools", "teams")
 _OPTIONAL_KEYS = ("fairshare", "platform")
 # Who may do what in a team, its approvals and its data: read by mlops.governance.
 GOVERNANCE_TEAM_KEYS = ("members", "service_accounts", "approval", "data")
+# Its drift policy: read by mlops.monitoring.policy.
+MONITORING_TEAM_KEYS = ("drift",)
+OTHER_TEAM_KEYS = (*GOVERNANCE_TEAM_KEYS, *MONITORING_TEAM_KEYS)
 PRIORITY_SUFFIXES = ("-high", "-low")  # queue names of a team's high and low priority runs
 
 
@@ -226,7 +229,7 @@ def _parse_team_list(raw: Any) -> tuple[list[TeamConfig], list[_TeamFacts], list
         facts.append(_facts(body, label))
         try:
             teams.append(TeamConfig.model_validate(
-                {key: value for key, value in body.items() if key not in GOVERNANCE_TEAM_KEYS}))
+                {key: value for key, value in body.items() if key not in OTHER_TEAM_KEYS}))
         except ValidationError as exc:
             problems += [_describe(label, error) for error in exc.errors()]
     return teams, facts, problems

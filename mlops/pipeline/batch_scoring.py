@@ -10,10 +10,6 @@ per partition with its marker, and ``_SUCCESS.json`` last (``mlops.partitioned.s
 
 from __future__ import annotations
 
-import hashlib
-import tempfile
-from pathlib import Path
-
 from pydantic import BaseModel, Field
 
 from mlops.config import Settings
@@ -21,7 +17,7 @@ from mlops.data import storage
 from mlops.governance.locations import check_location, location_policy, platform_governance
 from mlops.partitioned.cluster import cluster_client
 from mlops.partitioned.scoring import ScoreResult, describe_model, score_dataset
-from mlops.registry.client import RegistryError, fetch_model
+from mlops.registry.client import fetch_verified
 
 
 class BatchScoreParams(BaseModel):
@@ -53,14 +49,8 @@ def batch_score(params: BatchScoreParams, settings: Settings) -> ScoreResult:
     source = check_location(params.source,
                             location_policy(settings, platform_governance(settings), params.team))
     storage.use_object_store(settings)
-    with tempfile.TemporaryDirectory(prefix="mlops-score-") as folder:
-        fetched = fetch_model(settings.tracking, params.model_uri, Path(folder))
-        data = Path(fetched.path).read_bytes()
-    actual = hashlib.sha256(data).hexdigest()
-    if fetched.sha256 and actual != fetched.sha256:
-        raise RegistryError(f"{params.model_uri}: sha256 {actual} does not match the "
-                            f"registry's {fetched.sha256}; nothing was scored")
-    model = describe_model(data, params.model, fetched.version, actual)
+    data, fetched = fetch_verified(settings.tracking, params.model_uri)
+    model = describe_model(data, params.model, fetched.version, fetched.sha256)
     dataset = source.rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
     out_root = params.output or storage.join(storage.data_root(settings), "scores",
                                              params.model, f"v{fetched.version}", dataset)

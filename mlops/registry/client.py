@@ -7,9 +7,11 @@ and a refusal (401, 403) is a RegistryError that names the model and the user.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -211,3 +213,15 @@ def fetch_model(tracking_uri: str, model_uri: str, dest: Path) -> FetchedModel:
         raise RegistryError(f"{model_uri}: no .onnx file in the registered model")
     return FetchedModel(name=name, version=str(version.version), path=str(files[0]),
                         sha256=version.tags.get("sha256"))
+
+
+def fetch_verified(tracking_uri: str, model_uri: str) -> tuple[bytes, FetchedModel]:
+    """The model's ONNX bytes, checked against the registry's sha256 tag before use."""
+    with tempfile.TemporaryDirectory(prefix="mlops-model-") as folder:
+        fetched = fetch_model(tracking_uri, model_uri, Path(folder))
+        data = Path(fetched.path).read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
+    if fetched.sha256 and actual != fetched.sha256:
+        raise RegistryError(f"{model_uri}: sha256 {actual} does not match the registry's "
+                            f"{fetched.sha256}; the model was not used")
+    return data, fetched.model_copy(update={"sha256": actual})

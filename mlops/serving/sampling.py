@@ -34,6 +34,7 @@ from mlops.serving.v1_payloads import label_array
 log = logging.getLogger(__name__)
 
 NAME_FORMAT = "%Y%m%dT%H%M%S.%fZ"  # sortable, so a window is a range of names
+PREDICTION = "prediction"
 
 
 def requests_folder(root: str, model: str) -> str:
@@ -130,7 +131,16 @@ class RequestSampler:
 
 def _frame(predictor: OnnxPredictor, matrix: np.ndarray, scores: np.ndarray,
            at: float) -> pd.DataFrame:
-    """Rows as the client sent them: categories as text, numbers as floats."""
+    frame = recorded(predictor, matrix, scores)
+    frame["model_version"] = predictor.version
+    frame["scored_at"] = pd.Timestamp(at, unit="s", tz="UTC")
+    return frame
+
+
+def recorded(predictor: OnnxPredictor, matrix: np.ndarray, scores: np.ndarray
+             ) -> pd.DataFrame:
+    """Rows as a client sent them (categories as text, numbers as floats, NaN for a null)
+    and their ``prediction``: the score, or a multiclass model's most probable class."""
     categorical = set(predictor.encoding.categorical) if predictor.encoding else set()
     columns = {}
     for index, name in enumerate(predictor.feature_names):
@@ -138,11 +148,8 @@ def _frame(predictor: OnnxPredictor, matrix: np.ndarray, scores: np.ndarray,
         columns[name] = (category_texts(values) if name in categorical
                          else pd.to_numeric(values, errors="coerce").astype("float64"))
     if predictor.classes is not None:
-        columns["prediction"] = label_array(scores, predictor.task,
-                                            classes=predictor.classes).astype(str)
+        columns[PREDICTION] = label_array(scores, predictor.task,
+                                          classes=predictor.classes).astype(str)
     else:
-        columns["prediction"] = np.asarray(scores, dtype="float64")
-    frame = pd.DataFrame(columns)
-    frame["model_version"] = predictor.version
-    frame["scored_at"] = pd.Timestamp(at, unit="s", tz="UTC")
-    return frame
+        columns[PREDICTION] = np.asarray(scores, dtype="float64")
+    return pd.DataFrame(columns)

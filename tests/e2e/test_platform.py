@@ -86,10 +86,14 @@ def test_the_ci_command_then_make_deploy_register_the_deployments(platform: dict
                                     {"directory": str(ROOT)}}]
     deployed = platform["client"].post("/deployments/filter", {}).json()
     assert {d["name"] for d in deployed} == {"default", "vision-nightly", "nlp-nightly",
-                                             "vision", "nlp", "default-nightly"}
+                                             "vision", "nlp", "default-nightly",
+                                             "default-hourly"}
     scoring = platform["client"].get("/deployments/name/batch-score/default-nightly")
     assert scoring["work_pool_name"] == "cpu"
     assert scoring["schedules"][0]["schedule"]["cron"] == "0 5 * * *"
+    drift = platform["client"].get("/deployments/name/drift-check/default-hourly")
+    assert drift["work_pool_name"] == "cpu"
+    assert drift["schedules"][0]["schedule"]["interval"] == 3600
     parents = {d["name"]: d for d in deployed if "pipeline:distributed" in d["tags"]}
     assert sorted(parents) == ["default", "nlp", "vision"]  # one per team: a limit per team
     for team, parent in parents.items():

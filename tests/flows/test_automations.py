@@ -1,17 +1,19 @@
 """The platform's automations on a real Prefect server: created once, then left alone,
-and put back when someone changed them."""
+put back when someone changed them, and retraining on drift as the teams file says."""
 
 from __future__ import annotations
 
 import asyncio
 
 from infra.automations import (
+    RETRAIN_PREFIX,
     UNSTARTED_AUTOMATION,
     ZOMBIE_AFTER_S,
     ZOMBIE_AUTOMATION,
     ensure_automations,
     zombie_automation,
 )
+from mlops.monitoring.policy import DRIFT_EVENT, DriftPolicy
 
 
 def test_the_zombie_automation_is_installed_idempotently_and_repaired(
@@ -38,3 +40,30 @@ def test_the_zombie_automation_is_installed_idempotently_and_repaired(
     assert again == [f"update automation {UNSTARTED_AUTOMATION!r}"]
     assert len(found) == 1 and found[0].enabled
     assert found[0].trigger.within.total_seconds() == ZOMBIE_AFTER_S
+
+
+def test_retraining_automations_follow_the_teams_drift_policies(prefect_server: None) -> None:
+    from prefect.client.orchestration import get_client
+
+    retrains = DriftPolicy(retrain="training-pipeline/default", cooldown_s=600)
+
+    async def scenario() -> tuple[list[str], ...]:
+        async with get_client() as client:
+            first = await ensure_automations(client, 300, {"alpha": retrains,
+                                                           "beta": DriftPolicy()})
+            again = await ensure_automations(client, 300, {"alpha": retrains})
+            longer = await ensure_automations(
+                client, 300, {"alpha": retrains.model_copy(update={"cooldown_s": 3600})})
+            found = await client.read_automations_by_name(f"{RETRAIN_PREFIX}alpha")
+            gone = await ensure_automations(client, 300, {"alpha": DriftPolicy()})
+            left = await client.read_automations_by_name(f"{RETRAIN_PREFIX}alpha")
+            return first, again, longer, found, gone, left
+
+    first, again, longer, found, gone, left = asyncio.run(scenario())
+    name = f"{RETRAIN_PREFIX}alpha"
+    assert f"create automation {name!r}" in first and not any("beta" in c for c in first)
+    assert again == [] and longer == [f"update automation {name!r}"]
+    trigger = found[0].trigger
+    assert trigger.within.total_seconds() == 3600 and trigger.expect == {DRIFT_EVENT}
+    assert found[0].actions[0].source == "inferred"
+    assert gone == [f"delete automation {name!r}"] and left == []

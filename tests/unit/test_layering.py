@@ -98,6 +98,8 @@ LEAKS = {
         "mlops/registry.py": "from mlops.serving.deploy import stop_service"}),
     "gateway-imports-casbin": ("casbin-only-policy", {
         "infra/gateway/routes.py": "import casbin"}),
+    "serving-imports-evidently": ("evidently-only-monitoring", {
+        "mlops/serving/metrics.py": "import evidently"}),
     "task-imports-feast": ("feast-only-features", {
         "tasks/features.py": "from feast import FeatureStore"}),
     # What each package's docstring allows it to import.
