@@ -1,8 +1,9 @@
 """Batch scoring of a partitioned dataset on Dask: one ONNX Runtime session per worker, one
 task per partition, resumable.
 
-Each task reads its partition's entity, timestamp and feature columns (as arrow columns,
-copied to pandas only for a model that encodes raw values), scores them in chunks and
+Each task reads its partition file once: the sha256 of those bytes is the input hash, and
+the entity, timestamp and feature columns are parsed from them (as arrow columns, copied to
+pandas only for a model that encodes raw values); it scores them in chunks and
 writes, beside the others, ``<out>/<partition>.parquet``: the entity, the
 timestamp, the prediction (and label), the model version and the sha256 of the partition
 file it scored (the input hash), so every score says what produced it. A small marker
@@ -15,6 +16,7 @@ locally, one object per file on S3 (with the platform's server-side encryption).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -22,16 +24,20 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 from pydantic import BaseModel
 
 from mlops.data import storage
 from mlops.data.encoding import FeatureEncoding, raw_inputs
-from mlops.partitioned.partitions import list_partitions, read_partition_table
+from mlops.data.loading import DataError
+from mlops.partitioned.partitions import list_partitions
 from mlops.partitioned.worker_memory import freeze_long_lived, release_memory
 
 log = logging.getLogger(__name__)
 SUCCESS = "_SUCCESS.json"
-CHUNK_ROWS = 65_536  # rows per ONNX Runtime call: big enough to amortise, small in memory
+# Rows per ONNX Runtime call: enough to amortise the call, few enough that the hidden
+# layers' activations stay in the CPU's caches (65,536 rows took 1.5x as long on the MLP).
+CHUNK_ROWS = 16_384
 _SESSIONS: dict[str, Any] = {}  # sha256 -> session, one per worker process
 
 
@@ -103,9 +109,10 @@ def score_table(session: Any, table: pa.Table, model: ScoringModel) -> dict[str,
     if model.encoding is not None:
         feeds = raw_inputs(table.select(model.feature_names).to_pandas(), model.encoding)
     else:
-        feeds = {"features": np.column_stack(
-            [table[name].to_numpy().astype(np.float32, copy=False)
-             for name in model.feature_names])}
+        matrix = np.empty((rows, len(model.feature_names)), dtype=np.float32)
+        for i, name in enumerate(model.feature_names):  # cast in place: no float64 copies
+            matrix[:, i] = table[name].to_numpy()
+        feeds = {"features": matrix}
     parts = [session.run(["prediction"], {name: values[start:start + CHUNK_ROWS]
                                           for name, values in feeds.items()})[0]
              for start in range(0, rows, CHUNK_ROWS)]
@@ -131,14 +138,16 @@ def score_partition(partition: str, out_root: str, model: ScoringModel, data: by
     name = output_name(partition)
     output = storage.join(out_root, f"{name}.parquet")
     marker = storage.join(out_root, f"{name}.done.json")
-    input_sha = storage.sha256(partition)
+    raw = storage.read_bytes(partition)  # one read (one download on S3): hashed, then parsed
+    input_sha = hashlib.sha256(raw).hexdigest()
     done = _read_marker(marker)
     if done and done.get("model_sha256") == model.sha256 and done.get("input_sha256") == (
             input_sha):
         return PartitionScore(partition=partition, output=output, rows=done["rows"],
                               input_sha256=input_sha, skipped=True,
                               seconds=time.perf_counter() - started)
-    table = read_partition_table(partition, [entity, timestamp, *model.feature_names])
+    table = _parse_partition(partition, raw, [entity, timestamp, *model.feature_names])
+    del raw
     rows = table.num_rows
     scores = score_table(_session(data, model.sha256, ort), table, model)
     scored = pa.table({entity: table[entity], timestamp: table[timestamp],
@@ -182,6 +191,16 @@ def score_dataset(client: Any, source: str, out_root: str, data: bytes, model: S
              "%.0f rows/s", rows, source, model.name, model.version, result.scored,
              result.skipped, result.rows_per_second)
     return result
+
+
+def _parse_partition(partition: str, raw: bytes, columns: list[str]) -> pa.Table:
+    """The columns of a partition file's bytes; bytes that are not parquet (or lack a
+    column) raise DataError naming the file, as ``read_partition_table`` does."""
+    try:
+        # One thread: the workers are the parallelism (as for the session's one thread).
+        return pq.read_table(pa.BufferReader(raw), columns=columns, use_threads=False)
+    except Exception as exc:  # pyarrow raises several types for bytes that are not parquet
+        raise DataError(f"{partition}: cannot read partition as parquet: {exc}") from None
 
 
 def _read_marker(path: str) -> dict[str, Any] | None:
