@@ -80,7 +80,7 @@ def _deployment_id(name: str) -> str | None:
 def drift_markdown(check: DriftCheck) -> str:
     result = check.result
     lines = [f"# Drift of `{check.model}` v{check.version}", "",
-             f"{'**Drift**' if result.drifted else 'No drift'}: {result.reason}", "",
+             f"**{result.reason}**" if result.drifted else result.reason, "",
              f"Window {check.window_start:%Y-%m-%d %H:%M} to {check.window_end:%Y-%m-%d %H:%M}"
              f" UTC: {result.current_rows} sampled rows against {result.reference_rows} "
              "reference rows.", ""]

@@ -66,7 +66,8 @@ def check_drift(params: DriftCheckParams, policy: DriftPolicy, settings: Setting
     start = end - timedelta(seconds=params.window_s or policy.window_s)
     root = storage.data_root(settings)
     current = read_window(requests_folder(root, model), start, end)
-    data, fetched = fetch_verified(settings.tracking, f"models:/{model}@{params.alias}")
+    data, fetched = fetch_verified(settings.tracking, f"models:/{model}@{params.alias}",
+                                   settings.mlflow_auth(params.team))
     predictor = OnnxPredictor.from_bytes(data, f"models:/{model}@{params.alias}",
                                          fetched.sha256, model, fetched.version)
     spec = params.spec

@@ -6,7 +6,7 @@ teams:
     drift:
       feature_share: 0.5     # share of drifted features that is drift (Evidently's tests)
       prediction: true       # prediction drift alone is drift
-      min_rows: 200          # fewer sampled rows in the window: no verdict
+      min_rows: 1000         # fewer sampled rows in the window: no verdict
       window_s: 86400        # the window of sampled requests compared with the reference
       cooldown_s: 86400      # at most one retraining per model in this time
       retrain: training-pipeline/default   # the deployment drift starts (none: report only)

@@ -49,7 +49,8 @@ def batch_score(params: BatchScoreParams, settings: Settings) -> ScoreResult:
     source = check_location(params.source,
                             location_policy(settings, platform_governance(settings), params.team))
     storage.use_object_store(settings)
-    data, fetched = fetch_verified(settings.tracking, params.model_uri)
+    data, fetched = fetch_verified(settings.tracking, params.model_uri,
+                                   settings.mlflow_auth(params.team))
     model = describe_model(data, params.model, fetched.version, fetched.sha256)
     dataset = source.rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
     out_root = params.output or storage.join(storage.data_root(settings), "scores",

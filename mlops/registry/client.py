@@ -215,9 +215,11 @@ def fetch_model(tracking_uri: str, model_uri: str, dest: Path) -> FetchedModel:
                         sha256=version.tags.get("sha256"))
 
 
-def fetch_verified(tracking_uri: str, model_uri: str) -> tuple[bytes, FetchedModel]:
-    """The model's ONNX bytes, checked against the registry's sha256 tag before use."""
-    with tempfile.TemporaryDirectory(prefix="mlops-model-") as folder:
+def fetch_verified(tracking_uri: str, model_uri: str, auth: MlflowAuth | None = None
+                   ) -> tuple[bytes, FetchedModel]:
+    """The model's ONNX bytes (read as ``auth``'s MLflow user), checked against the
+    registry's sha256 tag before use."""
+    with tempfile.TemporaryDirectory(prefix="mlops-model-") as folder, acting_as(auth):
         fetched = fetch_model(tracking_uri, model_uri, Path(folder))
         data = Path(fetched.path).read_bytes()
     actual = hashlib.sha256(data).hexdigest()

@@ -23,6 +23,7 @@ from mlops.serving.sampling import RequestSampler, requests_folder
 
 pytestmark = pytest.mark.slow
 MODEL = "alpha.mixed"
+STREAM_ENTITIES = 125  # 1,000 rows a stream: the default policy's minimum
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +73,10 @@ def test_requests_like_the_training_set_are_no_drift(prefect_server: None, train
     from flows.drift_check import drift_check
 
     spec, predictor = trained
-    serve(predictor, generate_mixed_panel(n_entities=60, seed=7))
+    serve(predictor, generate_mixed_panel(n_entities=STREAM_ENTITIES, seed=7))
     check = drift_check(DriftCheckParams(spec=spec, team="alpha"))
     assert not check.result.drifted, check.result
-    assert check.result.current_rows == 60 * 8 and check.version == "1"
+    assert check.result.current_rows == STREAM_ENTITIES * 8 and check.version == "1"
     assert check.report and Path(check.report).read_text()[:2000].lower().count("<html")
     assert "No drift" in artifacts("drift-check")[0].data
 
@@ -85,14 +86,15 @@ def test_a_shifted_stream_is_drift_with_its_report(prefect_server: None, trained
     from tasks.drift import announce
 
     spec, predictor = trained
-    serve(predictor, shift_mixed_panel(generate_mixed_panel(n_entities=60, seed=8)))
+    serve(predictor, shift_mixed_panel(generate_mixed_panel(n_entities=STREAM_ENTITIES,
+                                                            seed=8)))
     check = drift_check(DriftCheckParams(spec=spec, team="alpha"))
     result = check.result
     assert result.drifted, result
     assert {"f0", "hours", "continent"} <= set(result.drifted_features())
     assert not {"f1", "occupation"} & set(result.drifted_features())
     table = artifacts("drift-check")[0].data
-    assert "**Drift**" in table and "| f0 |" in table
+    assert "**Drift:" in table and "| f0 |" in table
     assert artifacts("drift-report")[0].data == (
         f"[Evidently drift report](file://{check.report})")
     # Drift is announced, even when the team's retraining deployment does not exist.

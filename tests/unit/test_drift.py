@@ -27,9 +27,14 @@ def sample(rows: int, seed: int, shift: dict[str, float] | None = None) -> pd.Da
 
 
 def measure(reference: pd.DataFrame, current: pd.DataFrame, **kwargs):
-    thresholds = kwargs.pop("thresholds", DriftThresholds())
+    thresholds = kwargs.pop("thresholds", Thresholds())
     return measure_drift(reference, current, kwargs.pop("numeric", NUMERIC),
                          kwargs.pop("categorical", CATEGORICAL), thresholds, **kwargs)
+
+
+def Thresholds(**values: object) -> DriftThresholds:  # noqa: N802
+    """The thresholds with this file's small samples (500 rows) enough to judge."""
+    return DriftThresholds(**{"min_rows": 200, **values})
 
 
 # The current samples use seed 4: unshifted, each numeric column lies within 0.06 (normed
@@ -62,7 +67,7 @@ def test_shifted_features_and_prediction_drift_and_are_named() -> None:
 
 
 def test_a_p_value_test_drifts_below_its_threshold() -> None:
-    thresholds = DriftThresholds(method="ks", method_threshold=0.01)
+    thresholds = Thresholds(method="ks", method_threshold=0.01)
     result = measure(REFERENCE, sample(500, seed=4, shift={"x1": 1.0}), categorical=[],
                      thresholds=thresholds)
     by_column = {column.column: column for column in result.features}
@@ -137,15 +142,15 @@ def test_the_html_report_is_written(tmp_path: Path) -> None:
 def test_the_feature_share_and_the_prediction_threshold() -> None:
     one_feature = sample(500, seed=4, shift={"x1": 1.0})
     with_prediction = sample(500, seed=4, shift={"x1": 1.0, "prediction": 1.0})
-    everything = DriftThresholds(feature_share=1.0)
+    everything = Thresholds(feature_share=1.0)
     assert measure(REFERENCE, one_feature).drifted_features() == ["x1"]
     assert not measure(REFERENCE, one_feature, thresholds=everything).drifted
     # A quarter of the features drifted: the share is reached at equality.
     assert measure(REFERENCE, one_feature,
-                   thresholds=DriftThresholds(feature_share=0.25)).drifted
+                   thresholds=Thresholds(feature_share=0.25)).drifted
     assert measure(REFERENCE, with_prediction, thresholds=everything).drifted
     ignored = measure(REFERENCE, with_prediction,
-                      thresholds=DriftThresholds(feature_share=1.0, prediction=False))
+                      thresholds=Thresholds(feature_share=1.0, prediction=False))
     assert not ignored.drifted and ignored.prediction is not None and ignored.prediction.drifted
     assert "alone does not count" in ignored.reason
 
@@ -153,7 +158,7 @@ def test_the_feature_share_and_the_prediction_threshold() -> None:
 def test_without_a_prediction_column() -> None:
     result = measure(REFERENCE.drop(columns=["prediction"]),
                      sample(500, seed=4, shift={"x1": 1.0}).drop(columns=["prediction"]),
-                     prediction=None, thresholds=DriftThresholds(feature_share=0.25))
+                     prediction=None, thresholds=Thresholds(feature_share=0.25))
     assert result.prediction is None and result.drifted
 
 
