@@ -5,7 +5,8 @@ the same rows of its dataset: requests/s, p50 and p99 latency and errors (non-2x
 socket errors, timeouts, gRPC calls without a reply) at concurrency 1 and 16, of
 
 - our service with micro-batching on (JSON, binary tensor and gRPC requests of 1 and 64
-  rows, and predict-by-entity), with it off, and with TLS (one row, c16);
+  rows, and predict-by-entity), with it off, with TLS (one row, c16), and with a
+  challenger in shadow on every call (the champion itself as challenger; 1 row, c16);
 - KServe's ModelServer serving the same ONNX file (``benchmarks.kserve_server``), REST
   and gRPC; ``mlflow models serve`` of the same registered model;
 - the FastAPI floor (``benchmarks.http_floor``: the service's framework answering a
@@ -89,7 +90,7 @@ BASELINES = [
            "benchmarks.grpc_floor", "--port", "{port}", "--grpc-port", "{grpc_port}"), (),
            GRPC[:1], constant=True),
 ]
-SERVER_KEYS = ["batching-on", "batching-off", "tls", *(s.key for s in BASELINES)]
+SERVER_KEYS = ["batching-on", "batching-off", "tls", "shadow", *(s.key for s in BASELINES)]
 
 
 def define_servers(service_help: str) -> tuple[list[Server], list[dict[str, Any]]]:
@@ -104,6 +105,8 @@ def define_servers(service_help: str) -> tuple[list[Server], list[dict[str, Any]
                (*REST, "entity")),
         Server("tls", "service, TLS", (*SERVICE, "--ssl-certfile", "{cert}", "--ssl-keyfile",
                "{key}"), ("1-row",), connections=(16,), tls=True),
+        Server("shadow", "service, shadow on", (*SERVICE, "--challenger-uri", MODEL_URI,
+               "--shadow-rate", "1"), ("1-row",), connections=(16,)),
         *BASELINES]
     skipped = [] if grpc else [
         {"key": "batching-on", "server": "service, batching on", "kind": kind,

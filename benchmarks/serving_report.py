@@ -17,6 +17,7 @@ SERVICE = "batching-on"
 P50_NOISE = 0.10  # batching on may be this much slower than off at p50, c1, and still pass
 CPU_VARIANT = "service, batching on"  # profile_serving's variant that target (e) judges
 COMPARED = ("1-row", "64-row")  # the kinds of the side-by-side table
+SHADOW_P99 = 1.10  # issue 15: p99 with the shadow on at most this multiple of off
 
 
 def find(rows: list[dict], key: str, kind: str, connections: int) -> dict | None:
@@ -66,6 +67,12 @@ def targets(rows: list[dict], profile: dict[str, Any] | None = None,
     cpu = (profile or {}).get(CPU_VARIANT)
     out.append(judge(f"(e) in-process CPU per 1-row request <= 90 us ({CPU_VARIANT})", [cpu],
                      lambda: (cpu <= 90, f"{cpu:.0f} us")))
+    shadow, plain = find(rows, "shadow", "1-row", 16), svc("1-row", 16)
+    out.append(judge(f"(f) p99 with a challenger in shadow <= {SHADOW_P99:.2f}x without, 1-row "
+                     "c16", [shadow, plain], lambda: (
+                         shadow["p99_ms"] <= SHADOW_P99 * plain["p99_ms"],
+                         f"{shadow['p99_ms'] / plain['p99_ms']:.2f}x ({shadow['p99_ms']:.3f} / "
+                         f"{plain['p99_ms']:.3f} ms)")))
     out += earlier_targets(rows)
     errors = sum(r.get("errors", 0) for r in rows)
     out.append(Target("every run without errors", errors == 0, f"{errors} errors"))

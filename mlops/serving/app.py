@@ -40,6 +40,7 @@ from mlops.serving.batching import (
     RowLimit,
 )
 from mlops.serving.body import BINARY_HEADER, parse_body, parse_with_binary
+from mlops.serving.canary import ENTITY_HEADER, Canary
 from mlops.serving.errors import (
     ADMIN_ERRORS,
     V1_ERRORS,
@@ -63,6 +64,7 @@ from mlops.serving.model_manager import ModelManager, SwapResult
 from mlops.serving.predictor import OnnxPredictor
 from mlops.serving.raw_features import entity_rows, records_matrix, tensors_matrix
 from mlops.serving.sampling import RequestSampler
+from mlops.serving.shadow import Shadow, load_challenger
 from mlops.serving.v1_payloads import (
     EntityRequest,
     PredictRequest,
@@ -119,6 +121,12 @@ class ServingConfig(BaseModel):
     sample_root: str | None = Field(None, description="Data root the sampled rows go to "
                                     "(under monitoring/<model>/requests/).")
     sample_flush_s: float = Field(30.0, gt=0, description="Seconds between sample writes.")
+    shadow_rate: float = Field(0.0, ge=0, le=1, description="Share of calls the challenger "
+                               "scores in shadow (with a challenger; POST /admin/shadow "
+                               "changes it).")
+    canary_share: float = Field(0.0, ge=0, le=1, description="Share of entities the "
+                                "challenger answers (with a challenger; POST /admin/canary "
+                                "changes it).")
 
     @model_validator(mode="after")
     def _queue_holds_a_request(self) -> ServingConfig:
@@ -129,6 +137,30 @@ class ServingConfig(BaseModel):
             raise ValueError("sample_rate is set but sample_root is not: where would the "
                              "sampled requests go?")
         return self
+
+
+class ShadowSetting(BaseModel):
+    rate: float = Field(ge=0, le=1, description="Share of the champion's calls the "
+                        "challenger scores in shadow (0: off).")
+
+
+class CanarySetting(BaseModel):
+    share: float = Field(ge=0, le=1, description="Share of entities (X-Entity-Id, or the "
+                         "first id of predict-by-entity) the challenger answers (0: none).")
+
+
+class CanaryStatus(BaseModel):
+    share: float
+    champion: str | None
+    challenger: str | None
+    source: str
+
+
+class ShadowStatus(BaseModel):
+    rate: float
+    champion: str | None
+    challenger: str | None
+    source: str
 
 
 class AdminStatus(BaseModel):
@@ -175,23 +207,30 @@ def _batched(path: str) -> bool:
 
 
 def make_runner(config: ServingConfig, metrics: ServiceMetrics,
-                sampler: RequestSampler | None = None) -> InferenceRunner:
+                watchers: tuple[Watcher, ...] = ()) -> InferenceRunner:
     limit = RowLimit(config.max_queued_rows, config.retry_after_s)
     inline_s = config.inline_budget_us / 1e6
-    observe = observer(metrics, sampler)
+    observe = observer(metrics, watchers)
     if config.batch_window_ms > 0:
         return MicroBatcher(config.batch_window_ms, config.batch_max_rows, observe, limit,
                             inline_s)
     return DirectRunner(config.inference_threads, observe, limit, inline_s)
 
 
-def observer(metrics: ServiceMetrics, sampler: RequestSampler | None) -> Observer:
-    """What each ONNX Runtime call tells: the metrics, and the request sample when on."""
+class Watcher(Protocol):
+    """Told of each ONNX Runtime call's rows and scores: the request sample, the shadow."""
+
+    def offer(self, predictor: OnnxPredictor, matrix: np.ndarray,
+              scores: np.ndarray) -> None: ...
+
+
+def observer(metrics: ServiceMetrics, watchers: tuple[Watcher, ...]) -> Observer:
+    """What each ONNX Runtime call tells: the metrics, then each watcher."""
     def observe(predictor: OnnxPredictor, matrix: np.ndarray, scores: np.ndarray,
                 seconds: float) -> None:
         metrics.observe_inference(len(matrix), seconds)
-        if sampler is not None:
-            sampler.offer(predictor, matrix, scores)
+        for watcher in watchers:
+            watcher.offer(predictor, matrix, scores)
 
     return observe
 
@@ -213,8 +252,11 @@ def not_ready_reason(app: FastAPI) -> str | None:
 
 
 def served(manager: ModelManager, request: Request, name: str | None = None,
-           version: str | None = None) -> OnnxPredictor:
-    """The predictor serving now, checked against the name and version a route asks for."""
+           version: str | None = None, canary: Canary | None = None,
+           entity: str | None = None) -> OnnxPredictor:
+    """The predictor serving now, checked against the name and version a route asks for;
+    the challenger instead for an entity in the canary (a request that names no version;
+    the entity: ``entity``, else the X-Entity-Id header)."""
     predictor = manager.current
     if predictor is None:
         raise NotReady("no model loaded")
@@ -224,6 +266,8 @@ def served(manager: ModelManager, request: Request, name: str | None = None,
     if version is not None and version != predictor.version:
         raise UnknownModel(f"version {version!r} of {predictor.name!r} is not served; "
                            f"serving version {predictor.version}")
+    if canary is not None and version is None and canary.share > 0:
+        predictor = canary.route(predictor, entity or request.headers.get(ENTITY_HEADER))
     request.scope.setdefault("state", {})["model_version"] = predictor.version  # access log
     return predictor
 
@@ -257,18 +301,24 @@ def v1_response(predictor: OnnxPredictor, scores: np.ndarray, **extra: Any) -> R
 
 def create_app(manager: ModelManager, lookup: FeatureLookup | None = None,
                config: ServingConfig | None = None,
-               access_log: AccessLog | None = None, audit: AdminAudit | None = None) -> FastAPI:
+               access_log: AccessLog | None = None, audit: AdminAudit | None = None,
+               challenger: ModelManager | None = None) -> FastAPI:
     """The service around a manager (ready once it serves a model). ``app.state.lookup``
     may be attached later: a feature store opens in the background at start-up. Access
     lines go to stderr unless ``config.access_log`` is off or ``access_log`` is given.
     ``audit`` records each admin reload and rollback before it acts (its failure refuses
-    the action)."""
+    the action). ``challenger`` follows the challenger alias, for the shadow."""
     config = config or ServingConfig(entity_lookup=lookup is not None)
     if access_log is None:
         access_log = AccessLog.to_stderr() if config.access_log else AccessLog(None)
     metrics = ServiceMetrics()
     sampler = request_sampler(config)
-    runner = make_runner(config, metrics, sampler)
+    shadow = Shadow(challenger, config.shadow_rate) if challenger is not None else None
+    canary = Canary(challenger, config.canary_share) if challenger is not None else None
+    if shadow is not None:
+        metrics.registry.register(shadow)
+    runner = make_runner(config, metrics,
+                         tuple(w for w in (sampler, shadow) if w is not None))
     lookups = OffLoop("feature-lookup")  # the store's reads are serialised by its lock
 
     @asynccontextmanager
@@ -281,6 +331,8 @@ def create_app(manager: ModelManager, lookup: FeatureLookup | None = None,
         runner.close()
         if sampler is not None:
             sampler.close()
+        if shadow is not None:
+            shadow.close()
         lookups.close()
         access_log.flush()  # uvicorn re-raises SIGTERM once shut down: no exit hook runs
 
@@ -292,7 +344,8 @@ def create_app(manager: ModelManager, lookup: FeatureLookup | None = None,
                   description="Open Inference Protocol (KServe v2) REST; plain JSON predict "
                               "by features or by entity id; Prometheus metrics; admin.")
     app.state.manager, app.state.lookup, app.state.config = manager, lookup, config
-    app.state.metrics, app.state.runner, app.state.sampler = metrics, runner, sampler
+    app.state.metrics, app.state.runner = metrics, runner
+    app.state.sampler, app.state.shadow, app.state.canary = sampler, shadow, canary
     install_error_handlers(app)
     observed = partial(ObservabilityMiddleware, metrics=metrics, runner=runner,
                        access_log=access_log, max_body_bytes=config.max_body_bytes,
@@ -302,13 +355,14 @@ def create_app(manager: ModelManager, lookup: FeatureLookup | None = None,
     if manager.current is not None:
         metrics.model_changed("loaded", manager.current)
     # Routes match in order: the inference routes come first.
-    _v2_routes(app, manager, runner, config)
-    _v1_routes(app, manager, runner, config, lookups)
+    _v2_routes(app, manager, runner, config, canary)
+    _v1_routes(app, manager, runner, config, lookups, canary)
     _health_routes(app)
-    _admin_routes(app, manager, config, audit or (lambda action, details: None))
+    _admin_routes(app, manager, config, audit or (lambda action, details: None), shadow,
+                  canary)
     install_hot_routes(app, observed)
     app.state.lane = FastLane(manager, runner, metrics, access_log, config.max_batch,
-                              batched=config.batch_window_ms > 0)
+                              batched=config.batch_window_ms > 0, canary=canary)
     # FastAPI adds its documentation routes first; they go last so inference matches first.
     app.router.routes.sort(key=lambda route: getattr(route, "path", "") in _DOC_PATHS)
     openapi.install(app, manager, config.max_batch)
@@ -365,7 +419,7 @@ def _both(app: FastAPI, method: str, path: str, endpoint: Callable, **options: A
 
 
 def _v2_routes(app: FastAPI, manager: ModelManager, runner: InferenceRunner,
-               config: ServingConfig) -> None:
+               config: ServingConfig, canary: Canary | None) -> None:
     async def model_metadata(name: str, request: Request) -> v2.ModelMetadata:
         p = served(manager, request, name, request.path_params.get("version"))
         return v2.model_metadata(p.name, p.version, p.feature_names, p.task, p.sha256,
@@ -378,7 +432,7 @@ def _v2_routes(app: FastAPI, manager: ModelManager, runner: InferenceRunner,
     async def infer(request: Request) -> Response:
         body, binary = await parse_with_binary(request, v2.InferRequest)
         params = request.path_params
-        predictor = served(manager, request, params["name"], params.get("version"))
+        predictor = served(manager, request, params["name"], params.get("version"), canary)
         wanted = v2.selected_outputs(body, predictor.task)
         matrix = (v2.to_matrix(body, predictor.feature_names, config.max_batch, binary)
                   if predictor.encoding is None
@@ -409,7 +463,7 @@ def _v2_routes(app: FastAPI, manager: ModelManager, runner: InferenceRunner,
 
 
 def _v1_routes(app: FastAPI, manager: ModelManager, runner: InferenceRunner,
-               config: ServingConfig, lookups: OffLoop) -> None:
+               config: ServingConfig, lookups: OffLoop, canary: Canary | None) -> None:
     @app.get("/v1/model", tags=["v1"], summary="The model being served",
              responses=V1_ERRORS)
     async def model(request: Request) -> dict[str, Any]:
@@ -418,7 +472,7 @@ def _v1_routes(app: FastAPI, manager: ModelManager, runner: InferenceRunner,
 
     async def predict(request: Request) -> Response:
         body = await parse_body(request, PredictRequest)
-        predictor = served(manager, request)
+        predictor = served(manager, request, canary=canary)
         check_rows(len(body.records), config.max_batch, "records")
         matrix = (records_to_matrix(body.records, predictor.feature_names)
                   if predictor.encoding is None
@@ -433,7 +487,8 @@ def _v1_routes(app: FastAPI, manager: ModelManager, runner: InferenceRunner,
 
     async def predict_entity(request: Request) -> Response:
         body = await parse_body(request, EntityRequest)
-        predictor = served(manager, request)
+        predictor = served(manager, request, canary=canary,
+                           entity=str(body.entity_ids[0]) if body.entity_ids else None)
         lookup = app.state.lookup
         if lookup is None:
             raise NotReady("no feature store configured for predict-by-entity")
@@ -456,7 +511,7 @@ def _v1_routes(app: FastAPI, manager: ModelManager, runner: InferenceRunner,
 
 
 def _admin_routes(app: FastAPI, manager: ModelManager, config: ServingConfig,
-                  audit: AdminAudit) -> None:
+                  audit: AdminAudit, shadow: Shadow | None, canary: Canary | None) -> None:
     @app.get("/admin/status", tags=["admin"], summary="Served, previous, refused versions",
              responses=ADMIN_ERRORS)
     async def status(authorization: AdminAuth = None) -> AdminStatus:
@@ -482,6 +537,67 @@ def _admin_routes(app: FastAPI, manager: ModelManager, config: ServingConfig,
         check_admin(config, authorization)
         await run_in_threadpool(audit, "service.rolled_back", _versions(manager))
         return await run_in_threadpool(manager.rollback)
+
+    def shadow_status() -> ShadowStatus:
+        if shadow is None:
+            raise NotReady("this service has no challenger (start it with a model URI that "
+                           "names an alias, or --challenger-uri)")
+        version = lambda p: p.version if p else None  # noqa: E731
+        return ShadowStatus(rate=shadow.rate, champion=version(manager.current),
+                            challenger=version(shadow.challenger.current),
+                            source=shadow.challenger.source.uri)
+
+    @app.get("/admin/shadow", tags=["admin"], responses=ADMIN_ERRORS,
+             summary="The challenger in shadow and its rate")
+    async def shadow_get(authorization: AdminAuth = None) -> ShadowStatus:
+        check_admin(config, authorization)
+        return shadow_status()
+
+    @app.post("/admin/shadow", tags=["admin"], responses=ADMIN_ERRORS,
+              summary="Score a share of calls with the challenger, off the request path")
+    async def shadow_set(setting: ShadowSetting, authorization: AdminAuth = None
+                         ) -> ShadowStatus:
+        check_admin(config, authorization)
+        status = shadow_status()
+        await run_in_threadpool(audit, "service.shadow", {**status.model_dump(),
+                                                          "new_rate": setting.rate})
+        if setting.rate > 0:  # the challenger the alias names now, loaded before use
+            problem = await run_in_threadpool(shadow.load, manager.current)
+            if problem:
+                raise SwapRefused(problem)
+        shadow.rate = setting.rate
+        return shadow_status()
+
+    def canary_status() -> CanaryStatus:
+        if canary is None:
+            raise NotReady("this service has no challenger (start it with a model URI that "
+                           "names an alias, or --challenger-uri)")
+        version = lambda p: p.version if p else None  # noqa: E731
+        return CanaryStatus(share=canary.share, champion=version(manager.current),
+                            challenger=version(canary.challenger.current),
+                            source=canary.challenger.source.uri)
+
+    @app.get("/admin/canary", tags=["admin"], responses=ADMIN_ERRORS,
+             summary="The challenger's share of entities")
+    async def canary_get(authorization: AdminAuth = None) -> CanaryStatus:
+        check_admin(config, authorization)
+        return canary_status()
+
+    @app.post("/admin/canary", tags=["admin"], responses=ADMIN_ERRORS,
+              summary="Answer a share of entities with the challenger (sticky by entity)")
+    async def canary_set(setting: CanarySetting, authorization: AdminAuth = None
+                         ) -> CanaryStatus:
+        check_admin(config, authorization)
+        status = canary_status()
+        await run_in_threadpool(audit, "service.canary", {**status.model_dump(),
+                                                          "new_share": setting.share})
+        if setting.share > 0:
+            problem = await run_in_threadpool(load_challenger, canary.challenger,
+                                              manager.current)
+            if problem:
+                raise SwapRefused(problem)
+        canary.share = setting.share
+        return canary_status()
 
 
 def _versions(manager: ModelManager) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from mlops.serving import v2_protocol as v2
 from mlops.serving.access_log import AccessLog
 from mlops.serving.batching import Overloaded, outcome, timed
 from mlops.serving.body import BINARY_HEADER, as_utf8, validated
+from mlops.serving.canary import Canary
 from mlops.serving.errors import error_body
 from mlops.serving.hot_path import INFER, INFER_VERSION, match
 from mlops.serving.metrics import ServiceMetrics
@@ -75,8 +76,9 @@ class FastLane:
     micro-batcher's do; without it (batching off) each request has its own call."""
 
     def __init__(self, manager: ModelManager, runner: Any, metrics: ServiceMetrics,
-                 access_log: AccessLog, max_batch: int, batched: bool = True) -> None:
-        self.manager, self.runner, self.metrics = manager, runner, metrics
+                 access_log: AccessLog, max_batch: int, batched: bool = True,
+                 canary: Canary | None = None) -> None:
+        self.manager, self.runner, self.metrics, self.canary = manager, runner, metrics, canary
         self.access_log, self.max_batch, self.batched = access_log, max_batch, batched
         self._queued: list[_Queued] = []
         self.answered = 0  # requests the lane has answered
@@ -106,8 +108,9 @@ class FastLane:
         extension's header, the length of the JSON before the binary data."""
         predictor = self.manager.current
         if predictor is None or predictor.encoding is not None or predictor.classes or (
-                json_length is not None and json_length > len(body)):
-            return False  # raw values and class names are the app's to check and answer
+                json_length is not None and json_length > len(body)) or (
+                self.canary is not None and self.canary.share > 0):
+            return False  # raw values, class names and canary routing are the app's
         params = route[1]
         if params["name"] != predictor.name or params.get("version") not in (
                 None, predictor.version):
@@ -196,7 +199,7 @@ class FastLane:
         (``content``: the content headers, the blank line, the body)."""
         rid, _ = read_headers(item.scope)
         seconds = time.perf_counter() - item.start
-        self.metrics.observe_request(item.template, "POST", status, seconds)
+        self.metrics.observe_request(item.template, "POST", status, seconds, version)
         if self.access_log.enabled:
             self.access_log.record({
                 "request_id": rid, "method": "POST", "path": item.scope["path"],

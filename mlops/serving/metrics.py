@@ -60,6 +60,8 @@ class ServiceMetrics:
     def __init__(self) -> None:
         self.requests: dict[tuple[str, str, str], int] = defaultdict(int)
         self.latency: dict[str, Histogram] = {}
+        self.by_version: dict[tuple[str, str], int] = defaultdict(int)
+        self.version_latency: dict[str, Histogram] = {}
         self.grpc_calls: dict[tuple[str, str], int] = defaultdict(int)
         self.grpc_latency: dict[str, Histogram] = {}
         self.batch_rows, self.inference = Histogram(ROW_BUCKETS), Histogram(LATENCY_BUCKETS)
@@ -69,12 +71,21 @@ class ServiceMetrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
-    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+    def observe_request(self, route: str, method: str, status: int, seconds: float,
+                        version: str | None = None) -> None:
+        """One HTTP request; with the model version that answered it, also per version
+        (how a canary's challenger and the champion compare)."""
         self.requests[(route, method, str(status))] += 1
         histogram = self.latency.get(route)
         if histogram is None:
             histogram = self.latency[route] = Histogram(LATENCY_BUCKETS)
         histogram.observe(seconds)
+        if version is not None:
+            self.by_version[(version, "error" if status >= 500 else "ok")] += 1
+            histogram = self.version_latency.get(version)
+            if histogram is None:
+                histogram = self.version_latency[version] = Histogram(LATENCY_BUCKETS)
+            histogram.observe(seconds)
 
     def observe_grpc(self, method: str, code: str, seconds: float) -> None:
         """One gRPC call: its method (``ModelInfer``) and status code name (``OK``)."""
@@ -105,6 +116,16 @@ class ServiceMetrics:
                                         "latency", labels=["route"])
         for route, histogram in list(self.latency.items()):
             latency.add_metric([route], histogram.buckets(), histogram.sum)
+        versions = CounterMetricFamily("mlops_model_requests", "Inference requests by the "
+                                       "model version that answered and outcome (error: "
+                                       "5xx)", labels=["version", "outcome"])
+        for labels, count in list(self.by_version.items()):
+            versions.add_metric(labels, count)
+        version_latency = HistogramMetricFamily("mlops_model_request_duration_seconds",
+                                                "Request latency by the model version that "
+                                                "answered", labels=["version"])
+        for version, histogram in list(self.version_latency.items()):
+            version_latency.add_metric([version], histogram.buckets(), histogram.sum)
         calls = CounterMetricFamily("mlops_grpc_requests", "gRPC calls by method and status "
                                     "code", labels=["method", "code"])
         for labels, count in list(self.grpc_calls.items()):
@@ -128,4 +149,5 @@ class ServiceMetrics:
                                       labels=["status"])
         for status, count in list(self.changes.items()):
             changes.add_metric([status], count)
-        yield from (requests, latency, calls, call_latency, rows, seconds, model, changes)
+        yield from (requests, latency, versions, version_latency, calls, call_latency, rows,
+                    seconds, model, changes)

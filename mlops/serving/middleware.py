@@ -124,7 +124,8 @@ class ObservabilityMiddleware:
 
     def _record(self, scope: Scope, rid: str, status: int, seconds: float) -> None:
         template = getattr(scope.get("route"), "path", "unmatched")
-        self.metrics.observe_request(template, scope["method"], status, seconds)
+        self.metrics.observe_request(template, scope["method"], status, seconds,
+                                     scope["state"].get("model_version"))
         if self.access_log.enabled:
             self.access_log.record({
                 "request_id": rid, "method": scope["method"], "path": scope["path"],

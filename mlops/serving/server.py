@@ -42,6 +42,7 @@ from pydantic import SecretStr
 
 from mlops.config import DatasetSpec, Settings, load_spec
 from mlops.data import storage
+from mlops.registry import CHALLENGER
 from mlops.serving.app import AdminAudit, ServingConfig, create_app
 from mlops.serving.model_manager import (
     Check,
@@ -52,6 +53,7 @@ from mlops.serving.model_manager import (
 )
 from mlops.serving.predictor import ModelContractError, OnnxPredictor
 from mlops.serving.protocol import limited_protocol
+from mlops.serving.shadow import load_challenger
 from mlops.serving.tls import TlsFiles, tls_files
 
 log = logging.getLogger(__name__)
@@ -119,6 +121,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "monitoring/<model>/requests/ (default: the platform's data root)")
     add("--sample-flush-s", type=float, default=defaults.sample_flush_s,
         help="seconds between writes of the sample (default %(default)s)")
+    add("--challenger-uri", help="the challenger scored in shadow (default: the --model-uri's "
+        "model @challenger)")
+    add("--challenger-onnx", type=Path, help="a local ONNX file as the challenger")
+    add("--challenger-sha256", help="expected sha256 of --challenger-onnx")
+    add("--shadow-rate", type=float, default=defaults.shadow_rate,
+        help="share of calls the challenger scores in shadow, off the request path; POST "
+             "/admin/shadow changes it (default %(default)s)")
+    add("--canary-share", type=float, default=defaults.canary_share,
+        help="share of entities (X-Entity-Id, or predict-by-entity's first id) the "
+             "challenger answers; POST /admin/canary changes it (default %(default)s)")
     add("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     add("--no-access-log", action="store_true", help="no JSON line per request")
     return parser.parse_args(argv)
@@ -146,6 +158,22 @@ def model_source(args: argparse.Namespace) -> FileSource | RegistrySource:
     if args.onnx is not None:
         return FileSource(args.onnx, args.sha256, args.name or args.onnx.stem, args.model_version)
     return RegistrySource(args.tracking_uri, args.model_uri)
+
+
+def challenger_source(args: argparse.Namespace) -> FileSource | RegistrySource | None:
+    """The challenger: a flag's, else the served model's ``challenger`` alias (none for a
+    local file or a fixed version)."""
+    if args.challenger_onnx is not None:
+        name = args.name or (args.onnx.stem if args.onnx else None)
+        return FileSource(args.challenger_onnx, args.challenger_sha256,
+                          name or args.challenger_onnx.stem, "challenger")
+    if args.challenger_uri:
+        return RegistrySource(args.tracking_uri, args.challenger_uri)
+    if args.model_uri and "@" in args.model_uri:
+        name, alias = args.model_uri.removeprefix("models:/").split("@", 1)
+        if alias != CHALLENGER:
+            return RegistrySource(args.tracking_uri, f"models:/{name}@{CHALLENGER}")
+    return None
 
 
 def feature_check(spec: DatasetSpec | None) -> Check | None:
@@ -199,6 +227,14 @@ def start_up(args: argparse.Namespace, spec: DatasetSpec | None, manager: ModelM
         return
     if args.poll_s > 0:
         manager.poll(args.poll_s)
+    shadow, canary = app.state.shadow, app.state.canary
+    if shadow is not None and (shadow.rate > 0 or canary.share > 0):
+        problem = load_challenger(shadow.challenger, manager.current)
+        if problem:
+            shadow.rate = canary.share = 0.0
+            log.warning("no shadow and no canary: %s", problem)
+        elif args.poll_s > 0:
+            shadow.challenger.poll(args.poll_s)
     # Everything imported so far (MLflow, Feast) lives as long as the process: keep it
     # out of the garbage collector's full passes, which otherwise stall requests.
     gc.collect()
@@ -253,16 +289,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             admin_token=admin_token(), entity_lookup=spec is not None,
             access_log=not args.no_access_log, sample_rate=args.sample_rate,
             sample_root=args.sample_root or sample_root(),
-            sample_flush_s=args.sample_flush_s)
+            sample_flush_s=args.sample_flush_s, shadow_rate=args.shadow_rate,
+            canary_share=args.canary_share)
         tls = tls_files(args.ssl_certfile, args.ssl_keyfile, args.ssl_ca_certs)
         manager = ModelManager(model_source(args), args.threads, not args.allow_unverified,
                                feature_check(spec))
+        source = challenger_source(args)
+        challenger = source and ModelManager(source, args.threads, not args.allow_unverified,
+                                             feature_check(spec))
     except Exception as exc:  # bad flags, spec or token file: one line, no traceback
         log.error("cannot start the service: %s", exc)
         return 2
     import uvicorn
 
-    app = create_app(manager, None, config, audit=admin_audit(manager.source, args.data_dir))
+    app = create_app(manager, None, config, audit=admin_audit(manager.source, args.data_dir),
+                     challenger=challenger)
     if args.grpc_port:
         from mlops.serving.grpc import attach_grpc  # grpc's import is paid only when used
 

@@ -57,7 +57,8 @@ def run(key: str, kind: str, connections: int, **numbers: float) -> dict:
 SERVING_RPS = {  # c16 req/s by server and kind that meet every serving target
     "batching-on": {"1-row": 20000, "64-row": 9000, "1-row binary": 21000,
                     "64-row binary": 12000, "gRPC 1-row": 22000, "gRPC 64-row": 12000},
-    "batching-off": {"1-row": 15000, "64-row": 8000}, "kserve": {"1-row": 1500, "64-row": 800},
+    "batching-off": {"1-row": 15000, "64-row": 8000}, "shadow": {"1-row": 19000},
+    "kserve": {"1-row": 1500, "64-row": 800},
     "mlflow": {"1-row": 1000, "64-row": 300}, "floor": {"1-row": 25000, "64-row": 24000},
     "asgi-uvicorn": {"1-row": 30000, "64-row": 25000},
     "asgi-granian": {"1-row": 32000, "64-row": 26000}}
@@ -91,7 +92,7 @@ def test_serving_exits_1_when_the_entity_route_is_too_slow(benchmark_module, mon
     assert "- PASS (a) service >= 10x KServe ModelServer, 1-row c16: 13.33x" in out
     assert ("- PASS (b) service >= 35% of the bare ASGI floor on its server (uvicorn), 64-row "
             "c16: 36% (9000 / 25000 req/s)") in out
-    assert out.index("| FastAPI floor app | 80 |") < out.index("FAIL: 1 of 13 targets missed")
+    assert out.index("| FastAPI floor app | 80 |") < out.index("FAIL: 1 of 14 targets missed")
     monkeypatch.setattr(bench, "measure", lambda args: measured(serving_runs()))
     assert bench.main(["--bench-dir", str(tmp_path)]) == 0
     errors = serving_runs() + [run("floor", "1-row", 16, errors=3)]
@@ -102,6 +103,11 @@ def test_serving_exits_1_when_the_entity_route_is_too_slow(benchmark_module, mon
         run("batching-on", "gRPC 1-row", 16, rps=19000.0)]
     assert [t.name for t in bench.serving_report.targets(slow_grpc, profile)
             if t.passed is False] == ["(d) gRPC >= JSON REST, 1-row c16"]
+    slow_shadow = [r for r in serving_runs() if r["key"] != "shadow"] + [
+        run("shadow", "1-row", 16, rps=19000.0, p99_ms=0.9)]  # 0.9 / 0.8 ms: 1.12x
+    assert [t.name for t in bench.serving_report.targets(slow_shadow, profile)
+            if t.passed is False] == [
+        "(f) p99 with a challenger in shadow <= 1.10x without, 1-row c16"]
     skipped = {"key": "tls", "server": "service, TLS", "kind": "1-row", "connections": 16,
                "skipped": "n/a (service has no --ssl-certfile)"}
     assert bench.serving_report.find([skipped], "tls", "1-row", 16) is None

@@ -90,10 +90,12 @@ def test_serving_quick_loads_every_server_side_by_side(run_benchmark, tmp_path: 
     out = ran_quick(run_benchmark("bench_serving", "--quick", "--bench-dir", str(tmp_path),
                                   timeout=600))
     table = {server: [row for row in markdown_rows(out, server) if len(row) == 7]
-             for server in [*SERVING_KINDS, "service, TLS"]}
+             for server in [*SERVING_KINDS, "service, TLS", "service, shadow on"]}
     expected = {server: sorted((kind, conc) for kind in kinds for conc in ("1", "16"))
                 for server, kinds in SERVING_KINDS.items()}
-    for server, kinds in {**expected, "service, TLS": [("1-row", "16")]}.items():
+    one_row_c16 = [("1-row", "16")]
+    for server, kinds in {**expected, "service, TLS": one_row_c16,
+                          "service, shadow on": one_row_c16}.items():
         assert sorted((kind, conc) for _, kind, conc, *_ in table[server]) == kinds, out
     runs = [row for rows in table.values() for row in rows if not row[3].startswith("n/a")]
     assert all(number(row[3]) > 0 and row[6] == "0" for row in runs)  # req/s, errors
