@@ -1,0 +1,142 @@
+"""Promote or roll back a challenger from what the service measured live.
+
+``read_live`` takes the service's ``/metrics`` text: per model version, the requests it
+answered, its errors (5xx) and its latency histogram (the canary's traffic and the
+champion's), and the shadow's agreeing and disagreeing rows. ``decide`` judges them
+against ``PromotionThresholds``: roll back as soon as the challenger is measurably worse
+(more errors, slower at p99, or disagreeing with the champion too often), promote when it
+has enough traffic and holds on every count, else wait for more.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from prometheus_client.parser import text_string_to_metric_families
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class PromotionThresholds(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_requests: int = Field(500, ge=1, description="Requests each variant must have "
+                              "answered (the canary's) before a promotion.")
+    max_error_ratio_increase: float = Field(0.01, ge=0, description="The challenger's error "
+                                            "ratio may exceed the champion's by this much.")
+    max_p99_ratio: float = Field(1.2, ge=1, description="The challenger's p99 latency may be "
+                                 "this multiple of the champion's.")
+    min_agreement: float = Field(0.9, ge=0, le=1, description="Share of shadow rows on which "
+                                 "the challenger must agree with the champion.")
+    min_shadow_rows: int = Field(500, ge=0, description="Shadow rows needed to judge the "
+                                 "agreement (0: agreement not required).")
+
+
+class VariantStats(BaseModel):
+    version: str
+    requests: int
+    errors: int
+    p99_s: float | None  # None: no request measured
+
+    @property
+    def error_ratio(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+
+class LiveStats(BaseModel):
+    champion: VariantStats
+    challenger: VariantStats
+    shadow_agree: int = 0
+    shadow_disagree: int = 0
+
+    @property
+    def agreement(self) -> float | None:
+        rows = self.shadow_agree + self.shadow_disagree
+        return self.shadow_agree / rows if rows else None
+
+
+class Decision(BaseModel):
+    action: Literal["promote", "rollback", "wait"]
+    reasons: list[str]
+
+
+def read_live(metrics_text: str, champion: str, challenger: str) -> LiveStats:
+    """The two versions' live numbers from the service's Prometheus exposition."""
+    counts: dict[tuple[str, str], float] = {}
+    buckets: dict[str, list[tuple[float, float]]] = {}
+    shadow: dict[str, float] = {}
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            labels = sample.labels
+            if sample.name == "mlops_model_requests_total":
+                counts[(labels["version"], labels["outcome"])] = sample.value
+            elif sample.name == "mlops_model_request_duration_seconds_bucket":
+                buckets.setdefault(labels["version"], []).append(
+                    (float(labels["le"]), sample.value))
+            elif sample.name == "mlops_shadow_rows_total":
+                shadow[labels["outcome"]] = sample.value
+
+    def stats(version: str) -> VariantStats:
+        ok, errors = counts.get((version, "ok"), 0), counts.get((version, "error"), 0)
+        return VariantStats(version=version, requests=int(ok + errors), errors=int(errors),
+                            p99_s=quantile(0.99, buckets.get(version, [])))
+
+    return LiveStats(champion=stats(champion), challenger=stats(challenger),
+                     shadow_agree=int(shadow.get("agree", 0)),
+                     shadow_disagree=int(shadow.get("disagree", 0)))
+
+
+def quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:
+    """A quantile of a cumulative histogram, interpolated within its bucket as Prometheus'
+    ``histogram_quantile`` does; None without observations."""
+    buckets = sorted(buckets)
+    total = buckets[-1][1] if buckets else 0
+    if not total:
+        return None
+    rank, lower, below = q * total, 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if math.isinf(bound):
+                return lower  # above the highest finite bound: report that bound
+            inside = count - below
+            return lower + (bound - lower) * ((rank - below) / inside if inside else 1.0)
+        lower, below = bound, count
+    return lower
+
+
+def decide(live: LiveStats, thresholds: PromotionThresholds) -> Decision:
+    """Roll back on any measured regression, promote when every count holds on enough
+    traffic, else wait."""
+    champion, challenger = live.champion, live.challenger
+    worse, missing = [], []
+    if challenger.requests and champion.requests:
+        increase = challenger.error_ratio - champion.error_ratio
+        if increase > thresholds.max_error_ratio_increase:
+            worse.append(f"error ratio {challenger.error_ratio:.2%} vs the champion's "
+                         f"{champion.error_ratio:.2%} (at most +"
+                         f"{thresholds.max_error_ratio_increase:.2%})")
+    agreement = live.agreement
+    shadow_rows = live.shadow_agree + live.shadow_disagree
+    if agreement is not None and shadow_rows >= thresholds.min_shadow_rows:
+        if agreement < thresholds.min_agreement:
+            worse.append(f"agrees with the champion on {agreement:.1%} of {shadow_rows} shadow "
+                         f"rows (at least {thresholds.min_agreement:.0%})")
+    elif thresholds.min_shadow_rows:
+        missing.append(f"{shadow_rows} of {thresholds.min_shadow_rows} shadow rows")
+    enough = min(champion.requests, challenger.requests) >= thresholds.min_requests
+    if enough and champion.p99_s and challenger.p99_s:
+        ratio = challenger.p99_s / champion.p99_s
+        if ratio > thresholds.max_p99_ratio:
+            worse.append(f"p99 {challenger.p99_s * 1000:.2f} ms, {ratio:.2f}x the champion's "
+                         f"(at most {thresholds.max_p99_ratio:.2f}x)")
+    if not enough:
+        missing.append(f"{challenger.requests} challenger and {champion.requests} champion "
+                       f"requests of {thresholds.min_requests} each")
+    if worse:
+        return Decision(action="rollback", reasons=worse)
+    if missing:
+        return Decision(action="wait", reasons=[f"not enough yet: {m}" for m in missing])
+    return Decision(action="promote", reasons=[
+        f"error ratio {challenger.error_ratio:.2%} (champion {champion.error_ratio:.2%}), "
+        f"p99 {challenger.p99_s * 1000:.2f} ms (champion {champion.p99_s * 1000:.2f} ms)"
+        + (f", agreement {agreement:.1%}" if agreement is not None else "")])
