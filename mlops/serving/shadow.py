@@ -4,20 +4,19 @@ before it answers anyone.
 
 After each ONNX Runtime call of the champion, ``Shadow.offer`` keeps the call's rows and
 scores with probability ``rate`` (one random draw; nothing else on the request path).
-One thread scores what was kept with the challenger, several calls joined into one ONNX
-Runtime call, and counts rows that agree (the same label; for regression, within
-``REGRESSION_TOLERANCE`` of the champion's value, relatively) and the challenger's call
-time. The queue is bounded: when the challenger falls behind, calls are dropped and
+One thread, waking every ``POLL_S``, scores what was kept with the challenger, the calls
+joined into one ONNX Runtime call, and counts rows that agree (the same label; for
+regression, within ``REGRESSION_TOLERANCE`` of the champion's value, relatively) and the
+challenger's call time. The queue is bounded: when the challenger falls behind, calls are dropped and
 counted, never waited for. The rate changes at any time (``POST /admin/shadow``).
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Iterator
 
 import numpy as np
@@ -31,6 +30,7 @@ from mlops.serving.v1_payloads import label_array
 log = logging.getLogger(__name__)
 REGRESSION_TOLERANCE = 0.05  # relative difference under which two regressions agree
 MAX_JOINED_ROWS = 4096  # rows per challenger call, however far behind it is
+POLL_S = 0.005  # how often the shadow thread looks for calls to score
 
 
 class Shadow:
@@ -38,12 +38,16 @@ class Shadow:
 
     def __init__(self, challenger: ModelManager, rate: float = 0.0, max_queued: int = 256,
                  seed: int | None = None) -> None:
-        self.challenger, self.rate = challenger, rate
+        self.challenger, self.rate, self.max_queued = challenger, rate, max_queued
         self.calls: dict[str, int] = defaultdict(int)  # scored, dropped, failed
         self.rows: dict[str, int] = defaultdict(int)  # agree, disagree
         self.latency = Histogram(LATENCY_BUCKETS)
-        self._queue: queue.Queue = queue.Queue(max_queued)
+        # A deque, not a queue.Queue: appending is one atomic step, no lock or wake-up on
+        # the request path; the thread polls it.
+        self._pending: deque = deque()
+        self._busy = False
         self._rng = np.random.default_rng(seed)
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="shadow", daemon=True)
         self._thread.start()
 
@@ -62,43 +66,40 @@ class Shadow:
         challenger = self.challenger.current
         if challenger is None or challenger is predictor:  # a canary's own answer
             return
-        try:
-            self._queue.put_nowait((challenger, predictor, matrix, scores))
-        except queue.Full:
+        if len(self._pending) >= self.max_queued:
             self.calls["dropped"] += 1
+            return
+        self._pending.append((challenger, predictor, matrix, scores))
 
     def close(self) -> None:
-        self._queue.put(None)
+        self._stop.set()
         self._thread.join(timeout=10)
 
     def drain(self, timeout_s: float = 10.0) -> None:
         """Wait until every call kept so far was scored (for tests and a clean stop)."""
         deadline = time.monotonic() + timeout_s
-        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+        while (self._pending or self._busy) and time.monotonic() < deadline:
             time.sleep(0.005)
 
     def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            items = [item]
-            rows = len(item[2])
-            while rows < MAX_JOINED_ROWS:  # join what waits into one call
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._queue.put(None)
-                    break
-                items.append(more)
-                rows += len(more[2])
-            try:
-                self._score(items)
-            except Exception:  # a broken challenger must not stop the shadow thread
-                log.exception("shadow scoring failed")
-                self.calls["failed"] += len(items)
-            finally:
-                for _ in items:
-                    self._queue.task_done()
+        while not self._stop.wait(POLL_S):
+            while self._pending:
+                self._score_pending()
+
+    def _score_pending(self) -> None:
+        """What waits, up to ``MAX_JOINED_ROWS`` rows, in one call per challenger."""
+        self._busy = True
+        items, rows = [], 0
+        while self._pending and rows < MAX_JOINED_ROWS:
+            items.append(self._pending.popleft())
+            rows += len(items[-1][2])
+        try:
+            self._score(items)
+        except Exception:  # a broken challenger must not stop the shadow thread
+            log.exception("shadow scoring failed")
+            self.calls["failed"] += len(items)
+        finally:
+            self._busy = False
 
     def _score(self, items: list) -> None:
         for challenger in {id(i[0]): i[0] for i in items}.values():  # a swap mid-queue

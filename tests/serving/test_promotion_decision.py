@@ -49,8 +49,9 @@ def test_the_live_numbers_of_both_variants_are_read_from_the_service(onnx_model,
     # The shadow scores the champion's calls only (a canary's answer is the challenger's).
     assert live.shadow_agree + live.shadow_disagree == 200 - canary
     assert live.agreement == 1.0  # doubled weights: the same sign, the same label here
-    assert decide(live, PromotionThresholds(min_requests=50, min_shadow_rows=50)
-                  ).action == "promote"
+    # (p99 of a hundred in-process requests is noise: the latency rule is judged below.)
+    assert decide(live, PromotionThresholds(min_requests=50, min_shadow_rows=50,
+                                            max_p99_ratio=100)).action == "promote"
     assert decide(live, PromotionThresholds()).action == "wait"  # 500 of each needed
 
 
