@@ -3,7 +3,7 @@
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import pytest
@@ -39,3 +39,20 @@ def wait_for(condition: Callable[[], T], timeout_s: float = 30.0, what: str = "t
             return value
         time.sleep(poll_s)
     raise AssertionError(f"{what}: not after {timeout_s:.0f} s")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test on the Prefect server is slow: `make test-fast` (``-m "not slow"``) starts
+    none."""
+    for item in items:
+        if "prefect_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[None]:
+    """One temporary Prefect server (SQLite) for the whole test session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

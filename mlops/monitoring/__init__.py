@@ -3,8 +3,9 @@ predictions against its training set (``drift``, on Evidently, with its HTML rep
 team's drift policy (``policy``), one drift check of a served model (``check``), and the
 promote-or-roll-back decision from a service's live numbers (``promotion``).
 
-``drift``, ``policy`` and ``promotion`` import only ``mlops.atomic_files`` and ``mlops.config`` of mlops;
+``drift`` and ``policy`` import only ``mlops.atomic_files`` and ``mlops.config`` of mlops;
 ``check`` reaches the data, the registry, the features store and the serving predictor,
-so the package sits beside ``pipeline``, over ``serving``. Nothing here imports Evidently
+``promotion`` a service's admin routes (``mlops.serving.deploy`` finds a local one), so
+the package sits beside ``pipeline``, over ``serving``. Nothing here imports Evidently
 until ``drift`` is imported, since Evidently is slow to load.
 """

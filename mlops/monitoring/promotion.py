@@ -5,7 +5,8 @@ answered, its errors (5xx) and its latency histogram (the canary's traffic and t
 champion's), and the shadow's agreeing and disagreeing rows. ``decide`` judges them
 against ``PromotionThresholds``: roll back as soon as the challenger is measurably worse
 (more errors, slower at p99, or disagreeing with the champion too often), promote when it
-has enough traffic and holds on every count, else wait for more.
+has enough traffic and holds on every count, else wait for more. ``TrialService`` is the
+service's admin side: its numbers, and the end of a trial.
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel, ConfigDict, Field
+
+from mlops.config import ConfigError, Settings
 
 
 class PromotionThresholds(BaseModel):
@@ -73,7 +77,8 @@ def read_live(metrics_text: str, champion: str, challenger: str) -> LiveStats:
             elif sample.name == "mlops_model_request_duration_seconds_bucket":
                 buckets.setdefault(labels["version"], []).append(
                     (float(labels["le"]), sample.value))
-            elif sample.name == "mlops_shadow_rows_total":
+            elif (sample.name == "mlops_shadow_rows_total"
+                  and labels["challenger"] == challenger):
                 shadow[labels["outcome"]] = sample.value
 
     def stats(version: str) -> VariantStats:
@@ -140,3 +145,52 @@ def decide(live: LiveStats, thresholds: PromotionThresholds) -> Decision:
         f"error ratio {challenger.error_ratio:.2%} (champion {champion.error_ratio:.2%}), "
         f"p99 {challenger.p99_s * 1000:.2f} ms (champion {champion.p99_s * 1000:.2f} ms)"
         + (f", agreement {agreement:.1%}" if agreement is not None else "")])
+
+
+class TrialService:
+    """A model's running service, as its admin: its live numbers, and the trial's end.
+
+    The local service's URL and admin token come from its directory (the deploy stage's);
+    elsewhere the URL is given and the token read from ``token_file``."""
+
+    def __init__(self, url: str, token: str, timeout_s: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self._client = httpx.Client(base_url=self.url, timeout=timeout_s,
+                                    headers={"Authorization": f"Bearer {token}"})
+
+    @classmethod
+    def local(cls, settings: Settings, model: str) -> TrialService:
+        from mlops.serving.deploy import admin_token_path, service_dir
+
+        port = service_dir(settings, model) / "port"
+        if not port.exists():
+            raise ConfigError(f"no service of {model} on this machine ({port} is missing): "
+                              "deploy it first, or give its url")
+        return cls(f"http://{settings.serve_host}:{port.read_text().strip()}",
+                   admin_token_path(settings, model).read_text().strip())
+
+    def observe(self) -> LiveStats:
+        """Both variants' numbers; ValueError when no challenger is on trial."""
+        trial = self._call("GET", "/admin/canary")
+        if trial["challenger"] is None or trial["champion"] is None:
+            raise ValueError(f"{self.url} has no challenger on trial (start a canary or a "
+                             "shadow first: POST /admin/canary, /admin/shadow)")
+        metrics = self._client.get("/metrics")
+        metrics.raise_for_status()
+        return read_live(metrics.text, trial["champion"], trial["challenger"])
+
+    def end_trial(self) -> None:
+        """No canary and no shadow any more: the champion answers everyone."""
+        self._call("POST", "/admin/canary", {"share": 0.0})
+        self._call("POST", "/admin/shadow", {"rate": 0.0})
+
+    def serve_champion(self) -> str:
+        """Load the version the champion alias names now; the version served."""
+        return str(self._call("POST", "/admin/reload")["serving"])
+
+    def _call(self, method: str, path: str, body: dict | None = None) -> dict:
+        answer = self._client.request(method, path, json=body)
+        if answer.status_code >= 400:
+            raise RuntimeError(f"{method} {self.url}{path}: {answer.status_code} "
+                               f"{answer.text[:300]}")
+        return answer.json()

@@ -7,8 +7,8 @@ scores with probability ``rate`` (one random draw; nothing else on the request p
 One thread, waking every ``POLL_S``, scores what was kept with the challenger, the calls
 joined into one ONNX Runtime call, and counts rows that agree (the same label; for
 regression, within ``REGRESSION_TOLERANCE`` of the champion's value, relatively) and the
-challenger's call time. The queue is bounded: when the challenger falls behind, calls are dropped and
-counted, never waited for. The rate changes at any time (``POST /admin/shadow``).
+challenger's call time. The queue is bounded: when the challenger falls behind, calls are
+dropped and counted, never waited for. The rate changes at any time (``POST /admin/shadow``).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class Shadow:
                  seed: int | None = None) -> None:
         self.challenger, self.rate, self.max_queued = challenger, rate, max_queued
         self.calls: dict[str, int] = defaultdict(int)  # scored, dropped, failed
-        self.rows: dict[str, int] = defaultdict(int)  # agree, disagree
+        self.rows: dict[tuple[str, str], int] = defaultdict(int)  # (challenger, agree|...)
         self.latency = Histogram(LATENCY_BUCKETS)
         # A deque, not a queue.Queue: appending is one atomic step, no lock or wake-up on
         # the request path; the thread polls it.
@@ -110,8 +110,8 @@ class Shadow:
             self.latency.observe(time.perf_counter() - start)
             champion_scores = np.concatenate([i[3] for i in same])
             agree = int(np.count_nonzero(agreement(same[0][1], champion_scores, scores)))
-            self.rows["agree"] += agree
-            self.rows["disagree"] += len(matrix) - agree
+            self.rows[(challenger.version, "agree")] += agree
+            self.rows[(challenger.version, "disagree")] += len(matrix) - agree
             self.calls["scored"] += len(same)
 
     def collect(self) -> Iterator:
@@ -119,11 +119,11 @@ class Shadow:
                                     "challenger in shadow, by outcome", labels=["outcome"])
         for outcome in ("scored", "dropped", "failed"):
             calls.add_metric([outcome], self.calls[outcome])
-        rows = CounterMetricFamily("mlops_shadow_rows", "Rows scored in shadow, by whether "
-                                   "the challenger agreed with the champion",
-                                   labels=["outcome"])
-        for outcome in ("agree", "disagree"):
-            rows.add_metric([outcome], self.rows[outcome])
+        rows = CounterMetricFamily("mlops_shadow_rows", "Rows scored in shadow, by challenger "
+                                   "version and whether it agreed with the champion",
+                                   labels=["challenger", "outcome"])
+        for labels, count in list(self.rows.items()):
+            rows.add_metric(list(labels), count)
         latency = HistogramMetricFamily("mlops_shadow_inference_duration_seconds",
                                         "Seconds per ONNX Runtime call of the challenger")
         latency.add_metric([], self.latency.buckets(), self.latency.sum)

@@ -91,6 +91,8 @@ def test_the_ci_command_then_make_deploy_register_the_deployments(platform: dict
     scoring = platform["client"].get("/deployments/name/batch-score/default-nightly")
     assert scoring["work_pool_name"] == "cpu"
     assert scoring["schedules"][0]["schedule"]["cron"] == "0 5 * * *"
+    promotion = platform["client"].get("/deployments/name/promote-challenger/default")
+    assert promotion["work_pool_name"] == "cpu" and promotion["schedules"] == []
     drift = platform["client"].get("/deployments/name/drift-check/default-hourly")
     assert drift["work_pool_name"] == "cpu"
     assert drift["schedules"][0]["schedule"]["interval"] == 3600

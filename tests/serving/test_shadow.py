@@ -69,8 +69,9 @@ def test_agreement_and_latency_of_the_challenger_are_measured(shadowed) -> None:
     challenger = 1 / (1 + np.exp(-(ROWS @ weights + BIAS))) >= 0.5
     agree = int(np.count_nonzero(champion == challenger))
     assert 0 < agree < len(ROWS)  # the flipped weight changes some labels, not all
-    assert metric(client, 'mlops_shadow_rows_total{outcome="agree"}') == agree
-    assert metric(client, 'mlops_shadow_rows_total{outcome="disagree"}') == len(ROWS) - agree
+    rows = 'mlops_shadow_rows_total{challenger="challenger",outcome="%s"}'
+    assert metric(client, rows % "agree") == agree
+    assert metric(client, rows % "disagree") == len(ROWS) - agree
     assert metric(client, 'mlops_shadow_calls_total{outcome="scored"}') == 10
     assert metric(client, "mlops_shadow_inference_duration_seconds_count") >= 1
     assert metric(client, 'mlops_shadow_rate{challenger="challenger"}') == 1.0

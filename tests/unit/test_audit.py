@@ -30,7 +30,8 @@ ISSUE_ACTIONS = {  # issue 12, point 7: every governance action is recorded
     "approval.granted", "approval.rejected", "service.deployed", "service.rolled_back",
     "service.reloaded", "teams.changed", "queue.limit_changed", "run.preempted",
     "budget.held", "request.refused",
-    "run.requeued"}  # issue 13, point 1: a zombie-crashed run's retry
+    "run.requeued",  # issue 13, point 1: a zombie-crashed run's retry
+    "service.shadow", "service.canary"}  # issue 15, point 5: the challenger on trial
 
 
 def local(tmp_path: Path, key: str | None = KEY) -> Settings:

@@ -50,6 +50,8 @@ class Action(StrEnum):
     SERVICE_DEPLOYED = "service.deployed"
     SERVICE_ROLLED_BACK = "service.rolled_back"
     SERVICE_RELOADED = "service.reloaded"  # an admin's reload
+    SERVICE_SHADOW = "service.shadow"  # an admin's shadow rate of the challenger
+    SERVICE_CANARY = "service.canary"  # an admin's canary share of the challenger
     TEAMS_CHANGED = "teams.changed"  # the teams file
     QUEUE_LIMIT_CHANGED = "queue.limit_changed"  # by the fair-share controller
     RUN_PREEMPTED = "run.preempted"
