@@ -39,11 +39,13 @@ class Served:
 
 @contextmanager
 def grpc_serving(onnx_model: tuple[Path, str], tls: TlsFiles | None = None,
-                 manager: ModelManager | None = None, **settings: Any) -> Iterator[Served]:
+                 manager: ModelManager | None = None, challenger: ModelManager | None = None,
+                 **settings: Any) -> Iterator[Served]:
     """REST and gRPC on free ports, on one uvicorn event loop in a thread (``manager``:
     one of the test's, else one serving ``onnx_model`` as version 3)."""
     config = ServingConfig(admin_token=ADMIN_TOKEN, access_log=False, **settings)
-    app = create_app(manager or serving_manager(*onnx_model), None, config)
+    app = create_app(manager or serving_manager(*onnx_model), None, config,
+                     challenger=challenger)
     attach_grpc(app, "127.0.0.1", 0, tls, grace_s=1.0)
     with in_thread(app, config) as port:
         yield Served(app, f"http://127.0.0.1:{port}", f"127.0.0.1:{app.state.grpc.port}")

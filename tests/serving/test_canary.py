@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from grpc_serving import grpc_serving, infer_request, stub, tensor
 from onnx_models import FEATURES, WEIGHTS, write_model
 from serving_setup import ADMIN_TOKEN, serving_manager
 
@@ -97,6 +98,26 @@ def test_a_canary_started_and_rolled_back_under_load_fails_no_request(canaried) 
         thread.join()
     assert failures == [] and versions == {"3", "4"}
     assert answered_by(client, inside) == "3"  # rolled back: the champion answers
+
+
+def test_grpc_calls_follow_the_canary_by_their_entity_id_parameter(onnx_model,
+                                                                  tmp_path: Path) -> None:
+    other = write_model(tmp_path / "challenger.onnx", weights=WEIGHTS * 2)
+    challenger = ModelManager(FileSource(other[0], other[1], "synthetic", "4"))
+    challenger.refresh()
+    with grpc_serving(onnx_model, challenger=challenger, canary_share=0.3) as served, \
+            stub(served.target) as grpc_stub:
+        def version(entity: str | None) -> str:
+            request = infer_request(tensor("features", "FP32", [1, 4],
+                                           fp32_contents=[0.5, -1.0, 2.0, 0.1]))
+            if entity is not None:
+                request.parameters["entity_id"].string_param = entity
+            return grpc_stub.ModelInfer(request).model_version
+
+        answered = {e: version(e) for e in ENTITIES[:60]}
+        assert version(None) == "3"
+    assert answered == {e: "4" if bucket(e) < 0.3 * BUCKETS else "3" for e in ENTITIES[:60]}
+    assert "4" in answered.values()
 
 
 def test_a_bad_share_and_no_challenger_are_refused(canaried, client: TestClient) -> None:

@@ -55,7 +55,7 @@ def parts_of(app: FastAPI) -> ServiceParts:
     """The parts of an app from ``create_app`` that the gRPC service shares."""
     state = app.state
     return ServiceParts(state.manager, state.runner, state.metrics, state.config, SERVER,
-                        partial(not_ready_reason, app))
+                        partial(not_ready_reason, app), state.canary)
 
 
 async def start_grpc(source: FastAPI | ServiceParts, host: str, port: int,

@@ -28,6 +28,7 @@ from google.protobuf.message import DecodeError, Message
 from mlops.serving import v2_protocol as v2
 from mlops.serving.app import ServingConfig
 from mlops.serving.batching import InferenceRunner, Overloaded
+from mlops.serving.canary import Canary
 from mlops.serving.errors import BadInput, BatchTooLarge, NotReady, UnknownModel
 from mlops.serving.grpc import grpc_predict_v2_pb2 as pb
 from mlops.serving.grpc.contents import infer_response, raw_feature_inputs, request_matrix
@@ -59,6 +60,7 @@ class ServiceParts:
     config: ServingConfig
     server: v2.ServerMetadata
     not_ready: Callable[[], str | None]  # why the service is not ready, None when it is
+    canary: Canary | None = None  # the challenger's share of entities (REST's too)
 
 
 def served(manager: ModelManager, name: str, version: str) -> OnnxPredictor:
@@ -73,6 +75,16 @@ def served(manager: ModelManager, name: str, version: str) -> OnnxPredictor:
         raise UnknownModel(f"version {version!r} of {predictor.name!r} is not served; "
                            f"serving version {predictor.version}")
     return predictor
+
+
+def request_entity(request: pb.ModelInferRequest) -> str | None:
+    """The request's ``entity_id`` parameter (a string or an integer), for the canary."""
+    if "entity_id" not in request.parameters:
+        return None
+    parameter = request.parameters["entity_id"]
+    kind = parameter.WhichOneof("parameter_choice")
+    return str(getattr(parameter, kind)) if kind in ("string_param", "int64_param",
+                                                      "uint64_param") else None
 
 
 class InferenceService:
@@ -109,6 +121,9 @@ class InferenceService:
 
     async def ModelInfer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
         predictor = served(self.parts.manager, request.model_name, request.model_version)
+        canary = self.parts.canary
+        if canary is not None and canary.share > 0 and not request.model_version:
+            predictor = canary.route(predictor, request_entity(request))
         wanted = select_outputs([o.name for o in request.outputs], predictor.task)
         max_batch = self.parts.config.max_batch
         matrix = (request_matrix(request, predictor.feature_names, max_batch)
