@@ -13,7 +13,7 @@ from mlops.config import DatasetSpec, Settings
 from mlops.monitoring.promotion import Decision, PromotionThresholds, TrialService
 from mlops.pipeline.stages import PipelineParams, awaits_approval
 from mlops.registry import CHALLENGER, RegistrationResult, model_name
-from tasks.promotion import end_trial, judge, move_champion
+from tasks.promotion import end_trial, judge, move_champion, observe, score_labels
 
 
 class PromotionParams(BaseModel):
@@ -22,6 +22,10 @@ class PromotionParams(BaseModel):
     spec: DatasetSpec = Field(description="The dataset whose model is on trial.")
     team: str = "default"
     thresholds: PromotionThresholds = Field(default_factory=PromotionThresholds)
+    labels: str | None = Field(None, description="Labelled rows, once outcomes are known "
+                               "(parquet with the spec's features and label; a file, folder "
+                               "or s3:// prefix in the team's data): the primary metric of "
+                               "both versions on them counts too.")
 
 
 class PromotionResult(BaseModel):
@@ -40,7 +44,10 @@ def promote_challenger(params: PromotionParams) -> PromotionResult:
     settings = Settings()
     model = model_name(params.team, params.spec.name)
     service = TrialService.local(settings, model)
-    live, decision = judge(service, model, params.thresholds)
+    live = observe(service)
+    labelled = (score_labels(params.labels, params.spec, params.team, live, settings)
+                if params.labels else None)
+    decision = judge(live, model, params.thresholds, labelled)
     champion, challenger = live.champion.version, live.challenger.version
     result = PromotionResult(model=model, champion=champion, challenger=challenger,
                              decision=decision)

@@ -4,8 +4,9 @@
 answered, its errors (5xx) and its latency histogram (the canary's traffic and the
 champion's), and the shadow's agreeing and disagreeing rows. ``decide`` judges them
 against ``PromotionThresholds``: roll back as soon as the challenger is measurably worse
-(more errors, slower at p99, or disagreeing with the champion too often), promote when it
-has enough traffic and holds on every count, else wait for more. ``TrialService`` is the
+(more errors, slower at p99, disagreeing with the champion too often, or, once labelled
+rows arrive, a worse primary metric on them: ``labelled_score``), promote when it has
+enough traffic and holds on every count, else wait for more. ``TrialService`` is the
 service's admin side: its numbers, and the end of a trial.
 """
 
@@ -15,10 +16,14 @@ import math
 from typing import Literal
 
 import httpx
+import numpy as np
+import pandas as pd
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel, ConfigDict, Field
 
-from mlops.config import ConfigError, Settings
+from mlops.config import ConfigError, DatasetSpec, Settings
+from mlops.data.encoding import category_text
+from mlops.serving.predictor import OnnxPredictor
 
 
 class PromotionThresholds(BaseModel):
@@ -34,6 +39,11 @@ class PromotionThresholds(BaseModel):
                                  "the challenger must agree with the champion.")
     min_shadow_rows: int = Field(500, ge=0, description="Shadow rows needed to judge the "
                                  "agreement (0: agreement not required).")
+    max_metric_loss: float = Field(0.0, ge=0, description="Once labels arrive: how much "
+                                   "worse than the champion's the challenger's primary metric "
+                                   "may be (in the metric's units).")
+    min_labelled_rows: int = Field(200, ge=1, description="Labelled rows needed to compare "
+                                   "the primary metric.")
 
 
 class VariantStats(BaseModel):
@@ -57,6 +67,21 @@ class LiveStats(BaseModel):
     def agreement(self) -> float | None:
         rows = self.shadow_agree + self.shadow_disagree
         return self.shadow_agree / rows if rows else None
+
+
+class LabelledScore(BaseModel):
+    """Both versions' primary metric on rows whose outcome is now known."""
+
+    metric: str  # test_auc, test_auc_ovr or test_rmse
+    higher_is_better: bool
+    rows: int
+    champion: float
+    challenger: float
+
+    def loss(self) -> float:
+        """How much worse the challenger is (negative: better)."""
+        gap = self.champion - self.challenger
+        return gap if self.higher_is_better else -gap
 
 
 class Decision(BaseModel):
@@ -109,11 +134,18 @@ def quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:
     return lower
 
 
-def decide(live: LiveStats, thresholds: PromotionThresholds) -> Decision:
+def decide(live: LiveStats, thresholds: PromotionThresholds,
+           labelled: LabelledScore | None = None) -> Decision:
     """Roll back on any measured regression, promote when every count holds on enough
-    traffic, else wait."""
+    traffic, else wait. The primary metric counts once labelled rows are given."""
     champion, challenger = live.champion, live.challenger
     worse, missing = [], []
+    if labelled is not None and labelled.rows >= thresholds.min_labelled_rows:
+        if labelled.loss() > thresholds.max_metric_loss:
+            worse.append(f"{labelled.metric} {labelled.challenger:.4f} vs the champion's "
+                         f"{labelled.champion:.4f} on {labelled.rows} labelled rows")
+    elif labelled is not None:
+        missing.append(f"{labelled.rows} of {thresholds.min_labelled_rows} labelled rows")
     if challenger.requests and champion.requests:
         increase = challenger.error_ratio - champion.error_ratio
         if increase > thresholds.max_error_ratio_increase:
@@ -141,10 +173,13 @@ def decide(live: LiveStats, thresholds: PromotionThresholds) -> Decision:
         return Decision(action="rollback", reasons=worse)
     if missing:
         return Decision(action="wait", reasons=[f"not enough yet: {m}" for m in missing])
+    quality = (f"{labelled.metric} {labelled.challenger:.4f} (champion "
+               f"{labelled.champion:.4f}, {labelled.rows} labelled rows)" if labelled
+               else "primary metric not judged: no labels yet")
     return Decision(action="promote", reasons=[
         f"error ratio {challenger.error_ratio:.2%} (champion {champion.error_ratio:.2%}), "
         f"p99 {challenger.p99_s * 1000:.2f} ms (champion {champion.p99_s * 1000:.2f} ms)"
-        + (f", agreement {agreement:.1%}" if agreement is not None else "")])
+        + (f", agreement {agreement:.1%}" if agreement is not None else ""), quality])
 
 
 class TrialService:
@@ -194,3 +229,31 @@ class TrialService:
             raise RuntimeError(f"{method} {self.url}{path}: {answer.status_code} "
                                f"{answer.text[:300]}")
         return answer.json()
+
+
+def labelled_score(labels: pd.DataFrame, spec: DatasetSpec, champion: OnnxPredictor,
+                   challenger: OnnxPredictor) -> LabelledScore:
+    """Both versions' primary metric on labelled rows (the spec's features and label)."""
+    from mlops.training.model import quality_metrics  # torch: only where labels arrive
+    from mlops.training.train import primary_metric
+
+    missing = [c for c in [*spec.features, spec.label] if c not in labels.columns]
+    if missing:
+        raise ConfigError(f"the labelled rows lack the columns {missing}")
+    labels = labels.dropna(subset=[spec.label])
+    metric, higher = primary_metric(spec.task)
+    values = {}
+    for name, predictor in (("champion", champion), ("challenger", challenger)):
+        columns = labels[predictor.feature_names]
+        matrix = (columns.to_numpy(dtype=np.float32) if predictor.encoding is None
+                  else columns.astype(object).where(columns.notna(), None).to_numpy())
+        truth = labels[spec.label].to_numpy()
+        if predictor.classes is not None:  # class names or codes to column indices
+            index = {category_text(c): i for i, c in enumerate(predictor.classes)}
+            truth = np.array([index.get(category_text(v), -1) for v in truth])
+        scores = quality_metrics(spec.task, truth, predictor.predict(matrix), "test")
+        if metric not in scores:
+            raise ConfigError(f"the labelled rows cannot give {metric} (every class must "
+                              "occur among them)")
+        values[name] = scores[metric]
+    return LabelledScore(metric=metric, higher_is_better=higher, rows=len(labels), **values)

@@ -5,22 +5,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from onnx_models import FEATURES, WEIGHTS, write_model
 from serving_setup import ADMIN_TOKEN, serving_manager
 
+from benchmarks.synthetic import synthetic_spec
+from mlops.config import ConfigError
 from mlops.monitoring.promotion import (
+    LabelledScore,
     LiveStats,
     PromotionThresholds,
     VariantStats,
     decide,
+    labelled_score,
     quantile,
     read_live,
 )
 from mlops.serving.app import ServingConfig, create_app
 from mlops.serving.canary import BUCKETS, bucket
 from mlops.serving.model_manager import FileSource, ModelManager
+from mlops.serving.predictor import OnnxPredictor
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 RECORD = {"records": [dict(zip(FEATURES, [0.5, -1.0, 2.0, 0.1], strict=True))]}
@@ -74,6 +81,39 @@ def test_a_regression_rolls_back_and_too_little_traffic_waits(challenger, agree,
                      shadow_disagree=1000 - agree)
     decision = decide(live, PromotionThresholds())
     assert decision.action == action and says in " ".join(decision.reasons), decision
+
+
+@pytest.mark.parametrize(("labelled", "action", "says"), [
+    (LabelledScore(metric="test_auc", higher_is_better=True, rows=400, champion=0.80,
+                   challenger=0.82), "promote", "test_auc 0.8200 (champion 0.8000"),
+    (LabelledScore(metric="test_auc", higher_is_better=True, rows=400, champion=0.80,
+                   challenger=0.78), "rollback", "test_auc 0.7800 vs the champion's 0.8000"),
+    (LabelledScore(metric="test_rmse", higher_is_better=False, rows=400, champion=1.0,
+                   challenger=1.1), "rollback", "test_rmse 1.1000"),
+    (LabelledScore(metric="test_auc", higher_is_better=True, rows=50, champion=0.80,
+                   challenger=0.82), "wait", "50 of 200 labelled rows"),
+    (None, "promote", "no labels yet"),
+])
+def test_the_primary_metric_counts_once_labels_arrive(labelled, action, says) -> None:
+    live = LiveStats(champion=stats(version="3"), challenger=stats(), shadow_agree=990,
+                     shadow_disagree=10)
+    decision = decide(live, PromotionThresholds(), labelled)
+    assert decision.action == action and says in " ".join(decision.reasons), decision
+
+
+def test_labelled_rows_score_both_versions(onnx_model, tmp_path: Path) -> None:
+    rows = np.random.default_rng(9).normal(size=(400, 4))
+    labels = pd.DataFrame(rows, columns=FEATURES)
+    labels["label"] = (rows @ WEIGHTS + 0.1 > 0).astype(int)  # the champion's own rule
+    worse = write_model(tmp_path / "worse.onnx", weights=WEIGHTS[::-1].copy())
+    spec = synthetic_spec("x")
+    score = labelled_score(labels, spec, OnnxPredictor.load(str(onnx_model[0]), onnx_model[1]),
+                           OnnxPredictor.load(str(worse[0]), worse[1]))
+    assert (score.metric, score.rows, score.champion) == ("test_auc", 400, 1.0)
+    assert score.challenger < 0.9 and score.loss() > 0.1
+    with pytest.raises(ConfigError, match="label"):
+        labelled_score(labels.drop(columns="label"), spec, *[OnnxPredictor.load(
+            str(onnx_model[0]), onnx_model[1])] * 2)
 
 
 def test_quantiles_interpolate_within_the_bucket_as_prometheus_does() -> None:

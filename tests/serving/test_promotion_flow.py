@@ -10,8 +10,9 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pandas as pd
 import pytest
-from onnx_models import FEATURES
+from onnx_models import FEATURES, WEIGHTS
 from test_model_lifecycle import Registry
 
 from benchmarks.synthetic import generate_panel, synthetic_spec
@@ -112,8 +113,15 @@ def test_shadow_canary_promotion_and_rollback_under_load(prefect_server: None, t
 
         trial(admin, 0.5, 1.0)  # a canary of version 2, and the shadow
         traffic(admin, QUICK.min_requests)
-        promoted = promote_challenger(params)
+        labels = tmp_path / "labels.parquet"  # outcomes arrived: the first model's own rule
+        rows = np.random.default_rng(9).normal(size=(300, 4))
+        frame = pd.DataFrame(rows, columns=FEATURES)
+        frame["label"] = (rows @ WEIGHTS + 0.1 > 0).astype(int)
+        frame.to_parquet(labels)
+        promoted = promote_challenger(params.model_copy(update={"labels": str(labels)}))
         assert promoted.decision.action == "promote", promoted.decision
+        assert "test_auc 1.0000 (champion 1.0000, 300 labelled rows)" in (
+            promoted.decision.reasons)
         assert (promoted.champion, promoted.served) == (second, second)
         assert aliases(registry)[CHAMPION] == second
         assert admin._call("GET", "/admin/canary")["share"] == 0.0
