@@ -12,12 +12,14 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from onnx_models import FEATURES, WEIGHTS
 from test_model_lifecycle import Registry
 
 from benchmarks.synthetic import generate_panel, synthetic_spec
 from mlops.config import Settings
 from mlops.features.training_set import prepare_features
+from mlops.governance.audit.log import open_audit_log
 from mlops.monitoring.promotion import PromotionThresholds, TrialService
 from mlops.registry import CHALLENGER, CHAMPION
 from mlops.serving.deploy import start_service, stop_service
@@ -86,11 +88,10 @@ def traffic(admin: TrialService, requests: int) -> None:
     raise AssertionError(f"not {requests} requests of each variant in 60 s: {live}")
 
 
-@pytest.mark.slow
-def test_shadow_canary_promotion_and_rollback_under_load(prefect_server: None, tmp_path: Path,
-                                                         port: int, monkeypatch) -> None:
-    from flows.promotion import PromotionParams, promote_challenger
-
+@pytest.fixture
+def on_trial(prefect_server: None, tmp_path: Path, port: int, monkeypatch):
+    """Version 1 served as champion by a real service process, version 2 its challenger,
+    and clients sending traffic."""
     registry = Registry(tmp_path)
     settings = Settings(data_dir=tmp_path / "data", tracking_uri=registry.uri, serve_port=port)
     monkeypatch.setenv("MLOPS_DATA_DIR", str(settings.data_dir))
@@ -101,47 +102,91 @@ def test_shadow_canary_promotion_and_rollback_under_load(prefect_server: None, t
     first, second = registry.register(0.1), registry.register(0.2)  # agree on most rows
     assert aliases(registry, champion=first, challenger=second) == {
         CHAMPION: first, CHALLENGER: second}
-    params = PromotionParams(spec=spec, team="alpha", thresholds=QUICK)
     try:
         service = start_service(spec, settings, MODEL)
         assert service.model_version == first
-        admin = TrialService.local(settings, MODEL)
         load = Load(service.url)
-        for rate in (1.0, 0.0, 0.5, 0.0):  # the shadow on and off under load
-            trial(admin, 0.0, rate)
-            time.sleep(0.3)
-
-        trial(admin, 0.5, 1.0)  # a canary of version 2, and the shadow
-        traffic(admin, QUICK.min_requests)
-        labels = tmp_path / "labels.parquet"  # outcomes arrived: the first model's own rule
-        rows = np.random.default_rng(9).normal(size=(300, 4))
-        frame = pd.DataFrame(rows, columns=FEATURES)
-        frame["label"] = (rows @ WEIGHTS + 0.1 > 0).astype(int)
-        frame.to_parquet(labels)
-        promoted = promote_challenger(params.model_copy(update={"labels": str(labels)}))
-        assert promoted.decision.action == "promote", promoted.decision
-        assert "test_auc 1.0000 (champion 1.0000, 300 labelled rows)" in (
-            promoted.decision.reasons)
-        assert (promoted.champion, promoted.served) == (second, second)
-        assert aliases(registry)[CHAMPION] == second
-        assert admin._call("GET", "/admin/canary")["share"] == 0.0
-        assert admin._call("GET", "/admin/shadow")["rate"] == 0.0
-
-        third = registry.register(-3.0)  # a challenger that disagrees on most rows
-        aliases(registry, champion=second, challenger=third)
-        trial(admin, 0.5, 1.0)
-        traffic(admin, QUICK.min_requests)
-        rolled = promote_challenger(params)
-        assert rolled.decision.action == "rollback", rolled.decision
-        assert "agrees with the champion on" in rolled.decision.reasons[0]
-        assert aliases(registry)[CHAMPION] == second
-        assert admin._call("GET", "/admin/canary")["share"] == 0.0
-        time.sleep(0.5)
+        yield {"registry": registry, "settings": settings, "spec": spec, "url": service.url,
+               "admin": TrialService.local(settings, MODEL), "load": load,
+               "versions": (first, second)}
         load.stop()
-        assert load.failures == []
-        assert load.versions == {first, second, third}
-        assert httpx.get(f"{service.url}/v1/model").json()["version"] == second
     finally:
-        if "load" in locals():
-            load.stop()
         stop_service(settings)
+
+
+@pytest.mark.slow
+def test_shadow_canary_promotion_and_rollback_under_load(on_trial: dict,
+                                                         tmp_path: Path) -> None:
+    from flows.promotion import PromotionParams, promote_challenger
+
+    registry, admin, load = on_trial["registry"], on_trial["admin"], on_trial["load"]
+    first, second = on_trial["versions"]
+    params = PromotionParams(spec=on_trial["spec"], team="alpha", thresholds=QUICK)
+    for rate in (1.0, 0.0, 0.5, 0.0):  # the shadow on and off under load
+        trial(admin, 0.0, rate)
+        time.sleep(0.3)
+
+    trial(admin, 0.5, 1.0)  # a canary of version 2, and the shadow
+    traffic(admin, QUICK.min_requests)
+    labels = tmp_path / "labels.parquet"  # outcomes arrived: the first model's own rule
+    rows = np.random.default_rng(9).normal(size=(300, 4))
+    frame = pd.DataFrame(rows, columns=FEATURES)
+    frame["label"] = (rows @ WEIGHTS + 0.1 > 0).astype(int)
+    frame.to_parquet(labels)
+    promoted = promote_challenger(params.model_copy(update={"labels": str(labels)}))
+    assert promoted.decision.action == "promote", promoted.decision
+    assert "test_auc 1.0000 (champion 1.0000, 300 labelled rows)" in (
+        promoted.decision.reasons)
+    assert (promoted.champion, promoted.served) == (second, second)
+    assert aliases(registry)[CHAMPION] == second
+    with open_audit_log(on_trial["settings"]) as log:  # no approval needed: the flow moved it
+        assert [(r.actor, r.subject) for r in log.records() if r.action == "alias.moved"] == [
+            ("promotion-flow", f"{MODEL}@champion")]
+    assert admin._call("GET", "/admin/canary")["share"] == 0.0
+    assert admin._call("GET", "/admin/shadow")["rate"] == 0.0
+
+    third = registry.register(-3.0)  # a challenger that disagrees on most rows
+    aliases(registry, champion=second, challenger=third)
+    trial(admin, 0.5, 1.0)
+    traffic(admin, QUICK.min_requests)
+    rolled = promote_challenger(params)
+    assert rolled.decision.action == "rollback", rolled.decision
+    assert "agrees with the champion on" in rolled.decision.reasons[0]
+    assert aliases(registry)[CHAMPION] == second
+    assert admin._call("GET", "/admin/canary")["share"] == 0.0
+    time.sleep(0.5)
+    load.stop()
+    assert load.failures == []
+    assert load.versions == {first, second, third}
+    assert httpx.get(f"{on_trial['url']}/v1/model").json()["version"] == second
+
+
+@pytest.mark.slow
+def test_a_team_that_approves_promotes_on_an_approvers_word(on_trial: dict, tmp_path: Path,
+                                                            monkeypatch) -> None:
+    from flows.promotion import PromotionParams, promote_challenger
+    from tests.flows.test_approvals import answer, paused_run
+
+    teams = tmp_path / "teams.yaml"
+    teams.write_text(yaml.safe_dump({"teams": [
+        {"name": "alpha", "approval": {"required": True, "timeout_s": 300},
+         "members": [{"name": "ann", "roles": ["approver"], "credential": "env:ANN"}]}]}))
+    monkeypatch.setenv("MLOPS_TEAMS_FILE", str(teams))
+    admin, (first, second) = on_trial["admin"], on_trial["versions"]
+    trial(admin, 0.5, 1.0)
+    traffic(admin, QUICK.min_requests)
+    done: dict = {}
+    run = threading.Thread(target=lambda: done.setdefault("result", promote_challenger(
+        PromotionParams(spec=on_trial["spec"], team="alpha", thresholds=QUICK))))
+    run.start()
+    assert aliases(on_trial["registry"])[CHAMPION] == first  # nothing moves unanswered
+    answer(paused_run(), True, "ann", "canary looks good")
+    run.join(120)
+    assert done["result"].decision.action == "promote" and done["result"].served == second
+    assert aliases(on_trial["registry"])[CHAMPION] == second
+    with open_audit_log(on_trial["settings"]) as log:
+        moved = [(r.action, r.actor) for r in log.records()
+                 if r.action in ("approval.granted", "alias.moved")]
+    assert moved == [("approval.granted", "ann"), ("alias.moved", "ann")]
+    on_trial["load"].stop()
+    assert on_trial["load"].failures == []
