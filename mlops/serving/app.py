@@ -149,15 +149,11 @@ class CanarySetting(BaseModel):
                          "first id of predict-by-entity) the challenger answers (0: none).")
 
 
-class CanaryStatus(BaseModel):
-    share: float
-    champion: str | None
-    challenger: str | None
-    source: str
+class TrialStatus(BaseModel):
+    """The challenger on trial: its shadow rate, its canary share, and the two versions."""
 
-
-class ShadowStatus(BaseModel):
     rate: float
+    share: float
     champion: str | None
     challenger: str | None
     source: str
@@ -538,66 +534,57 @@ def _admin_routes(app: FastAPI, manager: ModelManager, config: ServingConfig,
         await run_in_threadpool(audit, "service.rolled_back", _versions(manager))
         return await run_in_threadpool(manager.rollback)
 
-    def shadow_status() -> ShadowStatus:
-        if shadow is None:
+    def trial_status() -> TrialStatus:
+        if shadow is None or canary is None:
             raise NotReady("this service has no challenger (start it with a model URI that "
                            "names an alias, or --challenger-uri)")
         version = lambda p: p.version if p else None  # noqa: E731
-        return ShadowStatus(rate=shadow.rate, champion=version(manager.current),
-                            challenger=version(shadow.challenger.current),
-                            source=shadow.challenger.source.uri)
+        return TrialStatus(rate=shadow.rate, share=canary.share,
+                           champion=version(manager.current),
+                           challenger=version(shadow.challenger.current),
+                           source=shadow.challenger.source.uri)
+
+    async def put_on_trial(action: str, value: float, apply: Callable[[float], None]
+                           ) -> TrialStatus:
+        """Audit the change, load the challenger the alias names now (when turning the
+        trial on), then apply it."""
+        status = trial_status()
+        await run_in_threadpool(audit, action, {**status.model_dump(), "new": value})
+        if value > 0:
+            problem = await run_in_threadpool(load_challenger, shadow.challenger,
+                                              manager.current)
+            if problem:
+                raise SwapRefused(problem)
+        apply(value)
+        return trial_status()
 
     @app.get("/admin/shadow", tags=["admin"], responses=ADMIN_ERRORS,
-             summary="The challenger in shadow and its rate")
-    async def shadow_get(authorization: AdminAuth = None) -> ShadowStatus:
+             summary="The challenger on trial: its shadow rate and canary share")
+    async def shadow_get(authorization: AdminAuth = None) -> TrialStatus:
         check_admin(config, authorization)
-        return shadow_status()
+        return trial_status()
 
     @app.post("/admin/shadow", tags=["admin"], responses=ADMIN_ERRORS,
               summary="Score a share of calls with the challenger, off the request path")
     async def shadow_set(setting: ShadowSetting, authorization: AdminAuth = None
-                         ) -> ShadowStatus:
+                         ) -> TrialStatus:
         check_admin(config, authorization)
-        status = shadow_status()
-        await run_in_threadpool(audit, "service.shadow", {**status.model_dump(),
-                                                          "new_rate": setting.rate})
-        if setting.rate > 0:  # the challenger the alias names now, loaded before use
-            problem = await run_in_threadpool(shadow.load, manager.current)
-            if problem:
-                raise SwapRefused(problem)
-        shadow.rate = setting.rate
-        return shadow_status()
-
-    def canary_status() -> CanaryStatus:
-        if canary is None:
-            raise NotReady("this service has no challenger (start it with a model URI that "
-                           "names an alias, or --challenger-uri)")
-        version = lambda p: p.version if p else None  # noqa: E731
-        return CanaryStatus(share=canary.share, champion=version(manager.current),
-                            challenger=version(canary.challenger.current),
-                            source=canary.challenger.source.uri)
+        return await put_on_trial("service.shadow", setting.rate,
+                                  lambda rate: setattr(shadow, "rate", rate))
 
     @app.get("/admin/canary", tags=["admin"], responses=ADMIN_ERRORS,
-             summary="The challenger's share of entities")
-    async def canary_get(authorization: AdminAuth = None) -> CanaryStatus:
+             summary="The challenger on trial: its shadow rate and canary share")
+    async def canary_get(authorization: AdminAuth = None) -> TrialStatus:
         check_admin(config, authorization)
-        return canary_status()
+        return trial_status()
 
     @app.post("/admin/canary", tags=["admin"], responses=ADMIN_ERRORS,
               summary="Answer a share of entities with the challenger (sticky by entity)")
     async def canary_set(setting: CanarySetting, authorization: AdminAuth = None
-                         ) -> CanaryStatus:
+                         ) -> TrialStatus:
         check_admin(config, authorization)
-        status = canary_status()
-        await run_in_threadpool(audit, "service.canary", {**status.model_dump(),
-                                                          "new_share": setting.share})
-        if setting.share > 0:
-            problem = await run_in_threadpool(load_challenger, canary.challenger,
-                                              manager.current)
-            if problem:
-                raise SwapRefused(problem)
-        canary.share = setting.share
-        return canary_status()
+        return await put_on_trial("service.canary", setting.share,
+                                  lambda share: setattr(canary, "share", share))
 
 
 def _versions(manager: ModelManager) -> dict[str, Any]:

@@ -51,14 +51,6 @@ class Shadow:
         self._thread = threading.Thread(target=self._run, name="shadow", daemon=True)
         self._thread.start()
 
-    def load(self, champion: OnnxPredictor | None = None) -> str | None:
-        """Load the challenger; why it cannot shadow ``champion`` (None when it can). A
-        failure turns the shadow off."""
-        problem = load_challenger(self.challenger, champion)
-        if problem:
-            self.rate = 0.0
-        return problem
-
     def offer(self, predictor: OnnxPredictor, matrix: np.ndarray, scores: np.ndarray) -> None:
         """Called after every champion call; keeps it with probability ``rate``."""
         if self.rate <= 0 or (self.rate < 1 and self._rng.random() >= self.rate):
