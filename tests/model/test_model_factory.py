@@ -106,3 +106,27 @@ def test_residual_mlp_options_are_checked() -> None:
     assert net(torch.zeros(2, 5)).shape == (2, 3)
     assert sum(isinstance(m, type(net[1])) for m in net) == 3
     assert np.isfinite(sum(p.sum().item() for p in net.parameters()))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_a_factory_network_trains_under_each_precision_the_loop_uses(precision: str) -> None:
+    """The loop's mixed precision (autocast, and fp16's grad scaler) around a team's own
+    network. On CUDA the loop picks bf16 or fp16; here autocast runs on the CPU (no GPU is
+    lent to these tests), the same code path with the CPU's kernels."""
+    from mlops.training.loop import evaluate_loss, fit, new_loop_state
+    from mlops.training.model import MLP
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(512, 6, generator=generator)
+    y = (x[:, 0] - x[:, 1] > 0).float()
+    inputs = ModelInputs(n_inputs=6, n_outputs=1, task=TaskType.classification,
+                         feature_names=[f"f{i}" for i in range(6)],
+                         input_columns=[f"f{i}" for i in range(6)], options={"width": 16})
+    mlp = MLP(6, [], 0.0, body=residual_mlp(inputs))
+    settings = ModelSettings(epochs=8, batch_size=64, learning_rate=0.01, patience=8)
+    state = new_loop_state(mlp, settings, torch.device("cpu"), precision)
+    assert state.scaler.is_enabled() == (precision == "fp16")
+    before = evaluate_loss(mlp, x, y, TaskType.classification, precision)
+    fit(state, (x, y), (x, y), settings, TaskType.classification, precision)
+    after = evaluate_loss(mlp, x, y, TaskType.classification, precision)
+    assert np.isfinite(after) and after < 0.6 * before, (before, after)
