@@ -150,6 +150,23 @@ def test_invalid_file_applies_nothing(prefect_server: None, tmp_path: Path,
     assert not [name for name in limits if name.endswith(":bad-gpu") or name.endswith(":bad-cpu")]
 
 
+def test_a_bad_drift_policy_applies_nothing(prefect_server: None, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    path = _teams_file(tmp_path, "baddrift")
+    raw = yaml.safe_load(path.read_text())
+    raw["teams"][0]["drift"] = {"retrain": "no-slash", "cooldown_s": 3600}
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["--file", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"team {raw['teams'][0]['name']}: drift.retrain" in err and "nothing applied" in err
+
+    async def pools() -> list[str]:
+        async with get_client() as client:
+            return [pool.name for pool in await client.read_work_pools()]
+
+    assert not [name for name in asyncio.run(pools()) if name.startswith("baddrift-")]
+
+
 def test_command_line_as_a_user_types_it(prefect_server: None, tmp_path: Path) -> None:
     path = _teams_file(tmp_path, "cli")
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
