@@ -42,6 +42,7 @@ from mlops.serving.batching import (
 from mlops.serving.body import BINARY_HEADER, parse_body, parse_with_binary
 from mlops.serving.canary import ENTITY_HEADER, Canary
 from mlops.serving.errors import (
+    ADMIN_BODY_ERRORS,
     ADMIN_ERRORS,
     V1_ERRORS,
     V2_ERRORS,
@@ -49,6 +50,7 @@ from mlops.serving.errors import (
     BadInput,
     ErrorBody,
     Forbidden,
+    NoChallenger,
     NotReady,
     SwapRefused,
     Unauthorized,
@@ -536,7 +538,7 @@ def _admin_routes(app: FastAPI, manager: ModelManager, config: ServingConfig,
 
     def trial_status() -> TrialStatus:
         if shadow is None or canary is None:
-            raise NotReady("this service has no challenger (start it with a model URI that "
+            raise NoChallenger("this service has no challenger (start it with a model URI that "
                            "names an alias, or --challenger-uri)")
         version = lambda p: p.version if p else None  # noqa: E731
         return TrialStatus(rate=shadow.rate, share=canary.share,
@@ -564,7 +566,7 @@ def _admin_routes(app: FastAPI, manager: ModelManager, config: ServingConfig,
         check_admin(config, authorization)
         return trial_status()
 
-    @app.post("/admin/shadow", tags=["admin"], responses=ADMIN_ERRORS,
+    @app.post("/admin/shadow", tags=["admin"], responses=ADMIN_BODY_ERRORS,
               summary="Score a share of calls with the challenger, off the request path")
     async def shadow_set(setting: ShadowSetting, authorization: AdminAuth = None
                          ) -> TrialStatus:
@@ -578,7 +580,7 @@ def _admin_routes(app: FastAPI, manager: ModelManager, config: ServingConfig,
         check_admin(config, authorization)
         return trial_status()
 
-    @app.post("/admin/canary", tags=["admin"], responses=ADMIN_ERRORS,
+    @app.post("/admin/canary", tags=["admin"], responses=ADMIN_BODY_ERRORS,
               summary="Answer a share of entities with the challenger (sticky by entity)")
     async def canary_set(setting: CanarySetting, authorization: AdminAuth = None
                          ) -> TrialStatus:

@@ -60,6 +60,10 @@ class AdminDisabled(PermissionError):
     """Admin endpoints while no admin token is configured."""
 
 
+class NoChallenger(RuntimeError):
+    """A trial route on a service started without a challenger."""
+
+
 class SwapRefused(RuntimeError):
     """A reload whose new version failed to load or warm up; the old one still serves."""
 
@@ -67,7 +71,8 @@ class SwapRefused(RuntimeError):
 STATUS_BY_ERROR: dict[type[Exception], int] = {
     BadInput: 400, BadBody: 400, Unauthorized: 401, Forbidden: 403, AdminDisabled: 403,
     UnknownModel: 404, UnknownEntity: 404, RequestTimeout: 408, NothingToRollBack: 409,
-    SwapRefused: 409, BatchTooLarge: 413, UnsupportedMediaType: 415, IncompleteFeatures: 422,
+    SwapRefused: 409, NoChallenger: 409, BatchTooLarge: 413, UnsupportedMediaType: 415,
+    IncompleteFeatures: 422,
     NotReady: 503, ModelSourceError: 503, OnlineStoreUnavailable: 503, AuditUnavailable: 503,
     Overloaded: 503,
 }
@@ -106,6 +111,7 @@ def documented(model: type[BaseModel], *statuses: int) -> dict[int | str, dict[s
 V2_ERRORS = documented(ErrorBody, 400, 404, 408, 413, 415, 422, 503)
 V1_ERRORS = documented(V1Error, 400, 408, 413, 415, 422, 503)
 ADMIN_ERRORS = documented(V1Error, 401, 403, 409, 503)
+ADMIN_BODY_ERRORS = documented(V1Error, 400, 401, 403, 409, 422, 503)  # admin routes with a body
 
 
 def _error(status: int, request: Request, exc: Exception) -> JSONResponse:

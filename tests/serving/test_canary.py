@@ -125,7 +125,7 @@ def test_a_bad_share_and_no_challenger_are_refused(canaried, client: TestClient)
                          headers=ADMIN).status_code == 422
     assert canaried.post("/admin/canary", json={"share": 0.5}).status_code == 401
     answer = client.post("/admin/canary", json={"share": 0.5}, headers=ADMIN)
-    assert answer.status_code == 503 and "no challenger" in answer.text
+    assert answer.status_code == 409 and "no challenger" in answer.text
 
 
 def test_buckets_are_stable_and_spread() -> None:

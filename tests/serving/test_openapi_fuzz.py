@@ -12,7 +12,8 @@ service that no request schema can describe:
   cannot list the store's entities) and 422 for an entity whose stored features are
   incomplete (the fixture stores one such entity, on purpose);
 - ``POST /admin/rollback``: 409 when no previous version is held (this service has never
-  swapped, so there is nothing to roll back to).
+  swapped, so there is nothing to roll back to);
+- ``/admin/shadow`` and ``/admin/canary``: 409, since this service has no challenger.
 
 negative_data_rejection keeps its default statuses, 5xx dropped (a 5xx is no rejection)
 and 413 added: a batch beyond ``max_batch`` is refused as too large, as the document says.
@@ -64,8 +65,9 @@ SCHEMATHESIS = {
     "operations": [
         {"include-path": "/v1/predict/entity",
          "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", 404, 422]}}},
-        {"include-path": "/admin/rollback",
-         "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", 409]}}},
+        *({"include-path": path,
+           "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", 409]}}}
+          for path in ("/admin/rollback", "/admin/shadow", "/admin/canary")),
     ],
 }
 
@@ -181,4 +183,6 @@ def test_generated_requests_pass_every_check(app: FastAPI,
     accepted = {operation for mode, operation, status in statuses
                 if mode == GenerationMode.POSITIVE and status < 300}
     # Valid requests were answered 2xx, but where the store or the state decides.
-    assert operations - accepted == {"POST /v1/predict/entity", "POST /admin/rollback"}
+    assert operations - accepted == {"POST /v1/predict/entity", "POST /admin/rollback",
+                                     "GET /admin/shadow", "POST /admin/shadow",
+                                     "GET /admin/canary", "POST /admin/canary"}

@@ -117,7 +117,7 @@ def test_a_challenger_that_cannot_score_the_rows_is_refused(onnx_model, tmp_path
 
 def test_a_service_without_a_challenger_says_so(client: TestClient) -> None:
     answer = client.post("/admin/shadow", json={"rate": 1.0}, headers=ADMIN)
-    assert answer.status_code == 503 and "no challenger" in answer.text
+    assert answer.status_code == 409 and "no challenger" in answer.text
 
 
 @pytest.mark.parametrize(("task", "champion", "challenger", "agrees"), [
