@@ -23,7 +23,7 @@ from benchmarks.synthetic import (
 from mlops.config import Settings, TaskType
 from mlops.data import storage
 from mlops.monitoring.policy import DRIFT_EVENT
-from mlops.serving.deploy import service_dir
+from mlops.serving.deploy import service_dir, stop_service
 from mlops.serving.sampling import requests_folder
 from tests.conftest import wait_for
 from tests.e2e.stack import (
@@ -57,7 +57,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 
 
 @pytest.fixture(scope="module")
-def served(stack: dict) -> dict:
+def served(stack: dict) -> Iterator[dict]:
     """The mixed dataset trained and served by a run of the team's training deployment,
     and the drift-check deployment of it."""
     client: PrefectApi = stack["client"]
@@ -78,8 +78,9 @@ def served(stack: dict) -> dict:
         "default", {"params": {"spec": spec, "team": "default"}}, tags=["team:default"])
     settings = Settings(data_dir=Path(stack["env"]["MLOPS_DATA_DIR"]))
     port = (service_dir(settings, MODEL) / "port").read_text().strip()
-    return {"training": training, "drift": drift, "url": f"http://127.0.0.1:{port}",
-            "samples": requests_folder(str(settings.data_dir), MODEL), "first": run["id"]}
+    yield {"training": training, "drift": drift, "url": f"http://127.0.0.1:{port}",
+           "samples": requests_folder(str(settings.data_dir), MODEL), "first": run["id"]}
+    stop_service(settings)  # the deploy stage's service (and its supervisor) outlive `down`
 
 
 def stream(served: dict, frame: pd.DataFrame) -> None:
