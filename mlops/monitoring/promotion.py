@@ -206,7 +206,7 @@ class TrialService:
 
     def observe(self) -> LiveStats:
         """Both variants' numbers; ValueError when no challenger is on trial."""
-        trial = self._call("GET", "/admin/canary")
+        trial = self.status()
         if trial["challenger"] is None or trial["champion"] is None:
             raise ValueError(f"{self.url} has no challenger on trial (start a canary or a "
                              "shadow first: POST /admin/canary, /admin/shadow)")
@@ -214,10 +214,18 @@ class TrialService:
         metrics.raise_for_status()
         return read_live(metrics.text, trial["champion"], trial["challenger"])
 
+    def status(self) -> dict:
+        """The trial: shadow ``rate``, canary ``share``, ``champion`` and ``challenger``."""
+        return self._call("GET", "/admin/canary")
+
+    def set_trial(self, share: float, rate: float) -> None:
+        """The challenger's canary share and shadow rate."""
+        self._call("POST", "/admin/canary", {"share": share})
+        self._call("POST", "/admin/shadow", {"rate": rate})
+
     def end_trial(self) -> None:
         """No canary and no shadow any more: the champion answers everyone."""
-        self._call("POST", "/admin/canary", {"share": 0.0})
-        self._call("POST", "/admin/shadow", {"rate": 0.0})
+        self.set_trial(0.0, 0.0)
 
     def serve_champion(self) -> str:
         """Load the version the champion alias names now; the version served."""

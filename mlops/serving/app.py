@@ -264,7 +264,7 @@ def served(manager: ModelManager, request: Request, name: str | None = None,
     if version is not None and version != predictor.version:
         raise UnknownModel(f"version {version!r} of {predictor.name!r} is not served; "
                            f"serving version {predictor.version}")
-    if canary is not None and version is None and canary.share > 0:
+    if canary is not None and version is None:
         predictor = canary.route(predictor, entity or request.headers.get(ENTITY_HEADER))
     request.scope.setdefault("state", {})["model_version"] = predictor.version  # access log
     return predictor
@@ -538,8 +538,8 @@ def _admin_routes(app: FastAPI, manager: ModelManager, config: ServingConfig,
 
     def trial_status() -> TrialStatus:
         if shadow is None or canary is None:
-            raise NoChallenger("this service has no challenger (start it with a model URI that "
-                           "names an alias, or --challenger-uri)")
+            raise NoChallenger("this service has no challenger (start it with a model URI "
+                               "that names an alias, or --challenger-uri)")
         version = lambda p: p.version if p else None  # noqa: E731
         return TrialStatus(rate=shadow.rate, share=canary.share,
                            champion=version(manager.current),
@@ -562,7 +562,9 @@ def _admin_routes(app: FastAPI, manager: ModelManager, config: ServingConfig,
 
     @app.get("/admin/shadow", tags=["admin"], responses=ADMIN_ERRORS,
              summary="The challenger on trial: its shadow rate and canary share")
-    async def shadow_get(authorization: AdminAuth = None) -> TrialStatus:
+    @app.get("/admin/canary", tags=["admin"], responses=ADMIN_ERRORS,
+             summary="The challenger on trial: its shadow rate and canary share")
+    async def trial_get(authorization: AdminAuth = None) -> TrialStatus:
         check_admin(config, authorization)
         return trial_status()
 
@@ -573,12 +575,6 @@ def _admin_routes(app: FastAPI, manager: ModelManager, config: ServingConfig,
         check_admin(config, authorization)
         return await put_on_trial("service.shadow", setting.rate,
                                   lambda rate: setattr(shadow, "rate", rate))
-
-    @app.get("/admin/canary", tags=["admin"], responses=ADMIN_ERRORS,
-             summary="The challenger on trial: its shadow rate and canary share")
-    async def canary_get(authorization: AdminAuth = None) -> TrialStatus:
-        check_admin(config, authorization)
-        return trial_status()
 
     @app.post("/admin/canary", tags=["admin"], responses=ADMIN_BODY_ERRORS,
               summary="Answer a share of entities with the challenger (sticky by entity)")

@@ -109,7 +109,7 @@ class FastLane:
         predictor = self.manager.current
         if predictor is None or predictor.encoding is not None or predictor.classes or (
                 json_length is not None and json_length > len(body)) or (
-                self.canary is not None and self.canary.share > 0):
+                self.canary is not None and self.canary.active):
             return False  # raw values, class names and canary routing are the app's
         params = route[1]
         if params["name"] != predictor.name or params.get("version") not in (

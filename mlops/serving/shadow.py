@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 REGRESSION_TOLERANCE = 0.05  # relative difference under which two regressions agree
 MAX_JOINED_ROWS = 4096  # rows per challenger call, however far behind it is
 POLL_S = 0.005  # how often the shadow thread looks for calls to score
+IDLE_S = 0.5  # how often it looks while the shadow is off
 
 
 class Shadow:
@@ -74,7 +75,7 @@ class Shadow:
             time.sleep(0.005)
 
     def _run(self) -> None:
-        while not self._stop.wait(POLL_S):
+        while not self._stop.wait(POLL_S if self.rate > 0 else IDLE_S):
             while self._pending:
                 self._score_pending()
 

@@ -72,11 +72,6 @@ def aliases(registry: Registry, **moves: str) -> dict[str, str]:
     return {k: str(v) for k, v in client.get_registered_model(MODEL).aliases.items()}
 
 
-def trial(admin: TrialService, share: float, rate: float) -> None:
-    admin._call("POST", "/admin/canary", {"share": share})
-    admin._call("POST", "/admin/shadow", {"rate": rate})
-
-
 def traffic(admin: TrialService, requests: int) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -123,10 +118,10 @@ def test_shadow_canary_promotion_and_rollback_under_load(on_trial: dict,
     first, second = on_trial["versions"]
     params = PromotionParams(spec=on_trial["spec"], team="alpha", thresholds=QUICK)
     for rate in (1.0, 0.0, 0.5, 0.0):  # the shadow on and off under load
-        trial(admin, 0.0, rate)
+        admin.set_trial(0.0, rate)
         time.sleep(0.3)
 
-    trial(admin, 0.5, 1.0)  # a canary of version 2, and the shadow
+    admin.set_trial(0.5, 1.0)  # a canary of version 2, and the shadow
     traffic(admin, QUICK.min_requests)
     labels = tmp_path / "labels.parquet"  # outcomes arrived: the first model's own rule
     rows = np.random.default_rng(9).normal(size=(300, 4))
@@ -142,18 +137,18 @@ def test_shadow_canary_promotion_and_rollback_under_load(on_trial: dict,
     with open_audit_log(on_trial["settings"]) as log:  # no approval needed: the flow moved it
         assert [(r.actor, r.subject) for r in log.records() if r.action == "alias.moved"] == [
             ("promotion-flow", f"{MODEL}@champion")]
-    assert admin._call("GET", "/admin/canary")["share"] == 0.0
-    assert admin._call("GET", "/admin/shadow")["rate"] == 0.0
+    assert admin.status()["share"] == 0.0
+    assert admin.status()["rate"] == 0.0
 
     third = registry.register(-3.0)  # a challenger that disagrees on most rows
     aliases(registry, champion=second, challenger=third)
-    trial(admin, 0.5, 1.0)
+    admin.set_trial(0.5, 1.0)
     traffic(admin, QUICK.min_requests)
     rolled = promote_challenger(params)
     assert rolled.decision.action == "rollback", rolled.decision
     assert "agrees with the champion on" in rolled.decision.reasons[0]
     assert aliases(registry)[CHAMPION] == second
-    assert admin._call("GET", "/admin/canary")["share"] == 0.0
+    assert admin.status()["share"] == 0.0
     time.sleep(0.5)
     load.stop()
     assert load.failures == []
@@ -173,7 +168,7 @@ def test_a_team_that_approves_promotes_on_an_approvers_word(on_trial: dict, tmp_
          "members": [{"name": "ann", "roles": ["approver"], "credential": "env:ANN"}]}]}))
     monkeypatch.setenv("MLOPS_TEAMS_FILE", str(teams))
     admin, (first, second) = on_trial["admin"], on_trial["versions"]
-    trial(admin, 0.5, 1.0)
+    admin.set_trial(0.5, 1.0)
     traffic(admin, QUICK.min_requests)
     done: dict = {}
     run = threading.Thread(target=lambda: done.setdefault("result", promote_challenger(

@@ -122,7 +122,7 @@ class InferenceService:
     async def ModelInfer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
         predictor = served(self.parts.manager, request.model_name, request.model_version)
         canary = self.parts.canary
-        if canary is not None and canary.share > 0 and not request.model_version:
+        if canary is not None and not request.model_version:
             predictor = canary.route(predictor, request_entity(request))
         wanted = select_outputs([o.name for o in request.outputs], predictor.task)
         max_batch = self.parts.config.max_batch
