@@ -43,7 +43,8 @@ def train_stage_flow(params: PipelineParams, handover: HandoverRef) -> str:
     end_with_worker()
     settings = Settings()
     features = read_result(handover_root(settings), handover, Stage.FEATURES)
-    trained = train(features.training_path, params.spec, params.model, settings)
+    trained = train(features.training_path, params.spec, params.model, settings,
+                    params.team)
     return str(write_result(handover_root(settings), handover, Stage.TRAIN, trained))
 
 

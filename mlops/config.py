@@ -206,6 +206,16 @@ class Settings(BaseSettings):
     prefect_port: int = Field(default=4200, ge=1, le=65535)
     mlflow_port: int = Field(default=5000, ge=1, le=65535)
     fairshare_port: int = Field(default=9464, ge=1, le=65535)  # the controller's /metrics
+    # Monitoring (`make up`): Prometheus and the machine's node exporter, whose textfile
+    # collector exports the training runs' series (mlops.training.telemetry). With
+    # prometheus_url set (an external Prometheus, as on the production profile) `up` starts
+    # neither and the detector and the report read that one.
+    prometheus_port: int = Field(default=9090, ge=1, le=65535)
+    node_exporter_port: int = Field(default=9100, ge=1, le=65535)
+    prometheus_url: str | None = None
+    scrape_interval_s: float = Field(default=15.0, ge=1, le=300)
+    # MLflow's system metrics (CPU, memory, disk, network, GPU) of a training run.
+    system_metrics_interval_s: float = Field(default=5.0, ge=0.5, le=600)
     # The gateway (infra/gateway) listens on prefect_port; the Prefect server behind it on
     # loopback, prefect_internal_port (default prefect_port + 1), and requires
     # prefect_server_auth; the gateway signs session cookies with gateway_session_key.
@@ -282,6 +292,17 @@ class Settings(BaseSettings):
     @property
     def mlflow_url(self) -> str:
         return f"http://{self.platform_host}:{self.mlflow_port}"
+
+    @property
+    def prometheus(self) -> str:
+        """The Prometheus the platform's monitoring reads: the external one, else `up`'s."""
+        return (self.prometheus_url or
+                f"http://{self.platform_host}:{self.prometheus_port}").rstrip("/")
+
+    @property
+    def textfile_dir(self) -> Path:
+        """Where training runs write their series for the node exporter to export."""
+        return self.data_dir / "monitoring" / "textfile"
 
     def mlflow_auth(self, team: str) -> MlflowAuth | None:
         """The team's MLflow credentials, when the tracking store is a server (a local SQLite

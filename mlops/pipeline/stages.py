@@ -136,14 +136,17 @@ def features_stage(data: ValidatedData, spec: DatasetSpec, settings: Settings,
 
 
 def train_stage(training_path: str, spec: DatasetSpec, model: ModelSettings,
-                settings: Settings) -> TrainResult:
+                settings: Settings, team: str = "default", run: str = "",
+                pool: str = "") -> TrainResult:
     """Train, with checkpoints, model and test split under ``training_root``: a retry on
-    any worker (an empty data directory on production) resumes from the checkpoint."""
-    from mlops.training.train import train_model
+    any worker (an empty data directory on production) resumes from the checkpoint. Tracked
+    in MLflow and exported to Prometheus as flow run ``run`` of ``team`` on ``pool``
+    (``mlops.pipeline.tracked``)."""
+    from mlops.pipeline.tracked import run_labels, train_watched
 
     with storage.object_store(settings, f"training on {training_path}"):
-        return train_model(training_path, spec, model, training_root(spec, settings),
-                           grace_s=settings.training_grace_s)
+        return train_watched(training_path, spec, model, settings,
+                             training_root(spec, settings), run_labels(spec, team, run, pool))
 
 
 def training_root(spec: DatasetSpec, settings: Settings) -> str:
@@ -208,7 +211,8 @@ def register_stage(params: PipelineParams, data: ValidatedData, features: Featur
                                     exported.sha256, model_params, trained.metrics, metric,
                                     higher_is_better, lineage, promote=not approval,
                                     auth=settings.mlflow_auth(params.team),
-                                    lock_url=registry_lock_url(settings))
+                                    lock_url=registry_lock_url(settings),
+                                    training_run_id=trained.mlflow_run_id)
     audit_events.model_registered(settings, params.team, registered)
     return registered
 
@@ -294,7 +298,7 @@ def run_stages(params: PipelineParams, settings: Settings, calls: StageCalls = P
     spec = params.spec
     data = calls.validate(spec, settings, params.team)
     features = calls.features(data, spec, settings, params.team)
-    trained = calls.train(features.training_path, spec, params.model, settings)
+    trained = calls.train(features.training_path, spec, params.model, settings, params.team)
     exported = calls.export(trained.model_path, trained.test_path, spec, settings)
     registered = calls.register(params, data, features, trained, exported, settings,
                                 pipeline_run)

@@ -62,14 +62,21 @@ def registry_lock(name: str, artifacts_dir: Path, lock_url: str | None = None) -
             yield
 
 
-def _experiment_id(client: MlflowClient, name: str, artifacts_dir: Path) -> str:
+def experiment_for(client: MlflowClient, name: str, artifacts_dir: Path) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    if client.tracking_uri.startswith(("http://", "https://")):  # the server stores them
-        return client.create_experiment(name)
-    location = (artifacts_dir / name).resolve().as_uri()
-    return client.create_experiment(name, artifact_location=location)
+    from mlflow.exceptions import MlflowException
+
+    remote = client.tracking_uri.startswith(("http://", "https://"))  # the server stores them
+    location = None if remote else (artifacts_dir / name).resolve().as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:  # made at the same moment by a training or a registration
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
 
 
 def _signature(model: onnx.ModelProto) -> ModelSignature:
@@ -106,12 +113,14 @@ def register_model(tracking_uri: str, artifacts_dir: Path, onnx_path: str, sha25
                    params: dict[str, object], metrics: dict[str, float], primary_metric: str,
                    higher_is_better: bool, lineage: Lineage, promote: bool = True,
                    auth: MlflowAuth | None = None,
-                   lock_url: str | None = None) -> RegistrationResult:
+                   lock_url: str | None = None,
+                   training_run_id: str | None = None) -> RegistrationResult:
     """Log a run, register its ONNX model as ``<team>.<dataset>``'s new version, and move the
     aliases: always ``challenger``; ``champion`` when the version beats it, unless
     ``promote`` is off (a team whose champion moves only once an approver says so:
     ``promote_champion``). Acts as ``auth`` on a tracking server. Called again for the same
-    pipeline run and file, it finishes and returns the same version."""
+    pipeline run and file, it finishes and returns the same version. ``training_run_id``:
+    the run the training was tracked in (``mlops.registry.tracking``), continued here."""
     from mlflow.exceptions import MlflowException
 
     if sha256_file(onnx_path) != sha256:
@@ -122,7 +131,8 @@ def register_model(tracking_uri: str, artifacts_dir: Path, onnx_path: str, sha25
     with acting_as(auth), registry_lock(name, artifacts_dir, lock_url):
         try:
             return _register(tracking_uri, artifacts_dir, onnx_path, sha256, params, metrics,
-                             primary_metric, higher_is_better, lineage, promote, name)
+                             primary_metric, higher_is_better, lineage, promote, name,
+                             training_run_id)
         except MlflowException as exc:
             refused = refusal(exc, name, auth, "register a version")
             if refused is None:
@@ -133,13 +143,13 @@ def register_model(tracking_uri: str, artifacts_dir: Path, onnx_path: str, sha25
 def _register(tracking_uri: str, artifacts_dir: Path, onnx_path: str, sha256: str,
               params: dict[str, object], metrics: dict[str, float], primary_metric: str,
               higher_is_better: bool, lineage: Lineage, promote: bool,
-              name: str) -> RegistrationResult:
+              name: str, training_run_id: str | None = None) -> RegistrationResult:
     """Under the model's lock: the version of this registration (made now, or found when an
     earlier attempt got as far), then its aliases."""
     client = mlflow_client(tracking_uri)
-    experiment_id = _experiment_id(client, name, artifacts_dir)
+    experiment_id = experiment_for(client, name, artifacts_dir)
     key = registration_key(lineage, sha256)
-    run_id = _run_of(client, experiment_id, key)
+    run_id = _run_of(client, experiment_id, key) or training_run_id
     found = _version_of(client, name, run_id) if run_id else None
     created = found is None
     if created:

@@ -75,6 +75,7 @@ class TrainResult(BaseModel):
     test_rows: int
     samples_per_second: float
     baseline_model: str  # fitted on the same split; its metrics are the baseline_* ones
+    mlflow_run_id: str | None = None  # the run it was tracked in (mlops.pipeline.tracked)
 
 
 def primary_metric(task: TaskType) -> tuple[str, bool]:

@@ -180,8 +180,10 @@ def s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Server]:
 
 
 def production_env(server: S3Server, data_dir: Path) -> dict[str, str]:
+    # No MLflow server here: each worker tracks its training run in SQLite of its own.
     return {**AWS, "MLOPS_PROFILE": "production", "MLOPS_S3_ENDPOINT_URL": server.endpoint,
-            "MLOPS_S3_BUCKET": BUCKET, "MLOPS_DATA_DIR": str(data_dir), "FSSPEC_S3": "{}"}
+            "MLOPS_S3_BUCKET": BUCKET, "MLOPS_DATA_DIR": str(data_dir), "FSSPEC_S3": "{}",
+            "MLOPS_TRACKING_URI": f"sqlite:///{data_dir}/mlflow.db"}
 
 
 @pytest.mark.slow
