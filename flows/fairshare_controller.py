@@ -71,7 +71,9 @@ async def fairshare_controller(teams_file: str = "infra/teams.yaml", ticks: int 
                 count += 1
                 if ticks and count >= ticks:
                     return count
-                await asyncio.sleep(period_s or (config.fairshare or FairShareConfig()).period_s)
+                period = period_s or (config.fairshare or FairShareConfig()).period_s
+                gauges.period.set(period)
+                await asyncio.sleep(period)
 
 
 def _reload(teams_file: str, config: TeamsConfig) -> TeamsConfig:
@@ -96,7 +98,7 @@ async def _report(config: TeamsConfig, decisions: list[PoolDecision], last: dict
         for held_back in decision.unrecorded:
             logger.error("not applied this tick (tried again next tick): %s", held_back)
         gauges.update(decision.pool, decision.teams, decision.running, decision.queued,
-                      decision.plan)
+                      decision.plan, decision.capacity, decision.waited)
         inputs, outputs = decision.inputs(), decision.outputs()
         if last.get(decision.pool) != (inputs, outputs) or decision.applied:
             logger.info("decision %s", json.dumps({"inputs": inputs, "outputs": outputs,

@@ -51,6 +51,8 @@ class PoolDecision:
     plan: PoolPlan
     gpu_hours: dict[str, float] = field(default_factory=dict)
     applied: list[str] = field(default_factory=list)  # one line per change made on the server
+    # Seconds each team's oldest queued run has waited (0 with none): the queue wait series.
+    waited: dict[str, float] = field(default_factory=dict)
     unrecorded: list[str] = field(default_factory=list)  # changes held back: not auditable
 
     def held(self) -> dict[str, int]:
@@ -114,10 +116,10 @@ async def tick(client: PrefectClient, config: TeamsConfig, apply: bool = True,
     for pool, spec in config.pools.items():
         # The budget is of the metered pool: over it, a team still keeps its other quotas.
         teams = team_policies(config, pool, over if pool == fairshare.budget_pool else set())
-        running, queued, limits, runs = await read_pool(client, config, pool, now)
+        running, queued, limits, runs, waited = await read_pool(client, config, pool, now)
         plan = plan_pool(spec.capacity, teams, running, queued, fairshare.preemption)
         decision = PoolDecision(pool, spec.capacity, teams, running, queued, limits, plan,
-                                used if pool == fairshare.budget_pool else {})
+                                used if pool == fairshare.budget_pool else {}, waited=waited)
         if apply:
             held_back = None
             if audit is not None and pool == fairshare.budget_pool:
@@ -133,9 +135,11 @@ async def tick(client: PrefectClient, config: TeamsConfig, apply: bool = True,
 
 async def read_pool(client: PrefectClient, config: TeamsConfig, pool: str, now: datetime
                     ) -> tuple[list[RunningRun], dict[str, dict[str, int]],
-                               dict[str, dict[str, int | None]], dict[str, FlowRun]]:
-    """Running runs, queued counts and current limits per team and priority, and the
-    running runs by id (preemption requeues them)."""
+                               dict[str, dict[str, int | None]], dict[str, FlowRun],
+                               dict[str, float]]:
+    """Running runs, queued counts and current limits per team and priority, the running
+    runs by id (preemption requeues them), and how long each team's oldest queued run has
+    waited."""
     from prefect.client.schemas.filters import (
         FlowRunFilter,
         FlowRunFilterState,
@@ -162,6 +166,7 @@ async def read_pool(client: PrefectClient, config: TeamsConfig, pool: str, now: 
         work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool])),
         limit=PAGE, offset=offset))
     running, by_id = [], {}
+    waited = {team.name: 0.0 for team in config.teams}
     for run in runs:
         team, level = owners[run.work_queue_name]
         if run.state_type.value in ACTIVE:
@@ -170,7 +175,9 @@ async def read_pool(client: PrefectClient, config: TeamsConfig, pool: str, now: 
             by_id[str(run.id)] = run
         elif run.state_name != HELD_BACK and (run.expected_start_time or now) <= now:
             queued[team][level] += 1
-    return running, queued, limits, by_id
+            since = (run.expected_start_time or now).timestamp()
+            waited[team] = max(waited[team], now.timestamp() - since)
+    return running, queued, limits, by_id, waited
 
 
 async def read_gpu_hours(client: PrefectClient, config: TeamsConfig,

@@ -4,6 +4,7 @@ decided, and GPU hours against budgets. Its own registry, served by its own HTTP
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
@@ -31,6 +32,14 @@ class FairShareGauges:
         self.over_budget = gauge("over_budget", "1 while the team is over its GPU-hour budget.")
         self.gpu_hours = gauge("gpu_hours_used", "GPU hours used this budget period.", ("team",))
         self.budget = gauge("gpu_hours_budget", "GPU-hour budget per period.", ("team",))
+        self.capacity = Gauge("mlops_fairshare_capacity", "Slots in the pool.", ("pool",),
+                              registry=self.registry)
+        self.oldest_queued = gauge("oldest_queued_seconds", "How long the team's oldest run "
+                                   "queued by now has waited (0 with none).")
+        self.period = Gauge("mlops_fairshare_period_seconds", "Seconds between the "
+                            "controller's ticks.", registry=self.registry)
+        self.last_tick = Gauge("mlops_fairshare_last_tick_timestamp_seconds", "Unix time of "
+                               "the controller's last tick.", registry=self.registry)
         self.preemptions = Counter("mlops_fairshare_preemptions", "Runs preempted (requeued).",
                                    _TEAM, registry=self.registry)
 
@@ -38,8 +47,12 @@ class FairShareGauges:
         start_http_server(port, addr=host, registry=self.registry)
 
     def update(self, pool: str, teams: Sequence[TeamPolicy], running: Sequence[RunningRun],
-               queued: Mapping[str, Mapping[str, int]], plan: PoolPlan) -> None:
+               queued: Mapping[str, Mapping[str, int]], plan: PoolPlan,
+               capacity: int | None = None, waited: Mapping[str, float] | None = None) -> None:
         borrowed = plan.borrowed(teams)
+        if capacity is not None:
+            self.capacity.labels(pool).set(capacity)
+        self.last_tick.set(time.time())
         for team in teams:
             labels = (pool, team.name)
             self.running.labels(*labels).set(sum(run.team == team.name for run in running))
@@ -49,6 +62,7 @@ class FairShareGauges:
             self.allocation.labels(*labels).set(plan.allocation[team.name])
             self.borrowed.labels(*labels).set(borrowed[team.name])
             self.over_budget.labels(*labels).set(int(team.over_budget))
+            self.oldest_queued.labels(*labels).set((waited or {}).get(team.name, 0.0))
             for level in PRIORITIES:
                 self.queue_limit.labels(*labels, level).set(plan.queue_limits[team.name][level])
         for run in plan.preempt:

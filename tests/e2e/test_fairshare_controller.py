@@ -215,3 +215,8 @@ def test_shares_are_published_as_a_table_artifact_and_gauges(platform: dict) -> 
     assert 'mlops_fairshare_quota{pool="gpu",team="alpha"} 2.0' in metrics, metrics[-2000:]
     # The preemption of the test before was counted.
     assert 'mlops_fairshare_preemptions_total{pool="gpu",team="alpha"} 1.0' in metrics
+    # What the rules and the anomaly detector read: the pool's size, each team's queue wait
+    # (nothing is queued by now) and that the controller is ticking.
+    assert 'mlops_fairshare_capacity{pool="gpu"}' in metrics
+    assert 'mlops_fairshare_oldest_queued_seconds{pool="gpu",team="alpha"} 0.0' in metrics
+    assert "mlops_fairshare_last_tick_timestamp_seconds" in metrics
