@@ -19,7 +19,7 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 export DO_NOT_TRACK := true
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv tools run stop test test-fast bench bench-serving bench-fairshare bench-scale bench-batch bench-governance bench-platform bench-chaos gpu-check lint clean up down status provision deploy feast-ui
+.PHONY: venv tools monitoring-tools run stop test test-fast bench bench-serving bench-fairshare bench-scale bench-batch bench-governance bench-platform bench-chaos gpu-check lint clean up down status provision deploy feast-ui
 
 venv: $(VENV)/.installed
 	@mkdir -p $(PREFECT_HOME)
@@ -40,7 +40,7 @@ stop: venv
 	$(PY) -m flows.cli stop
 
 # Platform mode: Prefect server, MLflow server, pools/queues/limits, one worker per pool.
-up: venv
+up: venv monitoring-tools
 	MLOPS_PROFILE=$(PROFILE) $(PY) -m infra.services up
 
 down: venv
@@ -66,7 +66,12 @@ feast-ui: venv
 # chromium: the browser of the gateway's UI test (driven by Playwright, never downloaded).
 # Installed when missing (through sudo where make does not run as root, as on CI runners).
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
-tools:
+# Debian's Prometheus (with promtool, which the tests run on the rules) and node exporter:
+# what `make up` starts for monitoring.
+monitoring-tools:
+	command -v prometheus >/dev/null && command -v prometheus-node-exporter >/dev/null || ($(SUDO) apt-get install -y prometheus prometheus-node-exporter || ($(SUDO) apt-get update && $(SUDO) apt-get install -y prometheus prometheus-node-exporter))
+
+tools: monitoring-tools
 	command -v wrk >/dev/null || ($(SUDO) apt-get install -y wrk || ($(SUDO) apt-get update && $(SUDO) apt-get install -y wrk))
 	command -v h2load >/dev/null || ($(SUDO) apt-get install -y nghttp2-client || ($(SUDO) apt-get update && $(SUDO) apt-get install -y nghttp2-client))
 	command -v openssl >/dev/null || ($(SUDO) apt-get install -y openssl || ($(SUDO) apt-get update && $(SUDO) apt-get install -y openssl))

@@ -130,6 +130,8 @@ def platform(root: Path, teams: list[str]) -> Iterator[Stack]:
                "MLOPS_PREFECT_PORT": str(free_port()), "MLOPS_MLFLOW_PORT": str(free_port()),
                "MLOPS_PREFECT_INTERNAL_PORT": str(free_port()),
                "MLOPS_FAIRSHARE_PORT": str(free_port()), "MLOPS_SERVE_PORT": str(free_port()),
+               "MLOPS_PROMETHEUS_PORT": str(free_port()),
+               "MLOPS_NODE_EXPORTER_PORT": str(free_port()),
                "PREFECT_WORKER_QUERY_SECONDS": "2", **services.env}
         for name in [*PRIVATE, "PREFECT_API_URL"]:
             env.pop(name, None)

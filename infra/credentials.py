@@ -82,9 +82,16 @@ def platform_secrets(settings: Settings, governance: Governance,
     stored = read_secrets(path)
     missing = [name for name in wanted if name not in found and name not in stored]
     if missing:
-        stored |= {name: secrets.token_urlsafe(32) for name in missing}
+        stored |= {name: generated(name) for name in missing}
         write_secrets(path, stored)
     return {**{name: stored[name] for name in wanted if name in stored}, **found}
+
+
+def generated(name: str) -> str:
+    """A new secret. The server's auth string is a ``user:password`` pair: clients send it
+    whole as HTTP Basic credentials, and Prometheus' basic auth can then send it too."""
+    token = secrets.token_urlsafe(32)
+    return f"platform:{token}" if name == SERVER_AUTH else token
 
 
 def read_secrets(path: Path) -> dict[str, str]:

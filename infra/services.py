@@ -36,6 +36,7 @@ from pathlib import Path
 
 import httpx
 
+from infra import prometheus_config
 from infra.credentials import (
     MLFLOW_ADMIN,
     MLFLOW_FLASK_KEY,
@@ -50,6 +51,9 @@ from infra.credentials import (
     platform_secrets,
     read_secrets,
     secrets_file,
+)
+from infra.mlflow_users import (
+    ADMIN as MLFLOW_ADMIN_USER,
 )
 from infra.mlflow_users import (
     MlflowUsersError,
@@ -117,7 +121,21 @@ def services(settings: Settings, teams_file: Path | None = None,
     workers = [Service(f"worker-{pool}", [str(BIN / "prefect"), "worker", "start", "--pool",
                                           pool, "--type", "process", "--name", f"{pool}-{host}"],
                        None, worker_env) for pool in POOLS]
-    return [prefect, gateway, mlflow, *workers, *_controller(settings, teams_file, values)]
+    controller = _controller(settings, teams_file, values)
+    return [prefect, gateway, mlflow, *workers, *controller,
+            *_monitoring(settings, bool(controller))]
+
+
+def _monitoring(settings: Settings, controller: bool) -> list[Service]:
+    """The node exporter and Prometheus (last: every target they scrape is up by then);
+    none where an external Prometheus is configured (``MLOPS_PROMETHEUS_URL``)."""
+    if settings.prometheus_url:
+        return []
+    host = settings.platform_host
+    return [Service("node-exporter", prometheus_config.node_exporter_command(settings),
+                    f"http://{host}:{settings.node_exporter_port}/metrics"),
+            Service("prometheus", prometheus_config.prometheus_command(settings),
+                    f"http://{host}:{settings.prometheus_port}/-/ready")]
 
 
 def _mlflow_server(settings: Settings, values: Mapping[str, str],
@@ -143,10 +161,12 @@ def _mlflow_server(settings: Settings, values: Mapping[str, str],
     else:
         store = ["--backend-store-uri", settings.tracking, "--default-artifact-root",
                  settings.artifacts_dir.as_uri()]
+    # --expose-prometheus: /metrics (behind the same basic auth) for Prometheus' mlflow job.
+    metrics = settings.data_dir / "platform" / "mlflow-metrics"
     return Service("mlflow-server", [str(BIN / "mlflow"), "server", "--app-name", "basic-auth",
                                      "--host", settings.platform_host,
                                      "--port", str(settings.mlflow_port), *store,
-                                     "--workers", "1"],
+                                     "--workers", "1", "--expose-prometheus", str(metrics)],
                    f"{settings.mlflow_url}/health", env)
 
 
@@ -174,6 +194,7 @@ def _server_env(settings: Settings, values: Mapping[str, str]) -> dict[str, str]
     if not values:
         return {}
     return {"PREFECT_SERVER_API_AUTH_STRING": values[SERVER_AUTH],
+            "PREFECT_API_ENABLE_METRICS": "true",  # /api/metrics, for Prometheus
             "PREFECT_UI_API_URL": settings.prefect_api_url,
             "PREFECT_UI_URL": settings.prefect_api_url.removesuffix("/api")}
 
@@ -229,6 +250,9 @@ def up(settings: Settings, teams_file: Path) -> None:
     env = {**environment(settings), "MLOPS_TEAMS_FILE": str(teams_file.resolve())}
     admin = auth_string(governance, account(governance, Role.ADMIN) or "", values) or ""
     write_auth_config(settings)
+    prometheus_config.write_config(
+        settings, bool(_controller(settings, teams_file, {})),
+        {"mlflow": f"{MLFLOW_ADMIN_USER}:{values[MLFLOW_ADMIN]}", "prefect": values[SERVER_AUTH]})
     for service in services(settings, teams_file, values):
         if service.name == f"worker-{POOLS[0]}":
             _provision(teams_file, {**env, "PREFECT_API_AUTH_STRING": admin})
@@ -238,6 +262,28 @@ def up(settings: Settings, teams_file: Path) -> None:
     print(f"Prefect UI: http://{settings.platform_host}:{settings.prefect_port} "
           f"(the gateway: {_how_to_log_in(settings, governance)})")
     print(f"MLflow UI:  {settings.mlflow_url}")
+    print(f"Prometheus: {settings.prometheus}")
+    if not settings.prometheus_url:
+        _await_first_scrapes(settings)
+
+
+def _await_first_scrapes(settings: Settings) -> None:
+    """Prometheus scrapes each new target within one interval: wait for that, so that
+    `make status` right after `up` tells the truth, and name a target that is down."""
+    deadline = time.monotonic() + settings.scrape_interval_s + 10.0
+    while True:
+        try:
+            found = prometheus_config.targets(settings.prometheus)
+        except (httpx.HTTPError, ValueError, KeyError):
+            found = []
+        waiting = [t for t in found if t.health == "unknown"]
+        if found and not waiting or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    for target in found:
+        if target.health != "up":
+            print(f"prometheus: target {target.job} {target.instance} is {target.health} "
+                  f"{target.error}".rstrip())
 
 
 def _mlflow_users(settings: Settings, governance: Governance, values: Mapping[str, str]) -> None:
@@ -338,7 +384,21 @@ def status(settings: Settings) -> int:
         notes = [note for note in ("" if answers or not child else "not answering",
                                    describe(supervised)) if note]
         print(f"{service.name:21} {state}{''.join(f', {note}' for note in notes)}")
-    return 0 if healthy else 1
+    return 0 if _scrape_targets(settings) and healthy else 1
+
+
+def _scrape_targets(settings: Settings) -> bool:
+    """Prometheus' URL and each target it scrapes; True when every one is up."""
+    print(f"Prometheus: {settings.prometheus}")
+    try:
+        found = prometheus_config.targets(settings.prometheus)
+    except (httpx.HTTPError, ValueError, KeyError) as exc:
+        print(f"  not answering: {exc}")
+        return False
+    for target in sorted(found, key=lambda t: (t.job, t.instance)):
+        error = f" ({target.error})" if target.error else ""
+        print(f"  {target.job:21} {target.instance:23} {target.health}{error}")
+    return bool(found) and all(target.health == "up" for target in found)
 
 
 def _wait_healthy(service: Service, process: Supervised, log_path: Path) -> None:

@@ -107,6 +107,7 @@ def start_service(spec: DatasetSpec, settings: Settings, model: str,
         stop_service(settings, model)
         raise
     log.info("service pid %s serves %s v%s at %s", process.pid, model, served["version"], url)
+    write_scrape_target(settings, model, f"{settings.serve_host}:{port}")
     return ServiceInfo(url=url, pid=process.pid, model_uri=model_uri,
                        model_version=str(served["version"]), log_path=str(log_path),
                        pid_path=str(pid_path))
@@ -161,7 +162,27 @@ def stop_service(settings: Settings, model: str | None = None, timeout_s: float 
     models = [model] if model else served_models(settings)
     stopped = [stop_background(service_dir(settings, name) / "service.pid", timeout_s)
                for name in models]
+    for name in models:
+        scrape_target_path(settings, name).unlink(missing_ok=True)
     return any(stopped)
+
+
+def scrape_target_path(settings: Settings, model: str) -> Path:
+    """The model's service in Prometheus' file-based discovery (``infra.prometheus_config``
+    points its ``serving`` job at this folder; Prometheus rereads it when it changes)."""
+    return settings.data_dir / "monitoring" / "targets" / f"serving-{model}.json"
+
+
+def write_scrape_target(settings: Settings, model: str, address: str) -> None:
+    team = model.split(".", 1)[0]
+    body = json.dumps([{"targets": [address], "labels": {"model": model, "team": team}}])
+    path = scrape_target_path(settings, model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Renamed into place: Prometheus may read the folder at any moment. (Not
+    # mlops.atomic_files: the serving package does not depend on it.)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(body)
+    os.replace(tmp, path)
 
 
 def served_models(settings: Settings) -> list[str]:

@@ -58,6 +58,8 @@ def running_stack(root: Path, *up_args: str, **extra_env: str) -> Iterator[dict]
            "MLOPS_PREFECT_PORT": str(free_port()), "MLOPS_MLFLOW_PORT": str(free_port()),
            "MLOPS_PREFECT_INTERNAL_PORT": str(free_port()),
            "MLOPS_FAIRSHARE_PORT": str(free_port()),
+           "MLOPS_PROMETHEUS_PORT": str(free_port()), "MLOPS_NODE_EXPORTER_PORT": str(free_port()),
+           "MLOPS_SCRAPE_INTERVAL_S": "2",
            **extra_env}
     for name in [*PRIVATE, "PREFECT_API_URL"]:
         env.pop(name, None)

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from benchmarks.synthetic import generate_panel, synthetic_spec
+from tests.conftest import wait_for
 from tests.e2e.stack import (
     ROOT,
     PrefectApi,
@@ -43,11 +44,12 @@ def test_up_starts_everything_once(platform: dict) -> None:
     assert all(value not in platform["up"] for value in platform["secrets"].values())
     assert "create queue gpu/default" in platform["up"]
     status = run_module("infra.services", "status", env=platform["env"])
-    # Prefect, its gateway, MLflow, a worker per pool and the fair-share controller.
-    assert status.returncode == 0 and status.stdout.count("running (pid") == 6, status.stdout
+    # Prefect, its gateway, MLflow, a worker per pool, the fair-share controller, the node
+    # exporter and Prometheus.
+    assert status.returncode == 0 and status.stdout.count("running (pid") == 8, status.stdout
     assert "prefect-gateway" in status.stdout
     again = run_module("infra.services", "up", env=platform["env"])
-    assert again.stdout.count("already running") == 6 and "no changes" in again.stdout
+    assert again.stdout.count("already running") == 8 and "no changes" in again.stdout
     gauges = httpx.get(f"http://127.0.0.1:{platform['env']['MLOPS_FAIRSHARE_PORT']}/metrics")
     assert 'mlops_fairshare_allocation{pool="gpu",team="vision"}' in gauges.text
     mlflow = f"http://127.0.0.1:{platform['env']['MLOPS_MLFLOW_PORT']}/health"
@@ -58,6 +60,30 @@ def test_up_starts_everything_once(platform: dict) -> None:
     assert not [p for p in children if "huey" in " ".join(p.cmdline())], children
     workers = platform["client"].post("/work_pools/gpu/workers/filter", {}).json()
     assert [w["status"] for w in workers] == ["ONLINE"]
+
+
+def test_prometheus_scrapes_every_process_up_starts(platform: dict) -> None:
+    """`make status` shows Prometheus' URL and every target up: itself, the machine's node
+    exporter, MLflow's and Prefect's server metrics (behind their auth) and the controller."""
+    url = f"http://127.0.0.1:{platform['env']['MLOPS_PROMETHEUS_PORT']}"
+    assert f"Prometheus: {url}" in platform["up"]
+
+    def all_up() -> str | None:
+        status = run_module("infra.services", "status", env=platform["env"])
+        return status.stdout if status.returncode == 0 else None
+
+    status = wait_for(all_up, 90.0, "every scrape target up")
+    assert f"Prometheus: {url}" in status
+    jobs = {line.split()[0] for line in status.splitlines() if line.startswith("  ")}
+    assert jobs == {"prometheus", "node", "mlflow", "prefect", "fairshare-controller"}, status
+    for job, metric in (("mlflow", "mlflow_http_request_total"),
+                        ("prefect", "process_cpu_seconds_total"),
+                        ("fairshare-controller", "mlops_fairshare_capacity"),
+                        ("node", "node_memory_MemAvailable_bytes")):
+        found = httpx.get(f"{url}/api/v1/query", params={"query": f'{metric}{{job="{job}"}}'})
+        assert found.json()["data"]["result"], (job, metric)
+    rules = httpx.get(f"{url}/api/v1/rules").json()["data"]["groups"]
+    assert rules, "no rule group loaded"
 
 
 def test_the_ci_command_then_make_deploy_register_the_deployments(platform: dict) -> None:

@@ -17,6 +17,7 @@ import pandas as pd
 import psycopg2
 import pytest
 import redis
+import yaml
 
 from benchmarks.synthetic import synthetic_spec, write_partitioned_panel
 from mlops.config import Settings
@@ -34,6 +35,7 @@ from tests.e2e.stack import child_runs, run_module, running_stack, wait_final
 
 pytestmark = pytest.mark.slow
 BUCKET = "mlops-test"
+EXTERNAL_PROMETHEUS = f"http://127.0.0.1:{free_port()}"
 REDIS_URL = "redis://127.0.0.1:6379/14"  # a database of the tests' own, flushed after
 
 
@@ -43,7 +45,9 @@ def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     with moto_s3(root / "moto.log") as s3, postgres_tenant() as tenant:
         extra = {**AWS, **tenant, "MLOPS_PROFILE": "production",
                  "MLOPS_S3_ENDPOINT_URL": s3.endpoint, "MLOPS_S3_BUCKET": BUCKET,
-                 "MLOPS_REDIS_URL": REDIS_URL, "PREFECT_WORKER_QUERY_SECONDS": "2"}
+                 "MLOPS_REDIS_URL": REDIS_URL, "PREFECT_WORKER_QUERY_SECONDS": "2",
+                 # The team's own Prometheus (not reachable here): `up` starts none.
+                 "MLOPS_PROMETHEUS_URL": EXTERNAL_PROMETHEUS}
         try:
             with running_stack(root, **extra) as stack:
                 yield {**stack, "endpoint": s3.endpoint, "s3_server": s3, "tenant": tenant}
@@ -91,6 +95,13 @@ def test_up_prepares_the_services_once_and_prefect_keeps_its_state_in_postgresql
     assert f"postgres: database {prefix}_prefect exists" in again.stdout
     assert f"s3: bucket {BUCKET} exists" in again.stdout
     assert again.stdout.count("already running") == 6, again.stdout  # the gateway too
+    # An external Prometheus: neither it nor a node exporter is started here, and its
+    # operator gets the scrape configuration to include.
+    assert f"Prometheus: {EXTERNAL_PROMETHEUS}" in again.stdout
+    assert "node-exporter" not in again.stdout and "prometheus:" not in again.stdout
+    config = Path(production["env"]["MLOPS_DATA_DIR"]) / "platform/prometheus/prometheus.yml"
+    jobs = [job["job_name"] for job in yaml.safe_load(config.read_text())["scrape_configs"]]
+    assert {"mlflow", "prefect", "serving", "fairshare-controller"} <= set(jobs), jobs
     assert tenant["MLOPS_PG_PASSWORD"] not in out + again.stdout + again.stderr
 
 
