@@ -69,7 +69,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 # Debian's Prometheus (with promtool, which the tests run on the rules) and node exporter:
 # what `make up` starts for monitoring.
 monitoring-tools:
-	command -v prometheus >/dev/null && command -v prometheus-node-exporter >/dev/null || ($(SUDO) apt-get install -y prometheus prometheus-node-exporter || ($(SUDO) apt-get update && $(SUDO) apt-get install -y prometheus prometheus-node-exporter))
+	command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v prometheus-node-exporter >/dev/null || ($(SUDO) apt-get install -y prometheus prometheus-node-exporter || ($(SUDO) apt-get update && $(SUDO) apt-get install -y prometheus prometheus-node-exporter))
 
 tools: monitoring-tools
 	command -v wrk >/dev/null || ($(SUDO) apt-get install -y wrk || ($(SUDO) apt-get update && $(SUDO) apt-get install -y wrk))

@@ -8,4 +8,10 @@ promote-or-roll-back decision from a service's live numbers (``promotion``).
 ``promotion`` a service's admin routes (``mlops.serving.deploy`` finds a local one), so
 the package sits beside ``pipeline``, over ``serving``. Nothing here imports Evidently
 until ``drift`` is imported, since Evidently is slow to load.
+
+Utilisation: ``prometheus`` reads series from Prometheus' HTTP API; ``anomaly`` holds the
+causal detectors (idle GPUs with work queued, a throughput collapse, memory growing
+towards its limit, a latency spike, a stalled run) on a robust baseline; ``watch`` turns
+Prometheus' series into their inputs and their findings into events; ``report`` draws the
+Grafana dashboards' panels as PNG from Prometheus' data (the only importer of matplotlib).
 """
