@@ -14,6 +14,12 @@ no heartbeat yet, so the same watch applies to the Pending state: a run Pending 
 ``Settings.start_timeout_s`` without starting or ending is marked Crashed too. Either
 Crashed run is then requeued by the fair-share controller (``infra.crash_requeue``).
 
+Anomalies on utilisation (``flows/anomaly_check.py`` emits ``mlops.anomaly.<kind>`` events on
+the run, pool or service): with a webhook configured (MLOPS_ALERT_WEBHOOK_URL), each is sent
+through a Prefect notification block (a custom webhook, ``ANOMALY_BLOCK``) once per resource
+and kind per ``NOTIFY_EVERY_S``; and a run stalled past its grace period
+(``mlops.anomaly.run-stalled.grace-exceeded``) is cancelled, so its slot returns to the pool.
+
 Drift, then retraining: for each team whose drift policy names a retraining deployment
 (``mlops.monitoring.policy``), an automation runs the deployment a drift event names
 (``flows/drift_check.py`` adds it as a related resource), at most once per model per
@@ -24,9 +30,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import TYPE_CHECKING
+from uuid import UUID
 
 from infra.worker_settings import HEARTBEAT_S
 from mlops.monitoring.policy import DRIFT_EVENT, RETRAINING_ROLE, DriftPolicy, model_resource
+from mlops.monitoring.watch import EVENT_PREFIX, GRACE_EXCEEDED
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
@@ -40,6 +48,10 @@ FINAL_EVENTS = ("Completed", "Failed", "Cancelled", "Crashed")
 UNSTARTED_AUTOMATION = "mlops: crash flow runs that never started"
 UNSTARTED_REASON = "its worker or machine died as it began (marked Crashed by the platform)"
 RETRAIN_PREFIX = "mlops: retrain on drift: team "
+NOTIFY_AUTOMATION = "mlops: notify on anomalies"
+CANCEL_STALLED_AUTOMATION = "mlops: cancel runs stalled past their grace"
+ANOMALY_BLOCK = "mlops-anomalies"
+NOTIFY_EVERY_S = 3600
 
 
 def unstarted_message(start_timeout_s: float) -> str:
@@ -113,22 +125,77 @@ def retrain_automation(team: str, policy: DriftPolicy) -> AutomationCore:
         actions=[RunDeployment(source="inferred")])
 
 
+def notify_automation(block_document_id: UUID) -> AutomationCore:
+    """Each anomaly event through the webhook block, once per resource and kind per hour."""
+    from prefect.events.actions import SendNotification
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+
+    return AutomationCore(
+        name=NOTIFY_AUTOMATION, enabled=True,
+        description=f"Sends every {EVENT_PREFIX}* event to the {ANOMALY_BLOCK} webhook, at "
+                    f"most once per resource and kind every {NOTIFY_EVERY_S} s.",
+        trigger=EventTrigger(expect={f"{EVENT_PREFIX}*"}, for_each={"prefect.resource.id"},
+                             posture=Posture.Reactive, threshold=1,
+                             within=timedelta(seconds=NOTIFY_EVERY_S)),
+        actions=[SendNotification(
+            block_document_id=block_document_id,
+            subject="mlops anomaly: {{ event.event }} on {{ event.resource.name }}",
+            body="{{ event.payload.message }} (resource {{ event.resource.id }}, "
+                 "detected at {{ event.payload.detected_at }})")])
+
+
+def cancel_stalled_automation() -> AutomationCore:
+    """Cancel a flow run the anomaly check says is stalled past its grace period."""
+    from prefect.events.actions import CancelFlowRun
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    return AutomationCore(
+        name=CANCEL_STALLED_AUTOMATION, enabled=True,
+        description="Cancels a training run that finished no epoch for its grace period past "
+                    "its normal gap, so that its slot returns to the pool.",
+        trigger=EventTrigger(
+            expect={GRACE_EXCEEDED},
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"}, posture=Posture.Reactive, threshold=1,
+            within=timedelta(0)),
+        actions=[CancelFlowRun()])
+
+
+async def ensure_anomaly_block(client: PrefectClient, webhook_url: str) -> UUID:
+    """The notification block anomalies go through: a custom webhook posting JSON."""
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    block = CustomWebhookNotificationBlock(
+        name=ANOMALY_BLOCK, url=webhook_url,
+        json_data={"subject": "{{subject}}", "body": "{{body}}"})
+    return await block.asave(ANOMALY_BLOCK, overwrite=True, client=client)
+
+
 async def ensure_automations(client: PrefectClient, start_timeout_s: float,
                              drift: dict[str, DriftPolicy] | None = None,
-                             dry_run: bool = False) -> list[str]:
+                             dry_run: bool = False,
+                             webhook_url: str | None = None) -> list[str]:
     """Create the platform's automations, or update those that differ, and delete the
-    retraining automations of teams that no longer retrain; one line per change (none when
-    they already hold)."""
+    retraining automations of teams that no longer retrain (and the notification's when no
+    webhook is configured); one line per change (none when they already hold)."""
     retraining = [retrain_automation(team, policy)
                   for team, policy in sorted((drift or {}).items()) if policy.retrain]
+    anomalies = [cancel_stalled_automation()]
+    if webhook_url and not dry_run:
+        anomalies.append(notify_automation(await ensure_anomaly_block(client, webhook_url)))
+    elif webhook_url:
+        anomalies.append(notify_automation(UUID(int=0)))
     changes = []
-    wanted_names = {automation.name for automation in retraining}
+    wanted_names = {automation.name for automation in (*retraining, *anomalies)}
     for found in await client.read_automations():
-        if found.name.startswith(RETRAIN_PREFIX) and found.name not in wanted_names:
+        if (found.name.startswith(RETRAIN_PREFIX) or found.name == NOTIFY_AUTOMATION) \
+                and found.name not in wanted_names:
             if not dry_run:
                 await client.delete_automation(found.id)
             changes.append(f"delete automation {found.name!r}")
-    for wanted in (zombie_automation(), unstarted_automation(start_timeout_s), *retraining):
+    for wanted in (zombie_automation(), unstarted_automation(start_timeout_s), *retraining,
+                   *anomalies):
         found = await client.read_automations_by_name(wanted.name)
         if not found:
             if not dry_run:

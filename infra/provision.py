@@ -287,8 +287,9 @@ async def install_automations(drift: dict[str, DriftPolicy],
     from prefect.client.orchestration import get_client
 
     async with get_client() as client:
-        return await ensure_automations(client, Settings().start_timeout_s,
-                                        drift, dry_run)
+        settings = Settings()
+        return await ensure_automations(client, settings.start_timeout_s, drift, dry_run,
+                                        settings.alert_webhook_url)
 
 
 if __name__ == "__main__":

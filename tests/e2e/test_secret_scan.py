@@ -320,7 +320,7 @@ def test_the_pipeline_ran_and_ci_deployed_the_commit_that_passed_ci(scan: dict) 
     assert code == 0, output[-4000:]
     deployed = [d for d in scan["client"].post("/deployments/filter", {}).json()
                 if d["version"] == COMMIT]
-    assert len(deployed) == 14, [d["name"] for d in deployed]  # prefect.yaml's fourteen
+    assert len(deployed) == 16, [d["name"] for d in deployed]  # prefect.yaml's sixteen
     for deployment in deployed:
         clone = deployment["pull_steps"][0]["prefect.deployments.steps.git_clone"]
         assert (clone["commit_sha"], clone["repository"]) == (

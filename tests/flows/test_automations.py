@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 
 from infra.automations import (
+    ANOMALY_BLOCK,
+    CANCEL_STALLED_AUTOMATION,
+    NOTIFY_AUTOMATION,
     RETRAIN_PREFIX,
     UNSTARTED_AUTOMATION,
     ZOMBIE_AFTER_S,
@@ -35,7 +38,8 @@ def test_the_zombie_automation_is_installed_idempotently_and_repaired(
 
     first, second, repaired, again, found = asyncio.run(scenario())
     assert first == [f"create automation {ZOMBIE_AUTOMATION!r}",
-                     f"create automation {UNSTARTED_AUTOMATION!r}"] and second == []
+                     f"create automation {UNSTARTED_AUTOMATION!r}",
+                     f"create automation {CANCEL_STALLED_AUTOMATION!r}"] and second == []
     assert repaired == [f"update automation {ZOMBIE_AUTOMATION!r}"]
     assert again == [f"update automation {UNSTARTED_AUTOMATION!r}"]
     assert len(found) == 1 and found[0].enabled
@@ -67,3 +71,31 @@ def test_retraining_automations_follow_the_teams_drift_policies(prefect_server: 
     assert trigger.within.total_seconds() == 3600 and trigger.expect == {DRIFT_EVENT}
     assert found[0].actions[0].source == "inferred"
     assert gone == [f"delete automation {name!r}"] and left == []
+
+
+def test_anomaly_notifications_go_through_a_webhook_block_when_one_is_configured(
+        prefect_server: None) -> None:
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+    from prefect.client.orchestration import get_client
+
+    async def scenario() -> tuple[list[str], ...]:
+        async with get_client() as client:
+            first = await ensure_automations(client, 300, webhook_url="http://127.0.0.1:9/a")
+            again = await ensure_automations(client, 300, webhook_url="http://127.0.0.1:9/a")
+            moved = await ensure_automations(client, 300, webhook_url="http://127.0.0.1:9/b")
+            found = await client.read_automations_by_name(NOTIFY_AUTOMATION)
+            block = await CustomWebhookNotificationBlock.aload(ANOMALY_BLOCK, client=client)
+            gone = await ensure_automations(client, 300)
+            cancel = await client.read_automations_by_name(CANCEL_STALLED_AUTOMATION)
+            return first, again, moved, found, block, gone, cancel
+
+    first, again, moved, found, block, gone, cancel = asyncio.run(scenario())
+    assert f"create automation {NOTIFY_AUTOMATION!r}" in first
+    assert again == [] and moved == []  # the same block document, its URL overwritten
+    assert block.url == "http://127.0.0.1:9/b"
+    (action,) = found[0].actions
+    assert action.type == "send-notification" and "{{ event.payload.message }}" in action.body
+    assert found[0].trigger.expect == {"mlops.anomaly.*"}
+    assert gone == [f"delete automation {NOTIFY_AUTOMATION!r}"]
+    assert cancel[0].trigger.expect == {"mlops.anomaly.run-stalled.grace-exceeded"}
+    assert cancel[0].actions[0].type == "cancel-flow-run"
