@@ -128,6 +128,7 @@ class FastLane:
             return False
         if not self._queued:
             asyncio.get_running_loop().call_soon(self._answer)
+        self.metrics.in_flight += 1  # taken back when the iteration's batch is answered
         self._queued.append(_Queued(predictor, request, wanted, matrix, scope, route[0],
                                     time.perf_counter(), reply))
         return True
@@ -147,6 +148,12 @@ class FastLane:
 
     def _answer(self) -> None:
         queued, self._queued = self._queued, []
+        try:
+            self._answer_groups(queued)
+        finally:
+            self.metrics.in_flight -= len(queued)
+
+    def _answer_groups(self, queued: list[_Queued]) -> None:
         for group in self._groups(queued):
             predictor = group[0].predictor
             scores, error = outcome(lambda g=group, p=predictor: timed(

@@ -55,6 +55,11 @@ class ServiceMetrics:
     method and status code, in series of their own: a status label never mixes the two
     protocols' codes. Request series are updated on the event loop only; inference series
     from inference threads, under a lock.
+
+    Requests in flight (what the autoscaler scales on, ``infra/k8s/serving/hpa.yaml``) are
+    two plain ints, one per protocol: a request adds one when it starts and takes it back
+    when it ends, on the loop that handles it. Each int has a single writer loop, so no
+    lock is needed even when gRPC runs on a loop of its own; the scrape only reads them.
     """
 
     def __init__(self) -> None:
@@ -67,6 +72,8 @@ class ServiceMetrics:
         self.batch_rows, self.inference = Histogram(ROW_BUCKETS), Histogram(LATENCY_BUCKETS)
         self.models: dict[tuple[str, str, str], int] = {}
         self.changes: dict[str, int] = defaultdict(int)
+        self.in_flight = 0  # HTTP requests being handled (app and fast lane)
+        self.grpc_in_flight = 0  # gRPC calls being handled
         self._lock = threading.Lock()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
@@ -149,5 +156,8 @@ class ServiceMetrics:
                                       labels=["status"])
         for status, count in list(self.changes.items()):
             changes.add_metric([status], count)
+        in_flight = GaugeMetricFamily("mlops_requests_in_flight", "HTTP requests and gRPC "
+                                      "calls being handled now (probes and scrapes excluded)",
+                                      value=self.in_flight + self.grpc_in_flight)
         yield from (requests, latency, versions, version_latency, calls, call_latency, rows,
-                    seconds, model, changes)
+                    seconds, model, changes, in_flight)

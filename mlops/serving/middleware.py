@@ -6,7 +6,8 @@ protocol marked as over the connection bound (503 with Retry-After; ``protocol``
 chunked body that did not arrive in time (408). Metrics (``mlops.serving.metrics``) belong
 to one app, so two apps in one process (tests) never share counters. Routes are labelled
 by their template (``/v2/models/{name}/infer``), unmatched paths as ``unmatched``: label
-sets stay bounded.
+sets stay bounded. Every request but the probes' and the scrape's is counted in flight
+(``ServiceMetrics.in_flight``) from its start to its end, errors and refusals included.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 # New ids: a random per-process prefix and a counter (cheaper than a uuid4 per request).
 _ID_PREFIX, _ID_COUNTER = uuid.uuid4().hex[:20], itertools.count(1)
+# Not workload: a probe or a scrape counted in flight would read as load to the autoscaler.
+NOT_IN_FLIGHT = frozenset({"/metrics", "/v2/health/live", "/v2/health/ready"})
 
 
 def read_headers(scope: Scope) -> tuple[str, int | None]:
@@ -77,9 +80,14 @@ class ObservabilityMiddleware:
         batched = scope["method"] == "POST" and self.batched_paths(scope["path"])
         if batched:
             self.runner.arrived(scope)
+        counted = scope["path"] not in NOT_IN_FLIGHT
+        if counted:
+            self.metrics.in_flight += 1
         try:
             await self._limited(scope, receive, send_with_id, length)
         finally:
+            if counted:
+                self.metrics.in_flight -= 1
             if batched:
                 self.runner.left(scope)
             self._record(scope, rid, status, time.perf_counter() - start)

@@ -21,6 +21,11 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from mlops.serving.metrics import ServiceMetrics
+from mlops.serving.middleware import NOT_IN_FLIGHT
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "infra" / "k8s" / "serving"
@@ -29,6 +34,7 @@ KUBERNETES_VERSION = "1.33"  # as in test_job_templates.py
 # Not read from mlops.serving.app (being rewritten): tests/serving checks the app serves these.
 ROUTES = ["/v2/health/live", "/v2/health/ready", "/metrics"]
 SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|ACCESS_KEY")
+IN_FLIGHT = "mlops_requests_in_flight"
 
 
 def load(name: str) -> dict:
@@ -77,6 +83,47 @@ def test_strict_validation_refuses_a_misplaced_field():
     container(broken)["path"] = "/v2/health/live"
     with pytest.raises(kubernetes_validate.ValidationError, match="path"):
         kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
+
+
+@pytest.mark.usefixtures("no_network")
+def test_strict_validation_refuses_a_misplaced_hpa_target():
+    """The HPA's metric block can fail validation too: a target inside ``metric``."""
+    broken = copy.deepcopy(load("hpa"))
+    broken["spec"]["metrics"][0]["pods"]["metric"]["averageValue"] = "8"
+    with pytest.raises(kubernetes_validate.ValidationError, match="averageValue"):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
+
+
+def test_hpa_scales_on_the_in_flight_gauge_the_service_exports():
+    """A Pods metric averaged per pod, named as the service's gauge (the adapter rule that
+    serves it is checked in test_autoscaling_manifests.py)."""
+    (metric,) = load("hpa")["spec"]["metrics"]
+    assert metric["type"] == "Pods"
+    assert metric["pods"]["metric"]["name"] == IN_FLIGHT
+    target = metric["pods"]["target"]
+    assert target["type"] == "AverageValue" and float(target["averageValue"]) >= 1
+    text = generate_latest(ServiceMetrics().registry).decode()
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    assert families[IN_FLIGHT].type == "gauge"
+    assert [sample.value for sample in families[IN_FLIGHT].samples] == [0]
+
+
+def test_hpa_scales_up_fast_and_down_slowly():
+    """A new pod pays model download and warm-up: no pod dropped on a short lull."""
+    behavior = load("hpa")["spec"]["behavior"]
+    assert behavior["scaleUp"]["stabilizationWindowSeconds"] == 0
+    down = behavior["scaleDown"]
+    assert down["stabilizationWindowSeconds"] >= 300 and down["selectPolicy"] == "Min"
+    assert all(p["type"] == "Pods" and p["value"] == 1 for p in down["policies"])
+
+
+def test_probes_and_scrapes_are_not_counted_as_load():
+    """A probe or scrape counted in flight would read as load to the HPA."""
+    deployment = load("deployment")
+    paths = {container(deployment)[f"{k}Probe"]["httpGet"]["path"]
+             for k in ("startup", "liveness", "readiness")}
+    paths.add(deployment["spec"]["template"]["metadata"]["annotations"]["prometheus.io/path"])
+    assert paths <= NOT_IN_FLIGHT
 
 
 def test_probes_and_scrape_target_use_a_declared_port_and_served_paths():

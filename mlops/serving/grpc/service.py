@@ -48,6 +48,8 @@ STATUS_BY_ERROR: dict[type[Exception], grpc.StatusCode] = {
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 Call = Callable[[Any], Awaitable[Message]]
+# The probes, as REST's /v2/health/* are: not counted in flight (not workload).
+NOT_IN_FLIGHT = frozenset({"ServerLive", "ServerReady"})
 
 
 @dataclass(frozen=True)
@@ -160,10 +162,15 @@ def _failure(exc: Exception) -> tuple[grpc.StatusCode, str, tuple[tuple[str, str
 
 def _handler(name: str, call: Call, message: type[Message], metrics: ServiceMetrics
              ) -> grpc.RpcMethodHandler:
-    """One call wrapped: parse failures refused, errors mapped to status codes, counted."""
+    """One call wrapped: parse failures refused, errors mapped to status codes, counted
+    (in flight too, on the loop grpc.aio runs it on, unless it is a probe)."""
+    counted = name not in NOT_IN_FLIGHT
+
     async def handle(request: Message | DecodeError, context: grpc.aio.ServicerContext
                      ) -> Message:
         start = time.perf_counter()
+        if counted:
+            metrics.grpc_in_flight += 1
         try:
             if isinstance(request, DecodeError):
                 raise BadInput(f"the request is not a valid {message.DESCRIPTOR.full_name} "
@@ -177,6 +184,9 @@ def _handler(name: str, call: Call, message: type[Message], metrics: ServiceMetr
         else:
             metrics.observe_grpc(name, "OK", time.perf_counter() - start)
             return response
+        finally:
+            if counted:
+                metrics.grpc_in_flight -= 1
         metrics.observe_grpc(name, code.name, time.perf_counter() - start)
         await context.abort(code, details, trailers)
         raise AssertionError("unreachable: abort raises")
