@@ -26,6 +26,11 @@ Not modelled (each delays every scheduler's starts, or the controller's reclaim,
 pool): the worker's poll interval and the time a process takes to start, or to stop once
 cancelled. The real controller also requeues a preempted run at its original place (a copy
 scheduled at the original's time, and Prefect starts a queue's oldest runs first).
+
+Optional ``nodes`` (a ``NodeModel``, e.g. ``nodes.NodePool``): the slots are the GPUs of
+nodes that boot, go idle and are reclaimed; the model says where a run may start, what
+capacity the controller plans with, and handles its own events (between arrivals and the
+tick at the same instant). Without it, the pool has ``capacity`` slots throughout.
 """
 
 from __future__ import annotations
@@ -36,11 +41,12 @@ import random
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from mlops.fairshare.policy import PRIORITIES, RunningRun, TeamPolicy, plan_pool
 
 SCHEDULERS = ("fair-share", "fair-share+preemption", "static-limits", "fifo", "strict-priority")
-_FINISH, _ARRIVAL, _TICK = 0, 1, 2  # order of events at the same instant
+_FINISH, _ARRIVAL, _NODE, _TICK = 0, 1, 2, 3  # order of events at the same instant
 Queue = tuple[str, str]  # (team or "*", priority or "*")
 
 
@@ -94,6 +100,31 @@ class SimResult:
     ticks: int = 0
 
 
+class NodeModel(Protocol):
+    """The pool's slots when they are nodes that come and go (see the module docstring)."""
+
+    def bind(self, pool: _Pool) -> None:
+        """Before the first event: the pool to push ``_NODE`` events to and stop runs on."""
+
+    def room(self) -> bool:
+        """Whether a slot can take a new run now."""
+
+    def place(self, time: float, attempt: _Attempt) -> None:
+        """A run started: put it on a slot."""
+
+    def release(self, time: float, attempt: _Attempt) -> None:
+        """A run finished or was stopped: free its slot."""
+
+    def policy_view(self, teams: tuple[TeamPolicy, ...]) -> tuple[int, Sequence[TeamPolicy]]:
+        """The capacity and team terms the controller plans with now."""
+
+    def handle(self, time: float, number: int) -> None:
+        """One of the model's own events."""
+
+    def settle(self, time: float) -> None:
+        """After an instant's starts: react to what still waits (e.g. scale out)."""
+
+
 def queue_layout(scheduler: str, teams: Sequence[TeamPolicy]
                  ) -> tuple[list[Queue], dict[Queue, int | None]]:
     """The queues a scheduler uses, in the order Prefect serves them, and their limits
@@ -120,8 +151,10 @@ class _Pool:
     """The simulation's state and its event handlers."""
 
     def __init__(self, scheduler: str, capacity: int, teams: Sequence[TeamPolicy],
-                 period_s: float, checkpoint_s: float | None) -> None:
+                 period_s: float, checkpoint_s: float | None,
+                 nodes: NodeModel | None = None) -> None:
         self.scheduler, self.capacity, self.teams = scheduler, capacity, tuple(teams)
+        self.nodes = nodes
         self.period_s, self.checkpoint_s = period_s, checkpoint_s
         self.order, self.limits = queue_layout(scheduler, teams)
         self.queues: dict[Queue, deque[_Attempt]] = {queue: deque() for queue in self.order}
@@ -146,6 +179,8 @@ class _Pool:
             return  # preempted since this finish was planned
         del self.running[attempt.job.id]
         self.in_queue[_queue_of(self.scheduler, attempt.job)] -= 1
+        if self.nodes is not None:
+            self.nodes.release(time, attempt)
         attempt.kept += attempt.elapsed(time)
         attempt.remaining = 0.0
         attempt.finished = time
@@ -154,7 +189,7 @@ class _Pool:
         """What Prefect's worker does: queues in priority order, oldest run first."""
         for queue in self.order:
             waiting, limit = self.queues[queue], self.limits[queue]
-            while waiting and len(self.running) < self.capacity and (
+            while waiting and self.room() and (
                     limit is None or self.in_queue[queue] < limit):
                 attempt = waiting.popleft()
                 attempt.started = time
@@ -162,7 +197,16 @@ class _Pool:
                     attempt.first_start = time
                 self.running[attempt.job.id] = attempt
                 self.in_queue[queue] += 1
+                if self.nodes is not None:
+                    self.nodes.place(time, attempt)
                 self.push(time + attempt.remaining, _FINISH, attempt, attempt.generation)
+        if self.nodes is not None:
+            self.nodes.settle(time)
+
+    def room(self) -> bool:
+        if self.nodes is None:
+            return len(self.running) < self.capacity
+        return self.nodes.room()
 
     def tick(self, time: float) -> None:
         """The controller: observe running runs and queued counts, set limits, preempt."""
@@ -171,7 +215,9 @@ class _Pool:
                    for a in self.running.values()]
         queued = {t.name: {p: len(self.queues[(t.name, p)]) for p in PRIORITIES}
                   for t in self.teams}
-        plan = plan_pool(self.capacity, self.teams, running, queued,
+        capacity, teams = ((self.capacity, self.teams) if self.nodes is None
+                           else self.nodes.policy_view(self.teams))
+        plan = plan_pool(capacity, teams, running, queued,
                          preemption=self.scheduler == "fair-share+preemption")
         for team, by_priority in plan.queue_limits.items():
             for priority, limit in by_priority.items():
@@ -181,6 +227,11 @@ class _Pool:
             self.preempt(time, attempt)
 
     def preempt(self, time: float, attempt: _Attempt) -> None:
+        """The controller's victim: stopped (``stop``) and counted as a preemption."""
+        self.stop(time, attempt)
+        self.preemptions += 1
+
+    def stop(self, time: float, attempt: _Attempt) -> None:
         """Stop a run; it keeps the work up to its last checkpoint and waits at the front."""
         done = attempt.elapsed(time)
         step = self.checkpoint_s
@@ -193,18 +244,23 @@ class _Pool:
         queue = _queue_of(self.scheduler, attempt.job)
         del self.running[attempt.job.id]
         self.in_queue[queue] -= 1
+        if self.nodes is not None:
+            self.nodes.release(time, attempt)
         self.queues[queue].appendleft(attempt)
-        self.preemptions += 1
 
     def busy(self) -> bool:
         return bool(self.running or self.pending or any(self.queues.values()))
 
 
 def simulate(capacity: int, teams: Sequence[TeamPolicy], trace: Sequence[Job], scheduler: str,
-             period_s: float = 10.0, checkpoint_s: float | None = 60.0) -> SimResult:
-    """Replay ``trace`` through one scheduler until every job has finished."""
+             period_s: float = 10.0, checkpoint_s: float | None = 60.0,
+             nodes: NodeModel | None = None) -> SimResult:
+    """Replay ``trace`` through one scheduler until every job has finished (and, with
+    ``nodes``, every node event has passed)."""
     _check_trace(teams, trace)
-    pool = _Pool(scheduler, capacity, teams, period_s, checkpoint_s)
+    pool = _Pool(scheduler, capacity, teams, period_s, checkpoint_s, nodes)
+    if nodes is not None:
+        nodes.bind(pool)
     for job in sorted(trace, key=lambda j: (j.arrival, j.id)):
         pool.attempts[job.id] = _Attempt(job, job.duration)
         pool.push(job.arrival, _ARRIVAL, pool.attempts[job.id])
@@ -231,6 +287,8 @@ def _handle(pool: _Pool, now: float, kind: int, attempt: _Attempt | None, number
         pool.finish(now, attempt, number)
     elif kind == _ARRIVAL and attempt is not None:
         pool.arrive(attempt)
+    elif kind == _NODE and pool.nodes is not None:
+        pool.nodes.handle(now, number)
     elif kind == _TICK:
         pool.tick(now)
         if pool.busy():  # tick times are multiples of the period: no drift
