@@ -19,7 +19,7 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 export DO_NOT_TRACK := true
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv tools monitoring-tools run stop test test-fast bench bench-serving bench-fairshare bench-scale bench-batch bench-governance bench-platform bench-chaos gpu-check lint clean up down status provision deploy feast-ui
+.PHONY: venv tools monitoring-tools run stop test test-fast bench bench-serving bench-fairshare bench-scale bench-batch bench-governance bench-platform bench-chaos bench-observability gpu-check lint clean up down status provision deploy feast-ui
 
 venv: $(VENV)/.installed
 	@mkdir -p $(PREFECT_HOME)
@@ -118,6 +118,12 @@ bench-platform: venv
 # real stack while teams submit runs and wrk loads the service.
 bench-chaos: venv tools
 	$(PY) -m benchmarks.bench_chaos $(BENCH_ARGS)
+
+# Observability: the anomaly detectors on a labelled synthetic day, GPU node autoscaling with
+# spot in the fair-share simulator against a static pool sized for the peak, and what a real
+# Prometheus scraping the service every second costs its throughput (needs wrk, prometheus).
+bench-observability: venv tools
+	$(PY) -m benchmarks.bench_observability $(BENCH_ARGS)
 
 gpu-check: venv
 	$(PY) -m benchmarks.gpu_check $(BENCH_ARGS)

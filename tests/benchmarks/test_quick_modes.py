@@ -116,6 +116,27 @@ def test_serving_quick_loads_every_server_side_by_side(run_benchmark, tmp_path: 
     assert saved["targets"]
 
 
+@pytest.mark.slow
+def test_observability_quick_scores_the_detectors_the_autoscaler_and_the_scrape_cost(
+        run_benchmark, tmp_path: Path):
+    out = ran_quick(run_benchmark("bench_observability", "--quick", "--bench-dir",
+                                  str(tmp_path), timeout=900))
+    kinds = ["idle-gpus-with-work-queued", "throughput-collapse", "memory-growing-towards-limit",
+             "latency-spike", "run-stalled"]
+    for kind in kinds:
+        (row,) = markdown_rows(out, kind)
+        assert 0 <= number(row[1]) <= 1 and 0 <= number(row[2]) <= 1  # precision, recall
+    for setup in ("static", "autoscaled on-demand", "autoscaled spot"):
+        (row,) = markdown_rows(out, setup)
+        assert number(row[1].split()[0]) > 0  # GPU-hours paid
+    assert len(markdown_rows(out, "spare buffer")) == 1  # every policy on the one seed
+    for case in ("not scraped (baseline)", "scraped every 1 s"):
+        (row,) = markdown_rows(out, case)
+        assert number(row[1]) > 0
+    (scraped,) = markdown_rows(out, "scraped every 1 s")
+    assert int(scraped[3]) >= 1  # Prometheus really scraped during the scraped run
+
+
 def test_every_make_bench_target_has_a_quick_mode_test():
     """Each module a `make bench*` target runs is run with --quick by a test here."""
     makefile = (REPO / "Makefile").read_text()
