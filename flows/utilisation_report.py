@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from flows.worker_bound import end_with_worker
 from mlops.config import Settings
-from tasks.report import render
+from tasks.dashboard_report import render
 
 DASHBOARDS = Path(__file__).resolve().parents[1] / "infra" / "grafana" / "dashboards"
 

@@ -72,7 +72,7 @@ def served(stack: dict) -> Iterator[dict]:
                         {"parameters": {"params": {**params, "deploy": True}}})
     assert first.status_code == 201, first.text
     run = wait_final(client, first.json()["id"], 600)
-    assert run["state"]["type"] == "COMPLETED", run["state"]
+    assert run["state"]["type"] == "COMPLETED", (run["state"], run_logs(client, run))
     drift = deploy_from_checkout(
         client, "drift-check", "flows/drift_check.py:drift_check", "mixed-drift", "cpu",
         "default", {"params": {"spec": spec, "team": "default"}}, tags=["team:default"])
@@ -128,6 +128,26 @@ def registry_versions(stack: dict) -> tuple[list[str], dict[str, str]]:
     versions = client.search_model_versions(f"name='{MODEL}'")
     aliases = client.get_registered_model(MODEL).aliases
     return sorted(str(v.version) for v in versions), aliases
+
+
+def test_the_service_is_scraped_and_its_training_run_is_in_mlflow(stack: dict,
+                                                                  served: dict) -> None:
+    """Prometheus finds the deploy stage's service by itself (file discovery), and the
+    version's MLflow run holds its training's system metrics and per-epoch histories."""
+    from mlflow import MlflowClient
+
+    prometheus = f"http://127.0.0.1:{stack['env']['MLOPS_PROMETHEUS_PORT']}/api/v1/query"
+    query = f'up{{job="serving",model="{MODEL}",team="default"}} == 1'
+    wait_for(lambda: httpx.get(prometheus, params={"query": query}).json()["data"]["result"],
+             60, "Prometheus scraping the deployed service")
+    tracking = f"sqlite:///{stack['env']['MLOPS_DATA_DIR']}/mlflow.db"
+    client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
+    (version,) = client.search_model_versions(f"name='{MODEL}' and version='1'")
+    run = client.get_run(version.run_id)
+    assert run.data.tags["mlops.team"] == "default" and run.data.tags["mlops.pool"] == "gpu"
+    history = client.get_metric_history(run.info.run_id, "train_loss")
+    assert [m.step for m in history] == [1, 2, 3]
+    assert "system/cpu_utilization_percentage" in run.data.metrics, sorted(run.data.metrics)
 
 
 def test_an_unshifted_stream_starts_nothing(stack: dict, served: dict) -> None:
