@@ -68,11 +68,29 @@ def training_run(tracking_uri: str, artifacts_dir: Path, name: str, key: str,
             if refused is None:
                 raise
             raise refused from None
-        mlflow.set_system_metrics_sampling_interval(sampling_interval_s)
         run_id = earlier[0].info.run_id if earlier else None
         with mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment_id,
-                              log_system_metrics=True) as run:
+                              log_system_metrics=False) as run, \
+                system_metrics(run.info.run_id, sampling_interval_s, bool(run_id)):
             mlflow.set_tags({TRAINING_TAG: key, **tags})
             log.info("training tracked in MLflow run %s%s", run.info.run_id,
                      " (continued)" if run_id else "")
             yield TrainingRun(run.info.run_id)
+
+
+@contextmanager
+def system_metrics(run_id: str, sampling_interval_s: float, resume: bool) -> Iterator[None]:
+    """MLflow's system-metrics monitor on the run, plus a closing sample: its thread logs
+    only after a whole interval, so a training shorter than one would otherwise log none."""
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=sampling_interval_s,
+                                   resume_logging=resume)
+    monitor.start()
+    try:
+        yield
+    finally:
+        monitor.finish()
+        monitor.collect_metrics()
+        monitor.publish_metrics(monitor.aggregate_metrics())
+        monitor.mlflow_logger.flush()

@@ -24,6 +24,7 @@ from tests.e2e.stack import deploy_from_checkout, running_stack, wait_final
 pytestmark = pytest.mark.slow
 WORKLOAD = "tests/e2e/training_workload.py:long_training"
 CHECK = "flows/anomaly_check.py:anomaly_check"
+REPORT = "flows/utilisation_report.py:utilisation_report"
 
 
 class Webhook:
@@ -121,3 +122,26 @@ def test_a_throttled_training_run_is_flagged_notified_and_cancelled(stack: dict)
     # The run's series are gone with it: a cancelled run is not stalled for ever.
     folder = Path(stack["env"]["MLOPS_DATA_DIR"]) / "monitoring" / "textfile"
     wait_for(lambda: not list(folder.glob(f"*{run}*.prom")), 60.0, "the run's series removed")
+
+
+def test_the_report_draws_the_dashboards_from_prometheus(stack: dict) -> None:
+    """The utilisation report on the same stack: a PNG file per dashboard and an artifact
+    with the image and each series' last and peak values, from Prometheus alone."""
+    client = stack["client"]
+    report = deploy_from_checkout(client, "utilisation-report", REPORT, "utilisation-report",
+                                  "cpu", "default", {})
+    parameters = {"params": {"hours": 0.25, "step_s": 5}}
+    run = client.post(f"/deployments/{report}/create_flow_run",
+                      {"parameters": parameters}).json()["id"]
+    assert wait_final(client, run, 240.0)["state"]["type"] == "COMPLETED"
+    folder = Path(stack["env"]["MLOPS_DATA_DIR"]) / "monitoring" / "reports"
+    images = {path.name.split("-")[0]: path for path in folder.glob("*.png")}
+    assert set(images) == {"platform", "serving"}, images
+    assert all(path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for path in images.values())
+    found = client.post("/artifacts/filter", {"artifacts": {
+        "key": {"any_": ["report-platform"]}, "flow_run_id": {"any_": [run]}}}).json()
+    markdown = found[0]["data"]
+    assert "data:image/png;base64," in markdown
+    # The throttled run of the test before is in the table, read back from Prometheus.
+    rows = [line for line in markdown.splitlines() if line.startswith("| Training throughput |")]
+    assert rows and "no data" not in rows[0], markdown[-3000:]

@@ -142,7 +142,7 @@ def test_the_service_is_scraped_and_its_training_run_is_in_mlflow(stack: dict,
              60, "Prometheus scraping the deployed service")
     tracking = f"sqlite:///{stack['env']['MLOPS_DATA_DIR']}/mlflow.db"
     client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
-    (version,) = client.search_model_versions(f"name='{MODEL}' and version='1'")
+    version = client.get_model_version(MODEL, "1")
     run = client.get_run(version.run_id)
     assert run.data.tags["mlops.team"] == "default" and run.data.tags["mlops.pool"] == "gpu"
     history = client.get_metric_history(run.info.run_id, "train_loss")

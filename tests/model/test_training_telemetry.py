@@ -55,10 +55,11 @@ def test_a_gpu_reading_is_exported_only_when_there_is_one() -> None:
     assert "gpu_utilization" not in render(labels, EpochSample(1, 1.0, 1.0, 1.0), 1, 2, 3.0)
 
 
-@pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+# Sampled during training, and (a run shorter than one interval) the closing sample alone.
+@pytest.fixture(params=["0.5", "600"])
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request) -> Settings:
     monkeypatch.setenv("MLOPS_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("MLOPS_SYSTEM_METRICS_INTERVAL_S", "0.5")
+    monkeypatch.setenv("MLOPS_SYSTEM_METRICS_INTERVAL_S", request.param)
     return Settings()
 
 
