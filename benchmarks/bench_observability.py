@@ -42,8 +42,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--sweep", type=int, default=4, help="more seeds, both simulations")
     parser.add_argument("--policy", default="spare buffer", choices=sorted(POLICIES),
                         help="the autoscaling policy whose targets are judged")
-    parser.add_argument("--rounds", type=int, default=7, help="scrape-cost rounds (A B)")
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=15, help="scrape-cost rounds (A B)")
+    parser.add_argument("--duration", type=float, default=4.0, help="seconds per wrk run")
     parser.add_argument("--bench-dir", type=Path, default=REPO / "data" / "bench-serving")
     parser.add_argument("--parts", default="anomaly,nodes,scrape",
                         help="comma-separated subset of anomaly,nodes,scrape")

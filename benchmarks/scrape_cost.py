@@ -103,9 +103,15 @@ def measure(bench_dir: Path, rounds: int, seconds: float, quick: bool) -> Scrape
         prometheus.folder.mkdir(exist_ok=True)
         prometheus.start()
         try:
-            return _rounds(cell, running, prometheus, rounds, seconds, logs)
+            cost = _rounds(cell, running, prometheus, rounds, seconds, logs)
         finally:
             prometheus.stop()
+    # Over all the scraped runs, most seconds must have had a scrape (a quick run's single
+    # second may fall between two).
+    if not quick and cost.scrapes < rounds * seconds / 2:
+        raise SystemExit(f"Prometheus scraped the service {cost.scrapes} times in {rounds} "
+                         f"runs of {seconds:g} s: not every second")
+    return cost
 
 
 def _rounds(cell: serving_load.Cell, running: Running, prometheus: WatchingPrometheus,
@@ -120,11 +126,7 @@ def _rounds(cell: serving_load.Cell, running: Running, prometheus: WatchingProme
             result = cell.run(seconds, logs)
             (scraped if scraping else unscraped).append(result.rps)
             if scraping:
-                done = served_scrapes(running.url) - before - 1  # less our own read
-                if done < seconds / 2:
-                    raise SystemExit(f"Prometheus scraped the service {done} times in a "
-                                     f"{seconds:g} s run: not every second")
-                scrapes += done
+                scrapes += served_scrapes(running.url) - before - 1  # less our own read
     return ScrapeCost(unscraped, scraped, scrapes)
 
 

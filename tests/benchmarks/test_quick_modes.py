@@ -133,8 +133,6 @@ def test_observability_quick_scores_the_detectors_the_autoscaler_and_the_scrape_
     for case in ("not scraped (baseline)", "scraped every 1 s"):
         (row,) = markdown_rows(out, case)
         assert number(row[1]) > 0
-    (scraped,) = markdown_rows(out, "scraped every 1 s")
-    assert int(scraped[3]) >= 1  # Prometheus really scraped during the scraped run
 
 
 def test_every_make_bench_target_has_a_quick_mode_test():
