@@ -46,12 +46,20 @@ def targets_dir(settings: Settings) -> Path:
 
 
 def binary(name: str) -> str:
-    """Debian's binary, or a clear error that says how to install it."""
-    path = shutil.which(BINARIES[name]) or shutil.which(BINARIES[name], path="/usr/bin:/usr/sbin")
-    if path is None:
-        raise SystemExit(f"{BINARIES[name]} is not installed: `make up` installs Debian's "
+    """Debian's binary where it is installed, else its bare name (``require_binaries``
+    says what is missing before anything is started)."""
+    program = BINARIES[name]
+    return shutil.which(program) or shutil.which(program, path="/usr/bin:/usr/sbin") or program
+
+
+def require_binaries() -> None:
+    """A clear error, before `up` starts anything, when Debian's packages are missing."""
+    missing = [program for program in BINARIES.values()
+               if shutil.which(program) is None
+               and shutil.which(program, path="/usr/bin:/usr/sbin") is None]
+    if missing:
+        raise SystemExit(f"not installed: {', '.join(missing)}; `make up` installs Debian's "
                          "prometheus and prometheus-node-exporter packages (apt-get)")
-    return path
 
 
 def prometheus_command(settings: Settings) -> list[str]:

@@ -250,6 +250,8 @@ def up(settings: Settings, teams_file: Path) -> None:
     env = {**environment(settings), "MLOPS_TEAMS_FILE": str(teams_file.resolve())}
     admin = auth_string(governance, account(governance, Role.ADMIN) or "", values) or ""
     write_auth_config(settings)
+    if not settings.prometheus_url:
+        prometheus_config.require_binaries()
     prometheus_config.write_config(
         settings, bool(_controller(settings, teams_file, {})),
         {"mlflow": f"{MLFLOW_ADMIN_USER}:{values[MLFLOW_ADMIN]}", "prefect": values[SERVER_AUTH]})
