@@ -85,7 +85,10 @@ def test_each_process_gets_only_its_own_credentials(tmp_path: Path, teams: Path,
     values = platform_secrets(settings, load_governance(teams), {})
     started = {service.name: service for service in services(settings, teams, values)}
     assert list(started) == ["prefect-server", "prefect-gateway", "mlflow-server",
-                             "worker-gpu", "worker-cpu", "fairshare-controller"]
+                             "worker-gpu", "worker-cpu", "fairshare-controller",
+                             "node-exporter", "prometheus"]
+    # Prometheus reads its scrape passwords from 0600 files, never from its environment.
+    assert started["node-exporter"].env == started["prometheus"].env == {}
     server = started["prefect-server"]
     assert server.env["PREFECT_SERVER_API_AUTH_STRING"] == values[SERVER_AUTH]
     assert server.command[-4:] == ["--host", "127.0.0.1", "--port", "4301"]
