@@ -149,7 +149,7 @@ def _register(tracking_uri: str, artifacts_dir: Path, onnx_path: str, sha256: st
     client = mlflow_client(tracking_uri)
     experiment_id = experiment_for(client, name, artifacts_dir)
     key = registration_key(lineage, sha256)
-    run_id = _run_of(client, experiment_id, key) or training_run_id
+    run_id = _run_of(client, experiment_id, key) or _unregistered(client, name, training_run_id)
     found = _version_of(client, name, run_id) if run_id else None
     created = found is None
     if created:
@@ -168,6 +168,15 @@ def _register(tracking_uri: str, artifacts_dir: Path, onnx_path: str, sha256: st
         if created:
             client.delete_model_version(name, version)
         raise
+
+
+def _unregistered(client: MlflowClient, name: str, training_run_id: str | None) -> str | None:
+    """The training's run, to continue, unless a version was already registered from it
+    (by another registration, not a retry of this one: that one is found by its key); the
+    new version then gets a run of its own."""
+    if training_run_id is None or _version_of(client, name, training_run_id) is not None:
+        return None
+    return training_run_id
 
 
 def _run_of(client: MlflowClient, experiment_id: str, key: str | None) -> str | None:

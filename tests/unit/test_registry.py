@@ -125,6 +125,23 @@ def test_a_retried_registration_returns_the_same_version(store: dict) -> None:
     assert len(_versions(store, "alpha.retried")) == 2
 
 
+def test_a_registration_continues_its_training_run_once(store: dict) -> None:
+    """The version is registered in the run its training was tracked in; a second version
+    of the same training (another registration) gets a run of its own."""
+    from mlops.registry.tracking import EpochMetrics, training_run
+
+    with training_run(store["uri"], store["artifacts"], "alpha.trained", "key-1", {}) as run:
+        run.log_epoch(EpochMetrics(1, 0.5, 0.6, 100.0))
+    args = (store["uri"], store["artifacts"], store["model"], store["sha"], {},
+            {"test_auc": 0.8}, "test_auc", True)
+    first = register_model(*args, _lineage("trained", ""), training_run_id=run.run_id)
+    second = register_model(*args, _lineage("trained", ""), training_run_id=run.run_id)
+    assert first.run_id == run.run_id and second.run_id != run.run_id
+    assert _versions(store, "alpha.trained") == sorted([first.version, second.version])
+    client = MlflowClient(tracking_uri=store["uri"])
+    assert [m.value for m in client.get_metric_history(run.run_id, "train_loss")] == [0.5]
+
+
 CRASH_AT_ALIAS_MOVE = """
 import os, signal, sys
 from pathlib import Path
