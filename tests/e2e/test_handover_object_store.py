@@ -77,6 +77,9 @@ def _run_stages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, endpoint: str) 
     features = features_stage(data, spec, settings)
     write_result(handover_root(settings), REF, Stage.FEATURES, features)
 
+    # The tracking store stands apart from the workers (the platform's MLflow server): the
+    # training is tracked there, and registration continues its run.
+    monkeypatch.setenv("MLOPS_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     settings = fresh_worker(monkeypatch, tmp_path / "train")
     features = read_result(handover_root(settings), REF, Stage.FEATURES)
     trained = train_stage(features.training_path, spec, MODEL, settings)
@@ -91,8 +94,6 @@ def _run_stages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, endpoint: str) 
     assert exported.parity_rows == trained.test_rows and exported.max_abs_diff <= 1e-4
     assert exported.onnx_path == trained.model_path.replace("model.pt", "model.onnx")
 
-    # The tracking store stands apart from the workers (the platform's MLflow server).
-    monkeypatch.setenv("MLOPS_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     settings = fresh_worker(monkeypatch, tmp_path / "register")
     root = handover_root(settings)
     assert read_result(root, REF, Stage.EXPORT) == exported

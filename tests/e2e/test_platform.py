@@ -113,7 +113,7 @@ def test_the_ci_command_then_make_deploy_register_the_deployments(platform: dict
     deployed = platform["client"].post("/deployments/filter", {}).json()
     assert {d["name"] for d in deployed} == {"default", "vision-nightly", "nlp-nightly",
                                              "vision", "nlp", "default-nightly",
-                                             "default-hourly"}
+                                             "default-hourly", "daily"}
     scoring = platform["client"].get("/deployments/name/batch-score/default-nightly")
     assert scoring["work_pool_name"] == "cpu"
     assert scoring["schedules"][0]["schedule"]["cron"] == "0 5 * * *"

@@ -57,6 +57,8 @@ SECRET_STORES = {
                        "MLOPS_AUDIT_KEY",
     "service/*/admin-token": "a model service's admin token (mode 0600), handed to its "
                              "process by file name, never by value",
+    "platform/prometheus/*.password": "Prometheus' basic-auth password of a job it scrapes "
+                                      "(mode 0600), read by Prometheus by file name",
 }
 # Secret-like variables of the stack's environment that are not secret.
 NOT_SECRET = {"AWS_ACCESS_KEY_ID", "MLOPS_S3_KMS_KEY_ID"}

@@ -180,10 +180,11 @@ def s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Server]:
 
 
 def production_env(server: S3Server, data_dir: Path) -> dict[str, str]:
-    # No MLflow server here: each worker tracks its training run in SQLite of its own.
+    # No MLflow server here: each worker tracks its training run in SQLite of its own,
+    # beside its data directory (which must stay empty of anything but what it fetched).
     return {**AWS, "MLOPS_PROFILE": "production", "MLOPS_S3_ENDPOINT_URL": server.endpoint,
             "MLOPS_S3_BUCKET": BUCKET, "MLOPS_DATA_DIR": str(data_dir), "FSSPEC_S3": "{}",
-            "MLOPS_TRACKING_URI": f"sqlite:///{data_dir}/mlflow.db"}
+            "MLOPS_TRACKING_URI": f"sqlite:///{data_dir.parent}/{data_dir.name}-mlflow.db"}
 
 
 @pytest.mark.slow
