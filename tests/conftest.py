@@ -1,6 +1,7 @@
 """Shared test set-up: no analytics, no network, every output under a temporary folder."""
 
 import os
+import shutil
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -56,3 +57,12 @@ def prefect_server() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+def promtool() -> str:
+    """promtool from PATH or Debian's package; its absence is a failure, not a skip."""
+    found = shutil.which("promtool") or shutil.which("promtool", path="/usr/bin")
+    if found is None:
+        pytest.fail("promtool not found on PATH or at /usr/bin/promtool: `make tools` installs "
+                    "it (Debian package prometheus)")
+    return found

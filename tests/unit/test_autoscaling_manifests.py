@@ -10,8 +10,6 @@ and the metric names they use are the ones the service and the controller export
 
 import copy
 import re
-import shutil
-import socket
 import subprocess
 import tomllib
 from pathlib import Path
@@ -28,6 +26,7 @@ from infra.worker_settings import WORKER_QUERY_S
 from mlops.fairshare.gauges import FairShareGauges
 from mlops.fairshare.teams import load_teams
 from mlops.serving.metrics import ServiceMetrics
+from tests.conftest import promtool
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "infra" / "k8s"
@@ -94,16 +93,6 @@ def keda_validator() -> jsonschema.Draft7Validator:
         "keda.sh", "v1alpha1", "ScaledObject")
     return jsonschema.Draft7Validator(strict(version["schema"]["openAPIV3Schema"]))
 
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Any connection attempt fails, so passing tests prove the schemas are local."""
-
-    def refuse(*args, **kwargs):
-        raise OSError("network disabled in this test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 @pytest.mark.usefixtures("no_network")
@@ -174,14 +163,6 @@ def test_keda_queries_read_a_series_the_controller_exports():
         assert "pool" in family[match["metric"]].samples[0].labels
         assert trigger["type"] == "prometheus" and float(trigger["metadata"]["threshold"]) > 0
 
-
-def promtool() -> str:
-    """promtool from PATH or Debian's package; its absence is a failure, not a skip."""
-    found = shutil.which("promtool") or ("/usr/bin/promtool"
-                                         if Path("/usr/bin/promtool").exists() else None)
-    if found is None:
-        pytest.fail("promtool not found: `make tools` installs it (Debian package prometheus)")
-    return found
 
 
 def query_test(series: dict[str, float], expr: str, expected: dict[str, float]

@@ -6,7 +6,6 @@ names, the recording rules, and a few series of node exporter and Prometheus its
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from mlops.fairshare.gauges import FairShareGauges
 from mlops.fairshare.policy import RunningRun, TeamPolicy, plan_pool
 from mlops.serving.metrics import ServiceMetrics
+from tests.conftest import promtool
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = {name: ROOT / "infra" / "grafana" / "dashboards" / f"{name}.json"
@@ -159,14 +159,6 @@ def test_every_panel_has_a_title_and_queries(name: str) -> None:
             assert target["expr"].strip(), panel["title"]
             assert target["datasource"]["uid"] == "${datasource}", panel["title"]
 
-
-def promtool() -> str:
-    found = shutil.which("promtool") or ("/usr/bin/promtool"
-                                         if Path("/usr/bin/promtool").exists() else None)
-    if found is None:
-        pytest.fail("promtool not found on PATH or at /usr/bin/promtool: `make tools` installs "
-                    "it (Debian package prometheus)")
-    return found
 
 
 def test_every_query_parses_as_promql(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ schema that kubernetes-validate bundles. The templates are never applied.
 
 import copy
 import json
-import socket
 from pathlib import Path
 
 import kubernetes_validate
@@ -26,15 +25,8 @@ GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSc
 REGION_LABEL = "topology.kubernetes.io/region"
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    """Any connection attempt fails, so passing tests prove the schemas are local."""
 
-    def refuse(*args, **kwargs):
-        raise OSError("network disabled in this test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
+pytestmark = pytest.mark.usefixtures("no_network")
 
 
 def validate(manifest: dict) -> str:

@@ -5,7 +5,6 @@ the 3 controller periods that its description promises.
 """
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import pytest
 import yaml
 
 from mlops.fairshare.teams import FairShareConfig
+from tests.conftest import promtool
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "infra" / "prometheus" / "rules"
@@ -26,15 +26,6 @@ RECORDED = ("pool:mlops_utilisation:ratio", "pool_team:mlops_utilisation:ratio",
             "team:mlops_gpu_budget_used:ratio", "job:mlops_request_duration_seconds:p50_5m",
             "job:mlops_request_duration_seconds:p99_5m", "job:mlops_request_errors:ratio_5m")
 
-
-def promtool() -> str:
-    """promtool from PATH or Debian's package; its absence is a failure, not a skip."""
-    found = shutil.which("promtool") or ("/usr/bin/promtool"
-                                         if Path("/usr/bin/promtool").exists() else None)
-    if found is None:
-        pytest.fail("promtool not found on PATH or at /usr/bin/promtool: `make tools` installs "
-                    "it (Debian package prometheus)")
-    return found
 
 
 def run_promtool(*args: str) -> subprocess.CompletedProcess[str]:
