@@ -217,7 +217,7 @@ class Settings(BaseSettings):
     # MLflow's system metrics (CPU, memory, disk, network, GPU) of a training run.
     system_metrics_interval_s: float = Field(default=5.0, ge=0.5, le=600)
     # Anomaly notifications (`make up`'s automation, a Prefect webhook block) go here.
-    alert_webhook_url: str | None = None
+    alert_webhook_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
     # The gateway (infra/gateway) listens on prefect_port; the Prefect server behind it on
     # loopback, prefect_internal_port (default prefect_port + 1), and requires
     # prefect_server_auth; the gateway signs session cookies with gateway_session_key.

@@ -14,6 +14,7 @@ import os
 import re
 import time
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import psutil
@@ -115,14 +116,27 @@ def memory_limit() -> int:
 
 
 def gpu_utilisation() -> float | None:
-    """The first GPU's utilisation (0-1) through NVML, or None without one."""
+    """The first visible GPU's utilisation (0-1) through NVML, or None without one."""
+    handle = _nvml_handle()
+    if handle is None:
+        return None
+    import pynvml
+
+    try:
+        return pynvml.nvmlDeviceGetUtilizationRates(handle).gpu / 100.0
+    except pynvml.NVMLError:
+        return None
+
+
+@cache
+def _nvml_handle() -> object | None:
+    """Looked up once per process: without a driver every epoch would retry loading it."""
     try:
         import pynvml
 
         pynvml.nvmlInit()
         first = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]
-        handle = pynvml.nvmlDeviceGetHandleByIndex(int(first) if first.isdigit() else 0)
-        return pynvml.nvmlDeviceGetUtilizationRates(handle).gpu / 100.0
+        return pynvml.nvmlDeviceGetHandleByIndex(int(first) if first.isdigit() else 0)
     except Exception:  # no NVML library, no driver, no GPU: nothing to report
         return None
 

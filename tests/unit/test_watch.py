@@ -58,3 +58,19 @@ def test_idle_gpus_with_work_queued_is_an_event_on_the_pool() -> None:
     events = events_for(Observations(utilisation=[idle], queued=[queued]), end, end - 3600, 0)
     assert [(e.event, e.resource["prefect.resource.id"]) for e in events] == [
         ("mlops.anomaly.idle-gpus-with-work-queued", "mlops.pool.gpu")]
+
+
+def test_a_webhook_that_is_not_a_url_is_refused_naming_the_setting(monkeypatch) -> None:
+    import pydantic
+
+    from mlops.config import Settings
+
+    monkeypatch.setenv("MLOPS_ALERT_WEBHOOK_URL", "hooks.example/anomalies")
+    try:
+        Settings()
+    except pydantic.ValidationError as exc:
+        assert "alert_webhook_url" in str(exc)
+    else:
+        raise AssertionError("a webhook without a scheme was accepted")
+    monkeypatch.setenv("MLOPS_ALERT_WEBHOOK_URL", "https://hooks.example/anomalies")
+    assert Settings().alert_webhook_url == "https://hooks.example/anomalies"
